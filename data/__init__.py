@@ -1,0 +1,1 @@
+"""Skill files, dataset formats and benchmark loaders (installed as `nlu.data`)."""

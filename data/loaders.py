@@ -1,0 +1,282 @@
+"""Load examples from skill folders, JSONL files and JointBERT-style directories.
+
+Every loader returns `nlu.schema.Example`s; `to_dataset` turns them into a `datasets.Dataset`
+with columns text, skill, intent, slots (list of {start, end, slot}).
+
+Formats:
+- skill folder (or a folder of skill folders): `skill.yaml` templates -> train/dev,
+  hand-written `tests.yaml` -> test. See `nlu.data.skills`.
+- JSONL: one object per line, `{"text", "skill", "intent", "slots": [{"start", "end", "slot"}]}`
+  with character offsets (end exclusive). A file is one split.
+- JointBERT / Slot-Gated directory (ATIS, SNIPS): `<split>/seq.in`, `seq.out` (BIO per
+  whitespace token), `label`. The skill is the directory name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from nlu.data.skills import (
+    TESTS_FILE,
+    SkillSpec,
+    expand_skill,
+    find_skill_dirs,
+    parse_skill_file,
+    parse_tests_file,
+)
+from nlu.schema import DataError, Example, SkillLabels, Span
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+
+
+# -- JSONL ----------------------------------------------------------------------------------------
+
+
+def read_jsonl(path: Path) -> list[Example]:
+    examples = []
+    with path.open(encoding="utf-8", errors="strict") as handle:
+        try:
+            lines = list(handle)
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}: not valid UTF-8 ({err})") from err
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{number}: invalid JSON ({err.msg})") from err
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        missing = [k for k in ("text", "skill", "intent") if not isinstance(row.get(k), str)]
+        if missing:
+            raise DataError(f"{path}:{number}: missing or non-string field(s): {', '.join(missing)}")
+        unknown = set(row) - {"text", "skill", "intent", "slots", "id"}
+        if unknown:
+            raise DataError(f"{path}:{number}: unknown field(s) {sorted(unknown)}")
+        slots = row.get("slots", [])
+        if not isinstance(slots, list) or not all(
+            isinstance(s, dict)
+            and isinstance(s.get("start"), int)
+            and isinstance(s.get("end"), int)
+            and isinstance(s.get("slot"), str)
+            for s in slots
+        ):
+            raise DataError(
+                f"{path}:{number}: slots must be a list of {{\"start\": int, \"end\": int, \"slot\": str}}"
+            )
+        try:
+            examples.append(Example.from_dict({**row, "slots": slots}))
+        except DataError as err:
+            raise DataError(f"{path}:{number}: {err}") from err
+    if not examples:
+        raise DataError(f"{path}: no examples")
+    return examples
+
+
+def write_jsonl(path: Path, examples: Iterable[Example]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for ex in examples:
+            handle.write(json.dumps(ex.to_dict(), ensure_ascii=False) + "\n")
+
+
+# -- JointBERT / Slot-Gated ---------------------------------------------------------------------
+
+
+def bio_to_example(tokens: Sequence[str], tags: Sequence[str], *, skill: str, intent: str) -> Example:
+    """Whitespace tokens + BIO tags -> text joined by single spaces + character spans.
+
+    An I- tag that does not continue a span of the same type starts a new span (the lenient
+    reading conlleval and seqeval's default mode use).
+    """
+    text = " ".join(tokens)
+    spans: list[Span] = []
+    position = 0
+    open_slot: str | None = None
+    start = end = 0
+    for token, tag in zip(tokens, tags, strict=True):
+        t_start, t_end = position, position + len(token)
+        position = t_end + 1
+        continues = tag.startswith("I-") and open_slot == tag[2:]
+        if open_slot is not None and not continues:
+            spans.append(Span(start, end, open_slot))
+            open_slot = None
+        if tag == "O":
+            continue
+        if continues:
+            end = t_end
+        else:
+            open_slot, start, end = tag[2:], t_start, t_end
+    if open_slot is not None:
+        spans.append(Span(start, end, open_slot))
+    return Example(text, skill, intent, tuple(spans))
+
+
+def read_jointbert(directory: Path, split: str, *, skill: str | None = None) -> list[Example]:
+    folder = directory / split
+    if split == "dev" and not folder.is_dir() and (directory / "valid").is_dir():
+        folder = directory / "valid"
+    paths = {name: folder / name for name in ("seq.in", "seq.out", "label")}
+    for name, p in paths.items():
+        if not p.is_file():
+            raise DataError(f"{p}: missing; a JointBERT split folder holds seq.in, seq.out and label")
+    texts, tags, labels = (p.read_text(encoding="utf-8").splitlines() for p in paths.values())
+    if not len(texts) == len(tags) == len(labels):
+        raise DataError(
+            f"{folder}: seq.in has {len(texts)} lines, seq.out {len(tags)}, label {len(labels)}; "
+            "they must match line for line"
+        )
+    skill = skill or directory.name
+    examples = []
+    for number, (line, tag_line, label) in enumerate(zip(texts, tags, labels, strict=True), start=1):
+        # Split on any whitespace: SNIPS lines carry leading, trailing and double spaces.
+        tokens, bio = line.split(), tag_line.split()
+        if len(tokens) != len(bio):
+            raise DataError(
+                f"{paths['seq.out']}:{number}: {len(bio)} tags for {len(tokens)} tokens in {line!r}"
+            )
+        bad = [t for t in bio if t != "O" and not (t[:2] in ("B-", "I-") and len(t) > 2)]
+        if bad:
+            raise DataError(f"{paths['seq.out']}:{number}: invalid BIO tag(s) {bad}")
+        if not label.strip():
+            raise DataError(f"{paths['label']}:{number}: empty intent label")
+        examples.append(bio_to_example(tokens, bio, skill=skill, intent=label.strip()))
+    return examples
+
+
+# -- skill folders -----------------------------------------------------------------------------
+
+
+def read_skills(
+    path: Path, split: str, *, samples_per_template: int, dev_fraction: float, seed: int
+) -> tuple[list[Example], list[SkillLabels]]:
+    examples: list[Example] = []
+    labels: list[SkillLabels] = []
+    for skill_dir in find_skill_dirs(path):
+        spec = parse_skill_file(skill_dir / "skill.yaml")
+        labels.append(spec.labels)
+        if split == "test":
+            tests = skill_dir / TESTS_FILE
+            if not tests.is_file():
+                raise DataError(f"{tests}: missing; the test split of a skill is its hand-written {TESTS_FILE}")
+            examples += parse_tests_file(tests, spec)
+        else:
+            examples += _template_split(spec, split, samples_per_template, dev_fraction, seed)
+    return examples, labels
+
+
+def _template_split(
+    spec: SkillSpec, split: str, samples_per_template: int, dev_fraction: float, seed: int
+) -> list[Example]:
+    generated = expand_skill(spec, samples_per_template=samples_per_template, seed=seed)
+    # A stable per-text coin decides train vs dev, so the split does not depend on file order.
+    def is_dev(ex: Example) -> bool:
+        coin = zlib.crc32(f"{seed}:{ex.text}".encode()) / 2**32
+        return coin < dev_fraction
+
+    return [ex for ex in generated if is_dev(ex) == (split == "dev")]
+
+
+# -- dispatch ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Loaded:
+    examples: list[Example]
+    # Label spaces declared by skill files (descriptions, intents' slots); empty for other formats.
+    declared: list[SkillLabels] = field(default_factory=list)
+
+
+def load_split(
+    path: str | Path,
+    split: str,
+    *,
+    samples_per_template: int = 20,
+    dev_fraction: float = 0.1,
+    seed: int = 0,
+) -> Loaded:
+    """Examples of one split from any supported source; a JSONL file is its own split."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    if path.is_file():
+        if path.suffix not in (".jsonl", ".json"):
+            raise DataError(f"{path}: expected a .jsonl file, a skill folder or a JointBERT folder")
+        return Loaded(read_jsonl(path))
+    if (path / "train" / "seq.in").is_file() or (path / split / "seq.in").is_file():
+        return Loaded(read_jointbert(path, split))
+    examples, declared = read_skills(
+        path, split, samples_per_template=samples_per_template, dev_fraction=dev_fraction, seed=seed
+    )
+    return Loaded(examples, declared)
+
+
+def random_split(examples: Sequence[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    cut = round(len(order) * fraction)
+    held = set(order[:cut])
+    return [e for i, e in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
+
+
+# -- label coverage ------------------------------------------------------------------------------
+
+
+def unseen_labels(train: Sequence[SkillLabels], examples: Sequence[Example]) -> dict[str, Any]:
+    """Skills, intents and slot types in `examples` that training never saw, with counts."""
+    known = {s.name: s for s in train}
+    skills: Counter[str] = Counter()
+    intents: Counter[str] = Counter()
+    slots: Counter[str] = Counter()
+    for ex in examples:
+        labels = known.get(ex.skill)
+        if labels is None:
+            skills[ex.skill] += 1
+            continue
+        if ex.intent not in labels.intents:
+            intents[f"{ex.skill}/{ex.intent}"] += 1
+        for span in ex.slots:
+            if span.slot not in labels.slot_types:
+                slots[f"{ex.skill}/{span.slot}"] += 1
+    return {"skills": dict(skills), "intents": dict(intents), "slot_types": dict(slots)}
+
+
+# -- datasets ------------------------------------------------------------------------------------
+
+
+FEATURES = datasets.Features(
+    {
+        "text": datasets.Value("string"),
+        "skill": datasets.Value("string"),
+        "intent": datasets.Value("string"),
+        "slots": datasets.List(
+            {
+                "start": datasets.Value("int32"),
+                "end": datasets.Value("int32"),
+                "slot": datasets.Value("string"),
+            }
+        ),
+    }
+)
+
+
+def to_dataset(examples: Sequence[Example]) -> datasets.Dataset:
+    return datasets.Dataset.from_list([ex.to_dict() for ex in examples], features=FEATURES)
+
+
+def from_dataset(dataset: datasets.Dataset) -> list[Example]:
+    return [Example.from_dict(row) for row in dataset]

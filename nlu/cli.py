@@ -1,0 +1,115 @@
+"""`nlu train | evaluate | predict | serve`: a thin layer over plain functions."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+DEFAULT_MODEL = "runs/demo/model"
+
+
+def _train(args: argparse.Namespace) -> None:
+    from nlu.config import load_config
+    from nlu.train import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(**dataclasses.asdict(cfg))
+    print(
+        json.dumps(
+            {
+                "model_dir": str(result.model_dir),
+                "best_epoch": result.best_epoch,
+                "best_dev": result.best_dev,
+                "train_seconds": result.train_seconds,
+                "examples_per_second": result.examples_per_second,
+            },
+            indent=2,
+        )
+    )
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from nlu.evaluate import evaluate, format_table
+
+    metrics = evaluate(model_dir=args.model, data=args.data, split=args.split, out_dir=args.out)
+    print(format_table(metrics))
+    if args.out:
+        print(f"\nwrote {args.out}/metrics.json, metrics.md, confusion.png, predictions.jsonl")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from nlu.predict import Parser
+
+    parser = Parser.from_pretrained(args.model)
+    results = parser.parse(args.texts, skill=args.skill, top_k=args.top_k)
+    print(json.dumps(results[0] if len(results) == 1 else results, indent=2, ensure_ascii=False))
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from nlu.serve.app import serve
+
+    serve(model_dir=args.model, host=args.host, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nlu", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one joint model on skills / datasets")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/); keys as in nlu.config.TrainConfig")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=2 data=skills")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="score a model on a data split")
+    p.add_argument("model", help="model directory written by `nlu train`")
+    p.add_argument("data", nargs="+", help="skill folders, JSONL files or JointBERT folders")
+    p.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    p.add_argument("--out", help="folder for metrics.json, metrics.md, confusion.png")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="parse utterances and print JSON")
+    p.add_argument("texts", nargs="+", help="utterance(s)")
+    p.add_argument("--model", default=os.environ.get("NLU_MODEL", DEFAULT_MODEL), help="model directory (env NLU_MODEL)")
+    p.add_argument("--skill", help="force this skill instead of routing")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("serve", help="HTTP endpoint: POST /parse, GET /skills, GET /health")
+    p.add_argument("model", nargs="?", default=os.environ.get("NLU_MODEL", DEFAULT_MODEL))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("accelerate", "httpx", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Weights and data never come from a hub at run time unless the user opts in.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from nlu.config import ConfigError
+    from nlu.model import ModelDirError
+    from nlu.predict import UnknownSkillError
+    from nlu.schema import DataError
+
+    try:
+        args.func(args)
+    except (ConfigError, DataError, ModelDirError, UnknownSkillError, FileNotFoundError) as err:
+        print(f"nlu {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

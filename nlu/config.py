@@ -1,0 +1,110 @@
+"""Typed training configuration: YAML file + `key=value` overrides; unknown keys are errors.
+
+The config lives at the edge: the CLI resolves it and calls `nlu.train.train(**asdict(cfg))`;
+nothing below the CLI receives the config object itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    # Data: skill folders, JSONL files or JointBERT folders. dev_data defaults to each source's
+    # own dev split (skills: a held-out fraction of the expanded templates).
+    data: list[str] = field(default_factory=lambda: ["skills"])
+    dev_data: list[str] = field(default_factory=list)
+    samples_per_template: int = 20
+    dev_fraction: float = 0.1
+    # Model
+    encoder: str = "default"
+    pooling: str = "mean"
+    dropout: float = 0.1
+    max_length: int = 64
+    # Optimisation
+    epochs: int = 4
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    head_learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    router_loss_weight: float = 1.0
+    intent_loss_weight: float = 1.0
+    slot_loss_weight: float = 1.0
+    mixed_precision: str = "no"
+    seed: int = 42
+    # Output
+    output_dir: str = "runs/demo"
+    resume: str | None = None  # a checkpoint folder, or "latest"
+    keep_checkpoints: int = 1
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        return [_coerce(name, v, args[0]) for v in value]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{name} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def make_config(values: dict[str, Any], *, source: str = "config") -> TrainConfig:
+    hints = typing.get_type_hints(TrainConfig)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)}. Known keys: {', '.join(sorted(known))}"
+        )
+    return TrainConfig(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read config {path}: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config file is a mapping of key: value")
+        values.update(loaded)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        # YAML parsing gives numbers, booleans, null and [lists] their natural types.
+        values[key.strip()] = yaml.safe_load(raw) if raw else ""
+    return make_config(values, source=str(path or "overrides"))
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)

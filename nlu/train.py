@@ -1,0 +1,326 @@
+"""Joint multi-skill training with Accelerate: one readable loop, top to bottom.
+
+Runs the same on CPU, one GPU, or many (`accelerate launch -m nlu.cli train ...`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from nlu.alignment import IGNORE_INDEX, encode, spans_to_tags, token_labels
+from nlu.config import TrainConfig, dump_config
+from nlu.data.loaders import load_split, random_split, to_dataset, unseen_labels
+from nlu.evaluate import score
+from nlu.model import JointModel, build_model
+from nlu.predict import parse_batch
+from nlu.schema import DataError, Example, SkillLabels, labels_from_examples
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    best_epoch: int
+    best_dev: dict[str, Any] | None
+    train_seconds: float
+    examples_per_second: float
+    history: list[dict[str, Any]]
+
+
+def load_training_data(
+    *,
+    data: Sequence[str],
+    dev_data: Sequence[str],
+    samples_per_template: int,
+    dev_fraction: float,
+    seed: int,
+) -> tuple[list[Example], list[Example], list[SkillLabels]]:
+    if not data:
+        raise DataError("no training data: set `data` to skill folders, JSONL files or JointBERT folders")
+    options = {"samples_per_template": samples_per_template, "dev_fraction": dev_fraction, "seed": seed}
+    train: list[Example] = []
+    dev: list[Example] = []
+    declared: list[SkillLabels] = []
+    for source in data:
+        loaded = load_split(source, "train", **options)
+        declared += loaded.declared
+        if dev_data:
+            train += loaded.examples
+        elif Path(source).is_file():
+            # A JSONL file is one split; hold out a fraction of it for model selection.
+            kept, held = random_split(loaded.examples, dev_fraction, seed)
+            train += kept
+            dev += held
+        else:
+            train += loaded.examples
+            dev += load_split(source, "dev", **options).examples
+    for source in dev_data:
+        dev += load_split(source, "dev", **options).examples
+    labels = labels_from_examples(train, {d.name: d for d in declared})
+    return train, dev, labels
+
+
+def featurize(
+    examples: Sequence[Example], *, tokenizer: Any, labels: Sequence[SkillLabels], max_length: int
+) -> Any:
+    """Examples -> a datasets.Dataset of model inputs and label ids (-100 where ignored)."""
+    skill_ids = {s.name: i for i, s in enumerate(labels)}
+    intent_ids = {s.name: {name: i for i, name in enumerate(s.intents)} for s in labels}
+    tag_ids = {s.name: {tag: i for i, tag in enumerate(s.tags)} for s in labels}
+    problems: dict[str, list[str]] = {"misaligned": [], "lost": [], "truncated": []}
+
+    def convert(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        encodings = encode(tokenizer, batch["text"], max_length)
+        out: dict[str, list[Any]] = {"input_ids": [], "skill_ids": [], "intent_labels": [], "slot_labels": []}
+        for row, enc in enumerate(encodings):
+            ex = Example.from_dict({k: batch[k][row] for k in ("text", "skill", "intent", "slots")})
+            tags = spans_to_tags(enc.words, ex.slots)
+            for kind, spans in (("misaligned", tags.misaligned), ("lost", tags.lost)):
+                problems[kind] += [f"{ex.text!r} [{s.start}:{s.end}] {s.slot}" for s in spans]
+            if enc.truncated:
+                problems["truncated"].append(repr(ex.text))
+            out["input_ids"].append(enc.input_ids)
+            out["skill_ids"].append(skill_ids[ex.skill])
+            out["intent_labels"].append(intent_ids[ex.skill][ex.intent])
+            out["slot_labels"].append(token_labels(enc, tags.tags, tag_ids[ex.skill]))
+        return out
+
+    dataset = to_dataset(examples)
+    features = dataset.map(convert, batched=True, remove_columns=dataset.column_names, load_from_cache_file=False)
+    for kind, items in problems.items():
+        if items:
+            logger.warning(
+                "%d training spans/texts %s (max_length=%d); first: %s",
+                len(items),
+                {"misaligned": "cut through a word (the whole word is tagged)",
+                 "lost": "cover no token and are NOT learned",
+                 "truncated": "are longer than max_length and were truncated"}[kind],
+                max_length,
+                items[:3],
+            )
+    return features
+
+
+def collate(rows: list[dict[str, Any]], *, pad_id: int) -> dict[str, torch.Tensor]:
+    """Named batch with dynamic padding; padded label positions are -100."""
+    width = max(len(r["input_ids"]) for r in rows)
+    batch = {
+        "input_ids": torch.full((len(rows), width), pad_id, dtype=torch.long),
+        "attention_mask": torch.zeros((len(rows), width), dtype=torch.long),
+        "slot_labels": torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long),
+        "skill_ids": torch.tensor([r["skill_ids"] for r in rows], dtype=torch.long),
+        "intent_labels": torch.tensor([r["intent_labels"] for r in rows], dtype=torch.long),
+    }
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        batch["input_ids"][i, :n] = torch.tensor(r["input_ids"])
+        batch["attention_mask"][i, :n] = 1
+        batch["slot_labels"][i, :n] = torch.tensor(r["slot_labels"])
+    return batch
+
+
+def param_groups(
+    model: JointModel, *, learning_rate: float, head_learning_rate: float, weight_decay: float
+) -> list[dict[str, Any]]:
+    """Encoder and heads get their own learning rates; no decay on biases and LayerNorm."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_encoder = name.startswith("encoder.")
+        no_decay = param.ndim < 2
+        groups.setdefault((is_encoder, no_decay), []).append(param)
+    return [
+        {
+            "params": params,
+            "lr": learning_rate if is_encoder else head_learning_rate,
+            "weight_decay": 0.0 if no_decay else weight_decay,
+        }
+        for (is_encoder, no_decay), params in groups.items()
+    ]
+
+
+def evaluate_dev(
+    accelerator: Accelerator, model: JointModel, tokenizer: Any, loader: DataLoader, examples: Sequence[Example], max_length: int
+) -> dict[str, Any]:
+    """Dev metrics through the serving code path (parse_batch), sharded across processes."""
+    model.eval()
+    predictions: list[dict[str, Any]] = []
+    for indices in loader:
+        texts = [examples[i].text for i in indices]
+        batch = parse_batch(model, tokenizer, texts, max_length=max_length)
+        predictions += accelerator.gather_for_metrics(batch, use_gather_object=True)
+    model.train()
+    return score(examples, predictions, tokenizer=tokenizer)
+
+
+def train(
+    *,
+    data: list[str],
+    dev_data: list[str],
+    samples_per_template: int,
+    dev_fraction: float,
+    encoder: str,
+    pooling: str,
+    dropout: float,
+    max_length: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    head_learning_rate: float,
+    weight_decay: float,
+    warmup_ratio: float,
+    gradient_accumulation_steps: int,
+    max_grad_norm: float,
+    router_loss_weight: float,
+    intent_loss_weight: float,
+    slot_loss_weight: float,
+    mixed_precision: str,
+    seed: int,
+    output_dir: str,
+    resume: str | None,
+    keep_checkpoints: int,
+) -> TrainResult:
+    resolved_config = dump_config(TrainConfig(**locals()))
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps
+    )
+    set_seed(seed)
+    out = Path(output_dir)
+    model_dir, checkpoints = out / "model", out / "checkpoints"
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(resolved_config)
+
+    # -- data --------------------------------------------------------------------------------
+    train_examples, dev_examples, labels = load_training_data(
+        data=data, dev_data=dev_data, samples_per_template=samples_per_template, dev_fraction=dev_fraction, seed=seed
+    )
+    logger.info(
+        "%d train / %d dev examples, %d skills: %s",
+        len(train_examples), len(dev_examples), len(labels), ", ".join(s.name for s in labels),
+    )
+    unseen = unseen_labels(labels, dev_examples)
+    if any(unseen.values()):
+        logger.warning("dev labels never seen in training (they count as errors): %s", unseen)
+
+    # -- model -------------------------------------------------------------------------------
+    model, tokenizer = build_model(
+        encoder=encoder, skills=labels, pooling=pooling, dropout=dropout,
+        loss_weights=(router_loss_weight, intent_loss_weight, slot_loss_weight),
+    )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    features = featurize(train_examples, tokenizer=tokenizer, labels=labels, max_length=max_length)
+    train_loader = DataLoader(
+        features,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=lambda rows: collate(rows, pad_id=pad_id),
+    )
+    dev_loader = DataLoader(range(len(dev_examples)), batch_size=64, collate_fn=list)  # type: ignore[arg-type]
+    optimizer = torch.optim.AdamW(
+        param_groups(model, learning_rate=learning_rate, head_learning_rate=head_learning_rate, weight_decay=weight_decay)
+    )
+    total_steps = math.ceil(len(train_loader) / gradient_accumulation_steps) * epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
+    model, optimizer, train_loader, dev_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, dev_loader, scheduler
+    )
+    raw_model: JointModel = accelerator.unwrap_model(model)
+
+    # -- resume ------------------------------------------------------------------------------
+    start_epoch, best_score, best_epoch, best_dev = 0, -1.0, -1, None
+    history: list[dict[str, Any]] = []
+    if resume:
+        ckpt = _latest_checkpoint(checkpoints) if resume == "latest" else Path(resume)
+        if ckpt is None or not ckpt.is_dir():
+            raise FileNotFoundError(f"no checkpoint to resume from at {resume!r} (looked in {checkpoints})")
+        accelerator.load_state(str(ckpt))
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
+        best_dev, history = state["best_dev"], state["history"]
+        logger.info("resumed from %s at epoch %d", ckpt, start_epoch)
+
+    # -- loop --------------------------------------------------------------------------------
+    model.train()
+    train_seconds, seen = sum(h["seconds"] for h in history), sum(h["examples"] for h in history)
+    for epoch in range(start_epoch, epochs):
+        started, epoch_examples, running = time.perf_counter(), 0, 0.0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not accelerator.is_local_main_process)
+        for step, batch in enumerate(bar):
+            with accelerator.accumulate(model):
+                output = model(**batch)
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients and max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            epoch_examples += len(batch["input_ids"]) * accelerator.num_processes
+            running = 0.9 * running + 0.1 * output.loss.item() if step else output.loss.item()
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(loss=f"{running:.3f}", ex_s=f"{epoch_examples / max(elapsed, 1e-9):.0f}")
+        epoch_seconds = time.perf_counter() - started
+        train_seconds += epoch_seconds
+        seen += epoch_examples
+
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": round(running, 4), "seconds": round(epoch_seconds, 1), "examples": epoch_examples}
+        if dev_examples:
+            metrics = evaluate_dev(accelerator, raw_model, tokenizer, dev_loader, dev_examples, max_length)
+            overall = metrics["overall"]
+            record["dev"] = overall
+            # Select on dev exact match; intent accuracy + slot F1 break ties.
+            selection = overall["exact_match"] + 1e-3 * (overall["intent_accuracy"] + overall["slot_f1"])
+        else:
+            selection = float(epoch)  # no dev data: keep the last epoch
+        history.append(record)
+        logger.info("epoch %d: %s", epoch + 1, json.dumps(record))
+        if selection > best_score:
+            best_score, best_epoch, best_dev = selection, epoch + 1, record.get("dev")
+            if accelerator.is_main_process:
+                raw_model.save_pretrained(
+                    model_dir, tokenizer=tokenizer, max_length=max_length, training_config=resolved_config
+                )
+        ckpt = checkpoints / f"epoch_{epoch + 1:03d}"
+        accelerator.save_state(str(ckpt))
+        if accelerator.is_main_process:
+            state = {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "best_dev": best_dev, "history": history}
+            (ckpt / "trainer_state.json").write_text(json.dumps(state, indent=2))
+            for old in sorted(checkpoints.glob("epoch_*"))[:-max(1, keep_checkpoints)]:
+                shutil.rmtree(old)
+        accelerator.wait_for_everyone()
+
+    result = TrainResult(
+        model_dir=model_dir,
+        best_epoch=best_epoch,
+        best_dev=best_dev,
+        train_seconds=round(train_seconds, 1),
+        examples_per_second=round(seen / max(train_seconds, 1e-9), 1),
+        history=history,
+    )
+    if accelerator.is_main_process:
+        summary = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    accelerator.end_training()
+    return result
+
+
+def _latest_checkpoint(checkpoints: Path) -> Path | None:
+    found = sorted(checkpoints.glob("epoch_*"))
+    return found[-1] if found else None
