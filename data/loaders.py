@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-
 from nlu.data.skills import (
     TESTS_FILE,
     SkillSpec,
@@ -34,6 +33,7 @@ from nlu.data.skills import (
     parse_skill_file,
     parse_tests_file,
 )
+
 from nlu.schema import DataError, Example, SkillLabels, Span
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,9 @@ def read_jsonl(path: Path) -> list[Example]:
             raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
         missing = [k for k in ("text", "skill", "intent") if not isinstance(row.get(k), str)]
         if missing:
-            raise DataError(f"{path}:{number}: missing or non-string field(s): {', '.join(missing)}")
+            raise DataError(
+                f"{path}:{number}: missing or non-string field(s): {', '.join(missing)}"
+            )
         unknown = set(row) - {"text", "skill", "intent", "slots", "id"}
         if unknown:
             raise DataError(f"{path}:{number}: unknown field(s) {sorted(unknown)}")
@@ -75,7 +77,8 @@ def read_jsonl(path: Path) -> list[Example]:
             for s in slots
         ):
             raise DataError(
-                f"{path}:{number}: slots must be a list of {{\"start\": int, \"end\": int, \"slot\": str}}"
+                f"{path}:{number}: slots must be a list of "
+                '{"start": int, "end": int, "slot": str}'
             )
         try:
             examples.append(Example.from_dict({**row, "slots": slots}))
@@ -95,7 +98,9 @@ def write_jsonl(path: Path, examples: Iterable[Example]) -> None:
 # -- JointBERT / Slot-Gated ---------------------------------------------------------------------
 
 
-def bio_to_example(tokens: Sequence[str], tags: Sequence[str], *, skill: str, intent: str) -> Example:
+def bio_to_example(
+    tokens: Sequence[str], tags: Sequence[str], *, skill: str, intent: str
+) -> Example:
     """Whitespace tokens + BIO tags -> text joined by single spaces + character spans.
 
     An I- tag that does not continue a span of the same type starts a new span (the lenient
@@ -129,9 +134,11 @@ def read_jointbert(directory: Path, split: str, *, skill: str | None = None) -> 
     if split == "dev" and not folder.is_dir() and (directory / "valid").is_dir():
         folder = directory / "valid"
     paths = {name: folder / name for name in ("seq.in", "seq.out", "label")}
-    for name, p in paths.items():
+    for p in paths.values():
         if not p.is_file():
-            raise DataError(f"{p}: missing; a JointBERT split folder holds seq.in, seq.out and label")
+            raise DataError(
+                f"{p}: missing; a JointBERT split folder holds seq.in, seq.out and label"
+            )
     texts, tags, labels = (p.read_text(encoding="utf-8").splitlines() for p in paths.values())
     if not len(texts) == len(tags) == len(labels):
         raise DataError(
@@ -140,7 +147,9 @@ def read_jointbert(directory: Path, split: str, *, skill: str | None = None) -> 
         )
     skill = skill or directory.name
     examples = []
-    for number, (line, tag_line, label) in enumerate(zip(texts, tags, labels, strict=True), start=1):
+    for number, (line, tag_line, label) in enumerate(
+        zip(texts, tags, labels, strict=True), start=1
+    ):
         # Split on any whitespace: SNIPS lines carry leading, trailing and double spaces.
         tokens, bio = line.split(), tag_line.split()
         if len(tokens) != len(bio):
@@ -170,7 +179,9 @@ def read_skills(
         if split == "test":
             tests = skill_dir / TESTS_FILE
             if not tests.is_file():
-                raise DataError(f"{tests}: missing; the test split of a skill is its hand-written {TESTS_FILE}")
+                raise DataError(
+                    f"{tests}: missing; the test split of a skill is its hand-written {TESTS_FILE}"
+                )
             examples += parse_tests_file(tests, spec)
         else:
             examples += _template_split(spec, split, samples_per_template, dev_fraction, seed)
@@ -181,6 +192,7 @@ def _template_split(
     spec: SkillSpec, split: str, samples_per_template: int, dev_fraction: float, seed: int
 ) -> list[Example]:
     generated = expand_skill(spec, samples_per_template=samples_per_template, seed=seed)
+
     # A stable per-text coin decides train vs dev, so the split does not depend on file order.
     def is_dev(ex: Example) -> bool:
         coin = zlib.crc32(f"{seed}:{ex.text}".encode()) / 2**32
@@ -225,7 +237,9 @@ def load_split(
     return Loaded(examples, declared)
 
 
-def random_split(examples: Sequence[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+def random_split(
+    examples: Sequence[Example], fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     cut = round(len(order) * fraction)

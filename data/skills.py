@@ -39,7 +39,9 @@ SKILL_FILE = "skill.yaml"
 TESTS_FILE = "tests.yaml"
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # `{slot}` placeholder or `[literal text](slot)` annotation.
-MARKUP = re.compile(r"\{(?P<placeholder>[^{}\[\]()]*)\}|\[(?P<literal>[^\[\]]*)\]\((?P<slot>[^()]*)\)")
+MARKUP = re.compile(
+    r"\{(?P<placeholder>[^{}\[\]()]*)\}|\[(?P<literal>[^\[\]]*)\]\((?P<slot>[^()]*)\)"
+)
 STRAY = re.compile(r"[{}\[\]]")
 
 
@@ -62,7 +64,7 @@ def _load_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not valid UTF-8 ({err})") from err
     except yaml.YAMLError as err:
-        hint = " (quote utterances that start with { or [, e.g. - \"{time} works\")"
+        hint = ' (quote utterances that start with { or [, e.g. - "{time} works")'
         raise DataError(f"{path}: invalid YAML: {err}{hint}") from err
     if node is None:
         raise DataError(f"{path}: file is empty")
@@ -78,7 +80,7 @@ def _load_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
                 walk(item, (*at, i))
 
     walk(node, ())
-    return yaml.load(text, Loader=_TextLoader), lines  # noqa: S506 (a SafeLoader)
+    return yaml.load(text, Loader=_TextLoader), lines
 
 
 @dataclass
@@ -138,7 +140,9 @@ def _mapping(where: _Where, at: tuple[Any, ...], value: Any, what: str) -> dict[
     return value
 
 
-def _check_keys(where: _Where, at: tuple[Any, ...], value: dict[str, Any], allowed: set[str]) -> None:
+def _check_keys(
+    where: _Where, at: tuple[Any, ...], value: dict[str, Any], allowed: set[str]
+) -> None:
     unknown = sorted(set(map(str, value)) - allowed)
     if unknown:
         raise where.error(
@@ -163,7 +167,9 @@ def parse_skill_file(path: Path) -> SkillSpec:
         raise where.error((), "missing `skill: <name>`")
     name = _name(where, ("skill",), doc["skill"], "skill")
     if name != path.parent.name:
-        raise where.error(("skill",), f"skill {name!r} must match its folder name {path.parent.name!r}")
+        raise where.error(
+            ("skill",), f"skill {name!r} must match its folder name {path.parent.name!r}"
+        )
 
     slot_values: dict[str, list[str]] = {}
     for slot_type, spec in _mapping(where, ("slots",), doc.get("slots") or {}, "slots").items():
@@ -186,9 +192,13 @@ def parse_skill_file(path: Path) -> SkillSpec:
                 candidates = [value]
             for form in candidates:
                 if not isinstance(form, str) or not form.strip():
-                    raise where.error((*at, "values", i), f"slot value {form!r} must be non-empty text")
+                    raise where.error(
+                        (*at, "values", i), f"slot value {form!r} must be non-empty text"
+                    )
                 if STRAY.search(str(form)):
-                    raise where.error((*at, "values", i), f"slot value {form!r} contains {{}}[] markup")
+                    raise where.error(
+                        (*at, "values", i), f"slot value {form!r} contains {{}}[] markup"
+                    )
                 forms.append(str(form).strip())
         slot_values[slot_type] = list(dict.fromkeys(forms))
 
@@ -207,13 +217,16 @@ def parse_skill_file(path: Path) -> SkillSpec:
         elif isinstance(declared, dict):
             slot_map = {str(k): str(v) for k, v in declared.items()}
         else:
-            raise where.error((*at, "slots"), "slots must be a list of slot types or a mapping name -> type")
+            raise where.error(
+                (*at, "slots"), "slots must be a list of slot types or a mapping name -> type"
+            )
         for slot_name, slot_type in slot_map.items():
             _name(where, (*at, "slots"), slot_name, "slot")
             if slot_type not in slot_values:
                 raise where.error(
                     (*at, "slots"),
-                    f"slot {slot_name!r} has type {slot_type!r}, which is not declared under `slots:`"
+                    f"slot {slot_name!r} has type {slot_type!r}, "
+                    "which is not declared under `slots:`"
                     f" (declared: {', '.join(sorted(slot_values)) or 'none'})",
                 )
         utterances = spec.get("utterances")
@@ -236,7 +249,9 @@ def parse_skill_file(path: Path) -> SkillSpec:
     return SkillSpec(name, str(doc.get("description", "")), slot_values, intents, path)
 
 
-def _markup(text: str, where: _Where, at: tuple[Any, ...]) -> Iterator[tuple[str, str, re.Match[str]]]:
+def _markup(
+    text: str, where: _Where, at: tuple[Any, ...]
+) -> Iterator[tuple[str, str, re.Match[str]]]:
     """Yield (kind, slot, match) for each placeholder/annotation; reject malformed markup."""
     last = 0
     for m in MARKUP.finditer(text):
@@ -248,7 +263,9 @@ def _markup(text: str, where: _Where, at: tuple[Any, ...]) -> Iterator[tuple[str
         else:
             literal = m.group("literal")
             if not literal.strip() or literal != literal.strip():
-                raise where.error(at, f"annotated text [{literal}] must be non-empty with no outer spaces")
+                raise where.error(
+                    at, f"annotated text [{literal}] must be non-empty with no outer spaces"
+                )
             yield "annotation", m.group("slot").strip(), m
     if STRAY.search(text[last:]):
         raise where.error(at, f"malformed markup in {text!r}: use {{slot}} or [text](slot)")
@@ -298,7 +315,11 @@ def expand_skill(spec: SkillSpec, *, samples_per_template: int, seed: int) -> li
     for intent in spec.intents:
         for template in intent.templates:
             where = _Where(spec.path, {})
-            placeholders = [s for kind, s, _ in _markup(template.text, where, template.at) if kind == "placeholder"]
+            placeholders = [
+                s
+                for kind, s, _ in _markup(template.text, where, template.at)
+                if kind == "placeholder"
+            ]
             key = f"{seed}:{spec.name}:{intent.name}:{template.text}".encode()
             rng = random.Random(zlib.crc32(key))
             wanted = 1 if not placeholders else samples_per_template
@@ -324,7 +345,9 @@ def parse_tests_file(path: Path, spec: SkillSpec) -> list[Example]:
     examples = []
     for intent, utterances in doc.items():
         if intent not in known:
-            raise where.error((intent,), f"unknown intent {intent!r}; skill {spec.name} has {', '.join(known)}")
+            raise where.error(
+                (intent,), f"unknown intent {intent!r}; skill {spec.name} has {', '.join(known)}"
+            )
         if not isinstance(utterances, list):
             raise where.error((intent,), "must be a list of utterances")
         for i, text in enumerate(utterances):
@@ -333,7 +356,9 @@ def parse_tests_file(path: Path, spec: SkillSpec) -> list[Example]:
                 raise where.error(at, f"utterance {text!r} must be non-empty text")
             for kind, slot, _ in _markup(text, where, at):
                 if kind == "placeholder":
-                    raise where.error(at, "test utterances are literal: annotate slots as [text](slot)")
+                    raise where.error(
+                        at, "test utterances are literal: annotate slots as [text](slot)"
+                    )
                 if slot not in known[intent].slots:
                     raise where.error(at, f"slot {slot!r} is not declared by intent {intent!r}")
             rendered, spans = _render(text, {})

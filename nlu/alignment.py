@@ -45,7 +45,9 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
         )
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[Encoding]:
+def encode(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
+) -> list[Encoding]:
     """Tokenize texts; truncation is reported per text rather than silently applied."""
     batch = tokenizer(
         list(texts),
@@ -77,7 +79,10 @@ def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length:
             else:
                 words[-1] = (words[-1][0], max(words[-1][1], end))
         out[sample] = Encoding(
-            input_ids=list(batch["input_ids"][row]), words=words, word_starts=starts, truncated=False
+            input_ids=list(batch["input_ids"][row]),
+            words=words,
+            word_starts=starts,
+            truncated=False,
         )
     encodings = []
     for sample, enc in enumerate(out):
@@ -112,8 +117,10 @@ def spans_to_tags(words: Sequence[tuple[int, int]], spans: Sequence[Span]) -> Ta
             lost.append(span)
             continue
         first, last = words[covered[0]], words[covered[-1]]
-        if first[0] != span.start or last[1] != span.end or covered != list(
-            range(covered[0], covered[-1] + 1)
+        if (
+            first[0] != span.start
+            or last[1] != span.end
+            or covered != list(range(covered[0], covered[-1] + 1))
         ):
             misaligned.append(span)
         for n, i in enumerate(covered):
@@ -121,7 +128,9 @@ def spans_to_tags(words: Sequence[tuple[int, int]], spans: Sequence[Span]) -> Ta
     return TagResult(tags=tags, misaligned=misaligned, lost=lost)
 
 
-def tags_to_spans(words: Sequence[tuple[int, int]], tags: Sequence[str]) -> list[tuple[Span, list[int]]]:
+def tags_to_spans(
+    words: Sequence[tuple[int, int]], tags: Sequence[str]
+) -> list[tuple[Span, list[int]]]:
     """Spans (character offsets) from a BIO tag per word, with the word indices of each span.
 
     Expects a valid IOB2 sequence (what constrained decoding produces); a stray I- tag starts

@@ -17,7 +17,10 @@ def _train(args: argparse.Namespace) -> None:
     from nlu.config import load_config
     from nlu.train import train
 
-    cfg = load_config(args.config, args.overrides)
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not os.path.exists(config):
+        config, overrides = None, [config, *overrides]  # `nlu train key=value ...` with no file
+    cfg = load_config(config, overrides)
     result = train(**dataclasses.asdict(cfg))
     print(
         json.dumps(
@@ -62,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one joint model on skills / datasets")
-    p.add_argument("config", nargs="?", help="YAML config (see configs/); keys as in nlu.config.TrainConfig")
+    p.add_argument(
+        "config", nargs="?", help="YAML config (see configs/); keys as in nlu.config.TrainConfig"
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=2 data=skills")
     p.set_defaults(func=_train)
 
@@ -75,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="parse utterances and print JSON")
     p.add_argument("texts", nargs="+", help="utterance(s)")
-    p.add_argument("--model", default=os.environ.get("NLU_MODEL", DEFAULT_MODEL), help="model directory (env NLU_MODEL)")
+    p.add_argument(
+        "--model",
+        default=os.environ.get("NLU_MODEL", DEFAULT_MODEL),
+        help="model directory (env NLU_MODEL)",
+    )
     p.add_argument("--skill", help="force this skill instead of routing")
     p.add_argument("--top-k", type=int, default=5)
     p.set_defaults(func=_predict)

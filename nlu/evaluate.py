@@ -66,7 +66,9 @@ def score(
             }
         )
     if lost:
-        logger.warning("%d gold spans cover no token (e.g. only characters the tokenizer drops)", lost)
+        logger.warning(
+            "%d gold spans cover no token (e.g. only characters the tokenizer drops)", lost
+        )
 
     def block(subset: list[dict[str, Any]]) -> dict[str, Any]:
         gold = [r["gold_tags"] for r in subset]
@@ -119,7 +121,15 @@ def _confusion(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    columns = ["n", "router_accuracy", "intent_accuracy", "slot_precision", "slot_recall", "slot_f1", "exact_match"]
+    columns = [
+        "n",
+        "router_accuracy",
+        "intent_accuracy",
+        "slot_precision",
+        "slot_recall",
+        "slot_f1",
+        "exact_match",
+    ]
     heads = ["skill", "n", "router acc", "intent acc", "slot P", "slot R", "slot F1", "exact match"]
     body = [["overall", *(metrics["overall"][c] for c in columns)]]
     body += [[skill, *(m[c] for c in columns)] for skill, m in metrics["per_skill"].items()]
@@ -198,5 +208,7 @@ def evaluate(
         plot_confusion(metrics["confusion"], out / "confusion.png")
         with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
             for ex, pred in zip(examples, predictions, strict=True):
-                handle.write(json.dumps({"gold": ex.to_dict(), "pred": pred}, ensure_ascii=False) + "\n")
+                handle.write(
+                    json.dumps({"gold": ex.to_dict(), "pred": pred}, ensure_ascii=False) + "\n"
+                )
     return metrics

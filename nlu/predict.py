@@ -119,5 +119,3 @@ def parse_batch(
         )
         for row, (text, enc) in enumerate(zip(texts, encodings, strict=True))
     ]
-
-

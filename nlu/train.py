@@ -52,8 +52,14 @@ def load_training_data(
     seed: int,
 ) -> tuple[list[Example], list[Example], list[SkillLabels]]:
     if not data:
-        raise DataError("no training data: set `data` to skill folders, JSONL files or JointBERT folders")
-    options = {"samples_per_template": samples_per_template, "dev_fraction": dev_fraction, "seed": seed}
+        raise DataError(
+            "no training data: set `data` to skill folders, JSONL files or JointBERT folders"
+        )
+    options = {
+        "samples_per_template": samples_per_template,
+        "dev_fraction": dev_fraction,
+        "seed": seed,
+    }
     train: list[Example] = []
     dev: list[Example] = []
     declared: list[SkillLabels] = []
@@ -87,7 +93,12 @@ def featurize(
 
     def convert(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         encodings = encode(tokenizer, batch["text"], max_length)
-        out: dict[str, list[Any]] = {"input_ids": [], "skill_ids": [], "intent_labels": [], "slot_labels": []}
+        out: dict[str, list[Any]] = {
+            "input_ids": [],
+            "skill_ids": [],
+            "intent_labels": [],
+            "slot_labels": [],
+        }
         for row, enc in enumerate(encodings):
             ex = Example.from_dict({k: batch[k][row] for k in ("text", "skill", "intent", "slots")})
             tags = spans_to_tags(enc.words, ex.slots)
@@ -102,15 +113,19 @@ def featurize(
         return out
 
     dataset = to_dataset(examples)
-    features = dataset.map(convert, batched=True, remove_columns=dataset.column_names, load_from_cache_file=False)
+    features = dataset.map(
+        convert, batched=True, remove_columns=dataset.column_names, load_from_cache_file=False
+    )
     for kind, items in problems.items():
         if items:
             logger.warning(
                 "%d training spans/texts %s (max_length=%d); first: %s",
                 len(items),
-                {"misaligned": "cut through a word (the whole word is tagged)",
-                 "lost": "cover no token and are NOT learned",
-                 "truncated": "are longer than max_length and were truncated"}[kind],
+                {
+                    "misaligned": "cut through a word (the whole word is tagged)",
+                    "lost": "cover no token and are NOT learned",
+                    "truncated": "are longer than max_length and were truncated",
+                }[kind],
                 max_length,
                 items[:3],
             )
@@ -157,7 +172,12 @@ def param_groups(
 
 
 def evaluate_dev(
-    accelerator: Accelerator, model: JointModel, tokenizer: Any, loader: DataLoader, examples: Sequence[Example], max_length: int
+    accelerator: Accelerator,
+    model: JointModel,
+    tokenizer: Any,
+    loader: DataLoader,
+    examples: Sequence[Example],
+    max_length: int,
 ) -> dict[str, Any]:
     """Dev metrics through the serving code path (parse_batch), sharded across processes."""
     model.eval()
@@ -210,11 +230,18 @@ def train(
 
     # -- data --------------------------------------------------------------------------------
     train_examples, dev_examples, labels = load_training_data(
-        data=data, dev_data=dev_data, samples_per_template=samples_per_template, dev_fraction=dev_fraction, seed=seed
+        data=data,
+        dev_data=dev_data,
+        samples_per_template=samples_per_template,
+        dev_fraction=dev_fraction,
+        seed=seed,
     )
     logger.info(
         "%d train / %d dev examples, %d skills: %s",
-        len(train_examples), len(dev_examples), len(labels), ", ".join(s.name for s in labels),
+        len(train_examples),
+        len(dev_examples),
+        len(labels),
+        ", ".join(s.name for s in labels),
     )
     unseen = unseen_labels(labels, dev_examples)
     if any(unseen.values()):
@@ -222,23 +249,34 @@ def train(
 
     # -- model -------------------------------------------------------------------------------
     model, tokenizer = build_model(
-        encoder=encoder, skills=labels, pooling=pooling, dropout=dropout,
+        encoder=encoder,
+        skills=labels,
+        pooling=pooling,
+        dropout=dropout,
         loss_weights=(router_loss_weight, intent_loss_weight, slot_loss_weight),
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     features = featurize(train_examples, tokenizer=tokenizer, labels=labels, max_length=max_length)
     train_loader = DataLoader(
-        features,  # type: ignore[arg-type]
+        features,
         batch_size=batch_size,
         shuffle=True,
         collate_fn=lambda rows: collate(rows, pad_id=pad_id),
     )
-    dev_loader = DataLoader(range(len(dev_examples)), batch_size=64, collate_fn=list)  # type: ignore[arg-type]
+    dev_indices: list[int] = list(range(len(dev_examples)))
+    dev_loader: DataLoader[list[int]] = DataLoader(dev_indices, batch_size=64, collate_fn=list)  # type: ignore[arg-type]
     optimizer = torch.optim.AdamW(
-        param_groups(model, learning_rate=learning_rate, head_learning_rate=head_learning_rate, weight_decay=weight_decay)
+        param_groups(
+            model,
+            learning_rate=learning_rate,
+            head_learning_rate=head_learning_rate,
+            weight_decay=weight_decay,
+        )
     )
     total_steps = math.ceil(len(train_loader) / gradient_accumulation_steps) * epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(warmup_ratio * total_steps), total_steps
+    )
     model, optimizer, train_loader, dev_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, dev_loader, scheduler
     )
@@ -250,10 +288,16 @@ def train(
     if resume:
         ckpt = _latest_checkpoint(checkpoints) if resume == "latest" else Path(resume)
         if ckpt is None or not ckpt.is_dir():
-            raise FileNotFoundError(f"no checkpoint to resume from at {resume!r} (looked in {checkpoints})")
+            raise FileNotFoundError(
+                f"no checkpoint to resume from at {resume!r} (looked in {checkpoints})"
+            )
         accelerator.load_state(str(ckpt))
         state = json.loads((ckpt / "trainer_state.json").read_text())
-        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
+        start_epoch, best_score, best_epoch = (
+            state["epoch"] + 1,
+            state["best_score"],
+            state["best_epoch"],
+        )
         best_dev, history = state["best_dev"], state["history"]
         logger.info("resumed from %s at epoch %d", ckpt, start_epoch)
 
@@ -262,7 +306,11 @@ def train(
     train_seconds, seen = sum(h["seconds"] for h in history), sum(h["examples"] for h in history)
     for epoch in range(start_epoch, epochs):
         started, epoch_examples, running = time.perf_counter(), 0, 0.0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not accelerator.is_local_main_process)
+        bar = tqdm(
+            train_loader,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            disable=not accelerator.is_local_main_process,
+        )
         for step, batch in enumerate(bar):
             with accelerator.accumulate(model):
                 output = model(**batch)
@@ -275,18 +323,29 @@ def train(
             epoch_examples += len(batch["input_ids"]) * accelerator.num_processes
             running = 0.9 * running + 0.1 * output.loss.item() if step else output.loss.item()
             elapsed = time.perf_counter() - started
-            bar.set_postfix(loss=f"{running:.3f}", ex_s=f"{epoch_examples / max(elapsed, 1e-9):.0f}")
+            bar.set_postfix(
+                loss=f"{running:.3f}", ex_s=f"{epoch_examples / max(elapsed, 1e-9):.0f}"
+            )
         epoch_seconds = time.perf_counter() - started
         train_seconds += epoch_seconds
         seen += epoch_examples
 
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": round(running, 4), "seconds": round(epoch_seconds, 1), "examples": epoch_examples}
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": round(running, 4),
+            "seconds": round(epoch_seconds, 1),
+            "examples": epoch_examples,
+        }
         if dev_examples:
-            metrics = evaluate_dev(accelerator, raw_model, tokenizer, dev_loader, dev_examples, max_length)
+            metrics = evaluate_dev(
+                accelerator, raw_model, tokenizer, dev_loader, dev_examples, max_length
+            )
             overall = metrics["overall"]
             record["dev"] = overall
             # Select on dev exact match; intent accuracy + slot F1 break ties.
-            selection = overall["exact_match"] + 1e-3 * (overall["intent_accuracy"] + overall["slot_f1"])
+            selection = overall["exact_match"] + 1e-3 * (
+                overall["intent_accuracy"] + overall["slot_f1"]
+            )
         else:
             selection = float(epoch)  # no dev data: keep the last epoch
         history.append(record)
@@ -295,14 +354,23 @@ def train(
             best_score, best_epoch, best_dev = selection, epoch + 1, record.get("dev")
             if accelerator.is_main_process:
                 raw_model.save_pretrained(
-                    model_dir, tokenizer=tokenizer, max_length=max_length, training_config=resolved_config
+                    model_dir,
+                    tokenizer=tokenizer,
+                    max_length=max_length,
+                    training_config=resolved_config,
                 )
         ckpt = checkpoints / f"epoch_{epoch + 1:03d}"
         accelerator.save_state(str(ckpt))
         if accelerator.is_main_process:
-            state = {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "best_dev": best_dev, "history": history}
+            state = {
+                "epoch": epoch,
+                "best_score": best_score,
+                "best_epoch": best_epoch,
+                "best_dev": best_dev,
+                "history": history,
+            }
             (ckpt / "trainer_state.json").write_text(json.dumps(state, indent=2))
-            for old in sorted(checkpoints.glob("epoch_*"))[:-max(1, keep_checkpoints)]:
+            for old in sorted(checkpoints.glob("epoch_*"))[: -max(1, keep_checkpoints)]:
                 shutil.rmtree(old)
         accelerator.wait_for_everyone()
 

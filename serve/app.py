@@ -71,7 +71,8 @@ def create_app(parser: Parser, *, model_dir: str | Path | None = None) -> FastAP
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")}
+            for e in exc.errors()
         ]
         return _error(422, "invalid request: " + "; ".join(d["msg"] for d in details), details)
 
@@ -81,7 +82,12 @@ def create_app(parser: Parser, *, model_dir: str | Path | None = None) -> FastAP
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "model_loaded": True, "model": str(model_dir or ""), "skills": len(parser.skills)}
+        return {
+            "status": "ok",
+            "model_loaded": True,
+            "model": str(model_dir or ""),
+            "skills": len(parser.skills),
+        }
 
     @app.get("/skills")
     def skills() -> dict[str, Any]:
@@ -90,7 +96,9 @@ def create_app(parser: Parser, *, model_dir: str | Path | None = None) -> FastAP
     @app.post("/parse", responses={400: {}, 413: {}, 422: {}})
     def parse(request: ParseRequest) -> Any:
         if request.skill is not None and request.skill not in parser.skills:
-            return _error(400, f"unknown skill {request.skill!r}; known skills: {', '.join(parser.skills)}")
+            return _error(
+                400, f"unknown skill {request.skill!r}; known skills: {', '.join(parser.skills)}"
+            )
         texts = [request.text] if request.text is not None else list(request.texts or [])
         too_long = [i for i, t in enumerate(texts) if len(t) > MAX_CHARS]
         if too_long:

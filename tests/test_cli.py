@@ -1,0 +1,63 @@
+"""The CLI is a thin layer: it calls the library and turns user errors into clear messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nlu.cli import main
+
+
+def test_train_then_predict_and_evaluate_through_the_cli(
+    tiny_encoder: str, tiny_skill: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            f"data={tiny_skill}",
+            f"encoder={tiny_encoder}",
+            "epochs=2",
+            "samples_per_template=3",
+            f"output_dir={out}",
+            "batch_size=8",
+        ]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["model_dir"] == str(out / "model")
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["epochs"] == 2 and saved["encoder"] == tiny_encoder  # resolved config is kept
+
+    assert main(["predict", "turn on the hall lights", "--model", str(out / "model")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["text"] == "turn on the hall lights" and result["skill"]["name"] == "lights"
+
+    assert (
+        main(["evaluate", str(out / "model"), str(tiny_skill), "--out", str(tmp_path / "eval")])
+        == 0
+    )
+    assert "| overall | 3 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["predict", "hi", "--model", "/no/such/model"],
+            "does not exist; train one with `nlu train`",
+        ),
+        (["serve", "/no/such/model"], "does not exist"),
+        (["train", "epochz=3"], "unknown key(s) epochz"),
+        (["train", "data=/no/such/skills", "epochs=1"], "/no/such/skills: no such file"),
+        (["evaluate", "/no/such/model", "skills"], "does not exist"),
+    ],
+)
+def test_user_errors_exit_2_with_a_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
