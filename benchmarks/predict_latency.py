@@ -1,0 +1,110 @@
+"""Single-utterance latency of `Parser.parse` in-process, against the bare encoder forward.
+
+    python benchmarks/predict_latency.py runs/demo/model [--calls 200]
+
+The baseline, measured in the same run on the same utterances, is one eager forward pass of the
+encoder alone (tokenizer + AutoModel, no heads, no decoding): the ratio shows what routing,
+heads, constrained decoding and result building cost on top of the transformer itself.
+Prints a table and writes benchmarks/results/predict_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+UTTERANCES = [
+    "wake me up at 6:30 am tomorrow for the gym",
+    "set a pasta timer for 12 minutes",
+    "will it rain in paris this weekend",
+    "play bohemian rhapsody by queen",
+    "dim the living room lights to 20 percent",
+    "how much time is left on the eggs",
+    "turn off the porch light",
+    "what's the temperature in tokyo",
+]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def time_calls(fn, calls: int) -> list[float]:  # type: ignore[no-untyped-def]
+    for i in range(10):  # warm-up
+        fn(UTTERANCES[i % len(UTTERANCES)])
+    out = []
+    for i in range(calls):
+        text = UTTERANCES[i % len(UTTERANCES)]
+        start = time.perf_counter()
+        fn(text)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", nargs="?", default="runs/demo/model")
+    ap.add_argument("--calls", type=int, default=200)
+    ap.add_argument("--out", default="benchmarks/results/predict_latency.json")
+    args = ap.parse_args()
+
+    from transformers import AutoTokenizer
+
+    from nlu.predict import Parser
+
+    parser = Parser.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    encoder = parser.model.encoder
+
+    @torch.inference_mode()
+    def bare(text: str) -> None:
+        batch = tokenizer([text], return_tensors="pt")
+        encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+    def ours(text: str) -> None:
+        parser.parse([text])
+
+    # Interleave the two so machine noise hits both alike.
+    ours_ms: list[float] = []
+    bare_ms: list[float] = []
+    for _ in range(4):
+        ours_ms += time_calls(ours, args.calls // 4)
+        bare_ms += time_calls(bare, args.calls // 4)
+    rows = {}
+    for name, values in (("nlu parse (in-process)", ours_ms), ("baseline: bare encoder forward", bare_ms)):
+        rows[name] = {
+            "p50_ms": round(statistics.median(values), 3),
+            "p95_ms": round(percentile(values, 95), 3),
+            "mean_ms": round(statistics.fmean(values), 3),
+            "calls": len(values),
+        }
+    ratio = rows["nlu parse (in-process)"]["p50_ms"] / rows["baseline: bare encoder forward"]["p50_ms"]
+    result = {
+        "model": args.model,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "latency": rows,
+        "p50_ratio_ours_over_baseline": round(ratio, 3),
+    }
+    print(f"{'':32} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8}")
+    for name, r in rows.items():
+        print(f"{name:32} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['mean_ms']:8.2f}")
+    print(f"p50 ratio (ours / bare encoder): {ratio:.2f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
