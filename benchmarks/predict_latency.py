@@ -36,7 +36,7 @@ UTTERANCES = [
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def time_calls(fn, calls: int) -> list[float]:  # type: ignore[no-untyped-def]
@@ -52,7 +52,9 @@ def time_calls(fn, calls: int) -> list[float]:  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("model", nargs="?", default="runs/demo/model")
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--out", default="benchmarks/results/predict_latency.json")
@@ -81,14 +83,15 @@ def main() -> None:
         ours_ms += time_calls(ours, args.calls // 4)
         bare_ms += time_calls(bare, args.calls // 4)
     rows = {}
-    for name, values in (("nlu parse (in-process)", ours_ms), ("baseline: bare encoder forward", bare_ms)):
+    named = (("nlu parse (in-process)", ours_ms), ("baseline: bare encoder forward", bare_ms))
+    for name, values in named:
         rows[name] = {
             "p50_ms": round(statistics.median(values), 3),
             "p95_ms": round(percentile(values, 95), 3),
             "mean_ms": round(statistics.fmean(values), 3),
             "calls": len(values),
         }
-    ratio = rows["nlu parse (in-process)"]["p50_ms"] / rows["baseline: bare encoder forward"]["p50_ms"]
+    ratio = rows[named[0][0]]["p50_ms"] / rows[named[1][0]]["p50_ms"]
     result = {
         "model": args.model,
         "torch_threads": torch.get_num_threads(),
