@@ -20,8 +20,14 @@ def _train(args: argparse.Namespace) -> None:
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not os.path.exists(config):
         config, overrides = None, [config, *overrides]  # `nlu train key=value ...` with no file
+    if args.encoder:
+        overrides.append(f"encoder={args.encoder}")
     cfg = load_config(config, overrides)
     result = train(**dataclasses.asdict(cfg))
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return
     print(
         json.dumps(
             {
@@ -69,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         "config", nargs="?", help="YAML config (see configs/); keys as in nlu.config.TrainConfig"
     )
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=2 data=skills")
+    p.add_argument(
+        "--encoder", help="Hugging Face model name or local path (default: all-MiniLM-L6-v2)"
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="score a model on a data split")

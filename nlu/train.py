@@ -6,7 +6,6 @@ Runs the same on CPU, one GPU, or many (`accelerate launch -m nlu.cli train ...`
 from __future__ import annotations
 
 import json
-import logging
 import math
 import shutil
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -30,7 +30,8 @@ from nlu.model import JointModel, build_model
 from nlu.predict import parse_batch
 from nlu.schema import DataError, Example, SkillLabels, labels_from_examples
 
-logger = logging.getLogger(__name__)
+# Logs once, from the main process, however many processes `accelerate launch` starts.
+logger = get_logger(__name__)
 
 
 @dataclass
@@ -181,13 +182,20 @@ def evaluate_dev(
 ) -> dict[str, Any]:
     """Dev metrics through the serving code path (parse_batch), sharded across processes."""
     model.eval()
-    predictions: list[dict[str, Any]] = []
+    by_index: dict[int, dict[str, Any]] = {}
     for indices in loader:
         texts = [examples[i].text for i in indices]
         batch = parse_batch(model, tokenizer, texts, max_length=max_length)
-        predictions += accelerator.gather_for_metrics(batch, use_gather_object=True)
+        # Processes see interleaved shards: carry each example's index through the gather.
+        gathered = accelerator.gather_for_metrics(
+            list(zip(indices, batch, strict=True)), use_gather_object=True
+        )
+        by_index.update(gathered)
     model.train()
-    return score(examples, predictions, tokenizer=tokenizer)
+    missing = len(examples) - len(by_index)
+    if missing:
+        raise RuntimeError(f"dev evaluation lost {missing} of {len(examples)} predictions")
+    return score(examples, [by_index[i] for i in range(len(examples))], tokenizer=tokenizer)
 
 
 def train(
