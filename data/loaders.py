@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+
 from nlu.data.skills import (
     TESTS_FILE,
     SkillSpec,
@@ -33,7 +34,6 @@ from nlu.data.skills import (
     parse_skill_file,
     parse_tests_file,
 )
-
 from nlu.schema import DataError, Example, SkillLabels, Span
 
 logger = logging.getLogger(__name__)

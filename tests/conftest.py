@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +42,27 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def tiny_skill() -> Path:
     return FIXTURES / "skills"
+
+
+@pytest.fixture(scope="session")
+def make_config(tiny_encoder: str, tiny_skill: Path) -> Callable[..., Any]:
+    """A training config that overfits the tiny skill in a few seconds; override any field."""
+    from nlu.config import TrainConfig
+
+    def make(output_dir: Path, **changes: Any) -> TrainConfig:
+        cfg = TrainConfig(
+            data=[str(tiny_skill)],
+            encoder=tiny_encoder,
+            samples_per_template=10,
+            dev_fraction=0.2,
+            epochs=30,
+            batch_size=8,
+            learning_rate=1e-3,
+            head_learning_rate=3e-3,
+            warmup_ratio=0.0,
+            output_dir=str(output_dir),
+            seed=0,
+        )
+        return dataclasses.replace(cfg, **changes)
+
+    return make

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from nlu.data.loaders import (
     bio_to_example,
     from_dataset,
@@ -15,7 +16,6 @@ from nlu.data.loaders import (
     unseen_labels,
     write_jsonl,
 )
-
 from nlu.schema import DataError, Example, SkillLabels, Span
 
 

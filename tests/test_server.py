@@ -3,34 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from nlu.serve.app import MAX_BATCH, MAX_CHARS, create_app
 
 from nlu.config import TrainConfig
 from nlu.predict import Parser
+from nlu.serve.app import MAX_BATCH, MAX_CHARS, create_app
 from nlu.train import train
 
 
 @pytest.fixture(scope="module")
 def client(
-    tiny_encoder: str, tiny_skill: Path, tmp_path_factory: pytest.TempPathFactory
+    make_config: Callable[..., TrainConfig], tmp_path_factory: pytest.TempPathFactory
 ) -> TestClient:
-    out = tmp_path_factory.mktemp("serve_run")
-    cfg = TrainConfig(
-        data=[str(tiny_skill)],
-        encoder=tiny_encoder,
-        samples_per_template=10,
-        epochs=20,
-        batch_size=8,
-        learning_rate=1e-3,
-        head_learning_rate=3e-3,
-        output_dir=str(out),
-        seed=0,
-    )
+    cfg = make_config(tmp_path_factory.mktemp("serve_run"), epochs=20, dev_fraction=0.1)
     result = train(**dataclasses.asdict(cfg))
     return TestClient(
         create_app(Parser.from_pretrained(result.model_dir), model_dir=result.model_dir)

@@ -6,9 +6,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from nlu.data.loaders import load_split
 from nlu.data.skills import expand_skill, parse_skill_file, parse_tests_file
-
 from nlu.schema import DataError
 
 GOOD = """\

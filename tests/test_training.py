@@ -4,44 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from nlu.data.loaders import load_split
 
 from nlu.alignment import encode
 from nlu.config import TrainConfig
+from nlu.data.loaders import load_split
 from nlu.evaluate import evaluate, score
 from nlu.model import JointModel, ModelDirError
 from nlu.predict import Parser, UnknownSkillError, model_logits, pad_batch
 from nlu.train import TrainResult, train
 
 
-def tiny_config(tiny_encoder: str, tiny_skill: Path, out: Path, **changes: object) -> TrainConfig:
-    cfg = TrainConfig(
-        data=[str(tiny_skill)],
-        encoder=tiny_encoder,
-        samples_per_template=10,
-        dev_fraction=0.2,
-        epochs=30,
-        batch_size=8,
-        learning_rate=1e-3,
-        head_learning_rate=3e-3,
-        warmup_ratio=0.0,
-        output_dir=str(out),
-        seed=0,
-    )
-    return dataclasses.replace(cfg, **changes)  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="module")
 def trained(
-    tiny_encoder: str, tiny_skill: Path, tmp_path_factory: pytest.TempPathFactory
+    make_config: Callable[..., TrainConfig], tmp_path_factory: pytest.TempPathFactory
 ) -> TrainResult:
-    out = tmp_path_factory.mktemp("run")
-    return train(**dataclasses.asdict(tiny_config(tiny_encoder, tiny_skill, out)))
+    return train(**dataclasses.asdict(make_config(tmp_path_factory.mktemp("run"))))
 
 
 def test_overfits_tiny_skill_to_100_percent(trained: TrainResult, tiny_skill: Path) -> None:
@@ -134,15 +117,11 @@ def test_evaluate_writes_reports(trained: TrainResult, tiny_skill: Path, tmp_pat
 
 
 def test_resume_continues_from_checkpoint(
-    tiny_encoder: str, tiny_skill: Path, tmp_path: Path
+    make_config: Callable[..., TrainConfig], tmp_path: Path
 ) -> None:
-    first = train(**dataclasses.asdict(tiny_config(tiny_encoder, tiny_skill, tmp_path, epochs=2)))
+    first = train(**dataclasses.asdict(make_config(tmp_path, epochs=2)))
     assert [h["epoch"] for h in first.history] == [1, 2]
-    resumed = train(
-        **dataclasses.asdict(
-            tiny_config(tiny_encoder, tiny_skill, tmp_path, epochs=3, resume="latest")
-        )
-    )
+    resumed = train(**dataclasses.asdict(make_config(tmp_path, epochs=3, resume="latest")))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert resumed.history[:2] == first.history
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_003"]
