@@ -10,6 +10,10 @@ Formats:
   with character offsets (end exclusive). A file is one split.
 - JointBERT / Slot-Gated directory (ATIS, SNIPS): `<split>/seq.in`, `seq.out` (BIO per
   whitespace token), `label`. The skill is the directory name.
+- MASSIVE locale file (`en-US.jsonl`, all partitions) and SLURP files or folder: see
+  `nlu.data.benchmarks`; each scenario is a skill.
+- `hub:OWNER/NAME[:CONFIG]`: a MASSIVE- or SLURP-layout dataset from the Hugging Face hub
+  (needs the network).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 import datasets
 
+from nlu.data.benchmarks import SLURP_FILES, read_hub, read_massive, read_slurp, sniff_jsonl
 from nlu.data.skills import (
     TESTS_FILE,
     SkillSpec,
@@ -222,19 +227,36 @@ def load_split(
     """Examples of one split from any supported source; a JSONL file is its own split."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    if str(path).startswith("hub:"):
+        return Loaded(read_hub(str(path)[4:], split))
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     if path.is_file():
         if path.suffix not in (".jsonl", ".json"):
             raise DataError(f"{path}: expected a .jsonl file, a skill folder or a JointBERT folder")
+        kind = sniff_jsonl(path)
+        if kind == "massive":
+            return Loaded(read_massive(path, split))
+        if kind == "slurp":
+            return Loaded(read_slurp(path, split))
         return Loaded(read_jsonl(path))
     if (path / "train" / "seq.in").is_file() or (path / split / "seq.in").is_file():
         return Loaded(read_jointbert(path, split))
+    if any((path / name).is_file() for name in SLURP_FILES.values()):
+        return Loaded(read_slurp(path, split))
     examples, declared = read_skills(
         path, split, samples_per_template=samples_per_template, dev_fraction=dev_fraction, seed=seed
     )
     return Loaded(examples, declared)
+
+
+def has_own_dev_split(path: str | Path) -> bool:
+    """False only for a file that holds a single split (nlu JSONL, one SLURP file)."""
+    if str(path).startswith("hub:"):
+        return True
+    path = Path(path)
+    return path.is_dir() or (path.is_file() and sniff_jsonl(path) == "massive")
 
 
 def random_split(

@@ -59,6 +59,19 @@ def _predict(args: argparse.Namespace) -> None:
     print(json.dumps(results[0] if len(results) == 1 else results, indent=2, ensure_ascii=False))
 
 
+def _benchmark(args: argparse.Namespace) -> None:
+    from nlu.benchmark import benchmark, benchmark_config, format_report
+
+    overrides = list(args.overrides)
+    if args.encoder:
+        overrides.append(f"encoder={args.encoder}")
+    cfg = benchmark_config(args.name, overrides)
+    out = args.out or f"runs/benchmarks/{args.name}"
+    report = benchmark(name=args.name, data=args.data, seeds=args.seeds, config=cfg, output_dir=out)
+    print(format_report(report))
+    print(f"\nwrote {out}/report.json and report.md")
+
+
 def _serve(args: argparse.Namespace) -> None:
     from nlu.serve.app import serve
 
@@ -87,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for metrics.json, metrics.md, confusion.png")
     p.set_defaults(func=_evaluate)
 
+    p = sub.add_parser("benchmark", help="train/select/test over seeds on a public benchmark")
+    p.add_argument(
+        "name", help="atis, snips, massive, slurp, or any name (configs/benchmarks/NAME.yaml)"
+    )
+    p.add_argument("--data", required=True, help="path (or hub:OWNER/NAME[:CONFIG]) of the dataset")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--encoder", help="Hugging Face model name or local path")
+    p.add_argument("--out", help="output folder (default runs/benchmarks/NAME)")
+    p.add_argument("overrides", nargs="*", help="training config overrides key=value")
+    p.set_defaults(func=_benchmark)
+
     p = sub.add_parser("predict", help="parse utterances and print JSON")
     p.add_argument("texts", nargs="+", help="utterance(s)")
     p.add_argument(
@@ -107,7 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow options (`nlu benchmark atis --data X epochs=2`), which
+    # argparse cannot interleave with positionals on its own.
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -24,7 +24,13 @@ from transformers import get_linear_schedule_with_warmup
 
 from nlu.alignment import IGNORE_INDEX, encode, spans_to_tags, token_labels
 from nlu.config import TrainConfig, dump_config
-from nlu.data.loaders import load_split, random_split, to_dataset, unseen_labels
+from nlu.data.loaders import (
+    has_own_dev_split,
+    load_split,
+    random_split,
+    to_dataset,
+    unseen_labels,
+)
 from nlu.evaluate import score
 from nlu.model import JointModel, build_model
 from nlu.predict import parse_batch
@@ -69,8 +75,8 @@ def load_training_data(
         declared += loaded.declared
         if dev_data:
             train += loaded.examples
-        elif Path(source).is_file():
-            # A JSONL file is one split; hold out a fraction of it for model selection.
+        elif not has_own_dev_split(source):
+            # A file that is one split: hold out a fraction of it for model selection.
             kept, held = random_split(loaded.examples, dev_fraction, seed)
             train += kept
             dev += held

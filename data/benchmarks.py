@@ -1,0 +1,163 @@
+"""Public benchmark formats: MASSIVE and SLURP (ATIS and SNIPS use the JointBERT loader).
+
+- MASSIVE (one JSONL per locale): `annot_utt` with inline `[slot : value]`, `scenario`, `intent`,
+  `partition` in train/dev/test. Each scenario is a skill; `intent` is kept as released
+  (e.g. `alarm_set`).
+- SLURP (`train.jsonl`, `devel.jsonl`, `test.jsonl`): `sentence_annotation` with inline
+  `[type : filler]`, `scenario`, `action`. Each scenario is a skill; the intent is
+  `scenario_action`, as in SLURP's own evaluation.
+
+Both read the annotated text, strip the brackets, and keep each filler's character offsets.
+Malformed lines raise `DataError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from nlu.schema import DataError, Example, Span
+
+# `[type : filler]`; MASSIVE/SLURP use exactly " : " between type and filler.
+ANNOTATION = re.compile(r"\[\s*(?P<slot>[^\[\]:]+?)\s*:\s*(?P<value>[^\[\]]*?)\s*\]")
+
+SLURP_FILES = {"train": "train.jsonl", "dev": "devel.jsonl", "test": "test.jsonl"}
+
+
+def parse_bracketed(annotated: str) -> tuple[str, list[Span]]:
+    """`wake me at [time : five am]` -> ("wake me at five am", [Span(11, 18, "time")])."""
+    out: list[str] = []
+    spans: list[Span] = []
+    length = last = 0
+    for m in ANNOTATION.finditer(annotated):
+        out.append(annotated[last : m.start()])
+        length += m.start() - last
+        value = m.group("value")
+        if not value:
+            raise ValueError(f"empty filler in {m.group(0)!r}")
+        spans.append(Span(length, length + len(value), m.group("slot").strip()))
+        out.append(value)
+        length += len(value)
+        last = m.end()
+    rest = annotated[last:]
+    out.append(rest)
+    text = "".join(out)
+    if "[" in text or "]" in text:
+        raise ValueError(f"unbalanced or malformed [type : filler] annotation in {annotated!r}")
+    return text, spans
+
+
+def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not valid UTF-8 ({err})") from err
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{number}: invalid JSON ({err.msg})") from err
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object")
+        rows.append((number, row))
+    return rows
+
+
+def _require(path: Path, number: int, row: dict[str, Any], keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if not isinstance(row.get(k), str) or not row[k]]
+    if missing:
+        raise DataError(f"{path}:{number}: missing or empty field(s): {', '.join(missing)}")
+
+
+def massive_example(row: dict[str, Any]) -> Example:
+    text, spans = parse_bracketed(row["annot_utt"])
+    return Example(text, row["scenario"], row["intent"], tuple(spans))
+
+
+def slurp_example(row: dict[str, Any]) -> Example:
+    text, spans = parse_bracketed(row["sentence_annotation"])
+    return Example(text, row["scenario"], f"{row['scenario']}_{row['action']}", tuple(spans))
+
+
+def read_massive(path: Path, split: str) -> list[Example]:
+    examples = []
+    for number, row in _rows(path):
+        _require(path, number, row, ("annot_utt", "scenario", "intent", "partition"))
+        if row["partition"] != split:
+            continue
+        try:
+            examples.append(massive_example(row))
+        except (ValueError, DataError) as err:
+            raise DataError(f"{path}:{number}: {err}") from err
+    if not examples:
+        raise DataError(f"{path}: no examples with partition {split!r}")
+    return examples
+
+
+def read_slurp(path: Path, split: str) -> list[Example]:
+    """A SLURP folder (train/devel/test.jsonl) or a single SLURP file (one split)."""
+    if path.is_dir():
+        path = path / SLURP_FILES[split]
+        if not path.is_file():
+            raise DataError(
+                f"{path}: missing; a SLURP folder holds {', '.join(SLURP_FILES.values())}"
+            )
+    examples = []
+    for number, row in _rows(path):
+        _require(path, number, row, ("sentence_annotation", "scenario", "action"))
+        try:
+            examples.append(slurp_example(row))
+        except (ValueError, DataError) as err:
+            raise DataError(f"{path}:{number}: {err}") from err
+    if not examples:
+        raise DataError(f"{path}: no examples")
+    return examples
+
+
+def sniff_jsonl(path: Path) -> str:
+    """'massive', 'slurp' or 'nlu' from the first record's fields."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    return "nlu"  # let the nlu reader report the bad line
+                if isinstance(row, dict) and "annot_utt" in row:
+                    return "massive"
+                if isinstance(row, dict) and "sentence_annotation" in row:
+                    return "slurp"
+                return "nlu"
+    return "nlu"
+
+
+HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
+
+
+def read_hub(name: str, split: str) -> list[Example]:
+    """`hub:OWNER/NAME[:CONFIG]` in MASSIVE or SLURP layout via `datasets.load_dataset`.
+
+    Needs the network (HF_HUB_OFFLINE=0); offline, use the local files instead.
+    """
+    import datasets
+
+    repo, _, config = name.partition(":")
+    try:
+        dataset = datasets.load_dataset(repo, config or None, split=HUB_SPLITS[split])
+    except Exception as err:  # the hub client raises many types; all mean "could not load"
+        raise DataError(
+            f"could not load {repo!r} from the Hugging Face hub ({type(err).__name__}: {err}); "
+            "offline, pass the path of the downloaded files instead"
+        ) from err
+    features = dataset.features
+    named = {k: f for k, f in features.items() if isinstance(f, datasets.ClassLabel)}
+    examples = []
+    for row in dataset:
+        row = {k: named[k].int2str(v) if k in named else v for k, v in row.items()}
+        examples.append(massive_example(row) if "annot_utt" in row else slurp_example(row))
+    return examples
