@@ -62,11 +62,12 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
+    from nlu.model import JointModel
     from nlu.predict import Parser
 
-    parser = Parser.from_pretrained(args.model)
+    parser = Parser.from_pretrained(args.model, backend="torch")
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    encoder = parser.model.encoder
+    encoder = JointModel.from_pretrained(args.model)[0].encoder
 
     @torch.inference_mode()
     def bare(text: str) -> None:

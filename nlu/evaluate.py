@@ -182,16 +182,17 @@ def evaluate(
     split: str = "test",
     out_dir: str | Path | None = None,
     batch_size: int = 64,
+    backend: str = "auto",
 ) -> dict[str, Any]:
     """`nlu evaluate`: load a model, predict a split of each data source, score, write reports."""
     from nlu.data.loaders import load_split, unseen_labels
     from nlu.predict import Parser
 
-    parser = Parser.from_pretrained(model_dir)
+    parser = Parser.from_pretrained(model_dir, backend=backend)
     examples: list[Example] = []
     for source in data:
         examples += load_split(source, split, **_template_options(Path(model_dir))).examples
-    unseen = unseen_labels(parser.model.skills, examples)
+    unseen = unseen_labels(parser.skills, examples)
     if any(unseen.values()):
         logger.warning("labels absent from the model (they count as errors): %s", unseen)
     predictions = parser.parse([ex.text for ex in examples], batch_size=batch_size)
@@ -200,6 +201,7 @@ def evaluate(
     metrics["split"] = split
     metrics["data"] = [str(d) for d in data]
     metrics["model"] = str(model_dir)
+    metrics["backend"] = parser.backend
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

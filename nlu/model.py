@@ -26,7 +26,7 @@ DEFAULT_ENCODER = "default"
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 NLU_FILE = "nlu.json"
-REQUIRED_FILES = ("config.json", NLU_FILE, MODEL_FILE, "tokenizer.json")
+REQUIRED_FILES = ("config.json", NLU_FILE, "tokenizer.json")
 
 
 class ModelDirError(FileNotFoundError):
@@ -168,13 +168,8 @@ class JointModel(nn.Module):
     def from_pretrained(cls, directory: str | Path) -> tuple[JointModel, Any, int]:
         """Returns (model in eval mode, tokenizer, max_length)."""
         directory = Path(directory)
-        check_model_dir(directory)
-        meta = json.loads((directory / NLU_FILE).read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ModelDirError(
-                f"{directory} was saved in format {meta.get('format_version')}; "
-                f"this nlu reads format {FORMAT_VERSION}. Re-export it with a matching version."
-            )
+        check_model_dir(directory, weights=MODEL_FILE)
+        meta = read_nlu_config(directory)
         config = AutoConfig.from_pretrained(directory)
         encoder = _without_pooler(AutoModel.from_config(config))
         model = cls(
@@ -189,13 +184,23 @@ class JointModel(nn.Module):
         return model, tokenizer, int(meta["max_length"])
 
 
-def check_model_dir(directory: Path) -> None:
+def read_nlu_config(directory: Path) -> dict[str, Any]:
+    meta: dict[str, Any] = json.loads((directory / NLU_FILE).read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelDirError(
+            f"{directory} was saved in format {meta.get('format_version')}; "
+            f"this nlu reads format {FORMAT_VERSION}. Re-export it with a matching version."
+        )
+    return meta
+
+
+def check_model_dir(directory: Path, *, weights: str) -> None:
     if not directory.is_dir():
         raise ModelDirError(
             f"model directory {directory} does not exist; train one with `nlu train` "
             "(it is written to <output_dir>/model)"
         )
-    missing = [name for name in REQUIRED_FILES if not (directory / name).is_file()]
+    missing = [name for name in (*REQUIRED_FILES, weights) if not (directory / name).is_file()]
     if missing:
         raise ModelDirError(
             f"model directory {directory} is incomplete: missing {', '.join(missing)}. "

@@ -1,18 +1,25 @@
-"""Parse texts with a trained model: encode -> logits (predict) -> structured results (decode)."""
+"""Parse texts with a trained model: encode -> logits (predict) -> structured results (decode).
+
+Two backends compute the same three logits arrays: eager PyTorch (`model.safetensors`) and ONNX
+Runtime (`model.onnx`, written by `nlu export`). Everything else (tokenization, alignment,
+constrained decoding, result building) is shared, so both backends answer identically up to
+floating-point noise in the logits.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from nlu.alignment import Encoding, encode
-from nlu.decode import decode
-from nlu.model import JointModel
+from nlu.decode import LabelIndex, decode
+from nlu.schema import SkillLabels
+
+ONNX_FILE = "model.onnx"
 
 
 class UnknownSkillError(ValueError):
@@ -26,49 +33,144 @@ class Logits:
     slots: np.ndarray  # [batch, tokens, total tags]
 
 
-def pad_batch(encodings: Sequence[Encoding], pad_id: int) -> dict[str, torch.Tensor]:
+Forward = Callable[[dict[str, np.ndarray]], Logits]
+
+
+def pad_batch(encodings: Sequence[Encoding], pad_id: int) -> dict[str, np.ndarray]:
     """Dynamic padding to the longest text in the batch."""
     width = max(len(e.input_ids) for e in encodings)
-    ids = torch.full((len(encodings), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(encodings), width), dtype=torch.long)
+    ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(encodings), width), dtype=np.int64)
     for row, enc in enumerate(encodings):
-        ids[row, : len(enc.input_ids)] = torch.tensor(enc.input_ids)
+        ids[row, : len(enc.input_ids)] = enc.input_ids
         mask[row, : len(enc.input_ids)] = 1
     return {"input_ids": ids, "attention_mask": mask}
 
 
-@torch.inference_mode()
-def model_logits(model: JointModel, batch: dict[str, torch.Tensor]) -> Logits:
-    device = next(model.parameters()).device
-    out = model(**{k: v.to(device) for k, v in batch.items()})
-    return Logits(
-        router=out.router_logits.float().cpu().numpy(),
-        intents=out.intent_logits.float().cpu().numpy(),
-        slots=out.slot_logits.float().cpu().numpy(),
-    )
+def torch_forward(model: Any) -> Forward:
+    """Forward pass of a `JointModel` (eval mode, no autograd) as a numpy -> Logits function."""
+    import torch
+
+    @torch.inference_mode()
+    def forward(batch: dict[str, np.ndarray]) -> Logits:
+        device = next(model.parameters()).device
+        out = model(**{k: torch.from_numpy(v).to(device) for k, v in batch.items()})
+        return Logits(
+            router=out.router_logits.float().cpu().numpy(),
+            intents=out.intent_logits.float().cpu().numpy(),
+            slots=out.slot_logits.float().cpu().numpy(),
+        )
+
+    return forward
+
+
+def onnx_forward(path: Path, *, threads: int | None = None) -> Forward:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def forward(batch: dict[str, np.ndarray]) -> Logits:
+        router, intents, slots = session.run(None, batch)
+        return Logits(router=router, intents=intents, slots=slots)
+
+    return forward
+
+
+def parse_batch(
+    forward: Forward,
+    index: LabelIndex,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    skill: str | None = None,
+    top_k: int = 5,
+) -> list[dict[str, Any]]:
+    """One forward pass over `texts`; the single code path for evaluation and serving."""
+    encodings = encode(tokenizer, texts, max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    logits = forward(pad_batch(encodings, pad_id))
+    return [
+        decode(
+            text=text,
+            encoding=enc,
+            router_logits=logits.router[row],
+            intent_logits=logits.intents[row],
+            slot_logits=logits.slots[row],
+            index=index,
+            skill=skill,
+            top_k=top_k,
+        )
+        for row, (text, enc) in enumerate(zip(texts, encodings, strict=True))
+    ]
 
 
 class Parser:
     """A loaded model directory; `parse` is what `nlu predict`, evaluation and the server call."""
 
-    def __init__(self, model: JointModel, tokenizer: Any, max_length: int) -> None:
-        self.model = model.eval()
+    def __init__(
+        self,
+        *,
+        forward: Forward,
+        skills: Sequence[SkillLabels],
+        tokenizer: Any,
+        max_length: int,
+        backend: str,
+    ) -> None:
+        self.forward = forward
+        self.index = LabelIndex(list(skills))
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.backend = backend
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> Parser:
-        model, tokenizer, max_length = JointModel.from_pretrained(directory)
-        return cls(model, tokenizer, max_length)
+    def from_pretrained(cls, directory: str | Path, *, backend: str = "auto") -> Parser:
+        """backend: 'torch', 'onnx', or 'auto' (ONNX when the directory has model.onnx)."""
+        from transformers import AutoTokenizer
+
+        from nlu.model import JointModel, ModelDirError, check_model_dir, read_nlu_config
+
+        directory = Path(directory)
+        if backend == "auto":
+            backend = "onnx" if (directory / ONNX_FILE).is_file() else "torch"
+        if backend == "torch":
+            model, tokenizer, max_length = JointModel.from_pretrained(directory)
+            return cls(
+                forward=torch_forward(model),
+                skills=model.skills,
+                tokenizer=tokenizer,
+                max_length=max_length,
+                backend="torch",
+            )
+        if backend != "onnx":
+            raise ValueError(f"backend must be torch, onnx or auto, not {backend!r}")
+        check_model_dir(directory, weights=ONNX_FILE)
+        meta = read_nlu_config(directory)
+        if not (directory / ONNX_FILE).is_file():
+            raise ModelDirError(f"{directory} has no {ONNX_FILE}; create it with `nlu export`")
+        return cls(
+            forward=onnx_forward(directory / ONNX_FILE),
+            skills=[SkillLabels.from_dict(s) for s in meta["skills"]],
+            tokenizer=AutoTokenizer.from_pretrained(directory),
+            max_length=int(meta["max_length"]),
+            backend="onnx",
+        )
 
     @property
-    def skills(self) -> list[str]:
-        return self.model.index.names
+    def skills(self) -> list[SkillLabels]:
+        return self.index.skills
+
+    @property
+    def skill_names(self) -> list[str]:
+        return self.index.names
 
     def check_skill(self, skill: str | None) -> None:
-        if skill is not None and skill not in self.model.index.position:
+        if skill is not None and skill not in self.index.position:
             raise UnknownSkillError(
-                f"unknown skill {skill!r}; this model knows: {', '.join(self.skills)}"
+                f"unknown skill {skill!r}; this model knows: {', '.join(self.skill_names)}"
             )
 
     def parse(
@@ -83,7 +185,8 @@ class Parser:
         results: list[dict[str, Any]] = []
         for start in range(0, len(texts), batch_size):
             results += parse_batch(
-                self.model,
+                self.forward,
+                self.index,
                 self.tokenizer,
                 texts[start : start + batch_size],
                 max_length=self.max_length,
@@ -91,31 +194,3 @@ class Parser:
                 top_k=top_k,
             )
         return results
-
-
-def parse_batch(
-    model: JointModel,
-    tokenizer: Any,
-    texts: Sequence[str],
-    *,
-    max_length: int,
-    skill: str | None = None,
-    top_k: int = 5,
-) -> list[dict[str, Any]]:
-    """One forward pass over `texts`; the single code path for evaluation and serving."""
-    encodings = encode(tokenizer, texts, max_length)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    logits = model_logits(model, pad_batch(encodings, pad_id))
-    return [
-        decode(
-            text=text,
-            encoding=enc,
-            router_logits=logits.router[row],
-            intent_logits=logits.intents[row],
-            slot_logits=logits.slots[row],
-            index=model.index,
-            skill=skill,
-            top_k=top_k,
-        )
-        for row, (text, enc) in enumerate(zip(texts, encodings, strict=True))
-    ]

@@ -33,7 +33,7 @@ from nlu.data.loaders import (
 )
 from nlu.evaluate import score
 from nlu.model import JointModel, build_model
-from nlu.predict import parse_batch
+from nlu.predict import parse_batch, torch_forward
 from nlu.schema import DataError, Example, SkillLabels, labels_from_examples
 
 # Logs once, from the main process, however many processes `accelerate launch` starts.
@@ -188,10 +188,11 @@ def evaluate_dev(
 ) -> dict[str, Any]:
     """Dev metrics through the serving code path (parse_batch), sharded across processes."""
     model.eval()
+    forward = torch_forward(model)
     by_index: dict[int, dict[str, Any]] = {}
     for indices in loader:
         texts = [examples[i].text for i in indices]
-        batch = parse_batch(model, tokenizer, texts, max_length=max_length)
+        batch = parse_batch(forward, model.index, tokenizer, texts, max_length=max_length)
         # Processes see interleaved shards: carry each example's index through the gather.
         gathered = accelerator.gather_for_metrics(
             list(zip(indices, batch, strict=True)), use_gather_object=True

@@ -86,19 +86,18 @@ def create_app(parser: Parser, *, model_dir: str | Path | None = None) -> FastAP
             "status": "ok",
             "model_loaded": True,
             "model": str(model_dir or ""),
-            "skills": len(parser.skills),
+            "skills": len(parser.skill_names),
         }
 
     @app.get("/skills")
     def skills() -> dict[str, Any]:
-        return {"skills": [s.to_dict() for s in parser.model.skills]}
+        return {"skills": [s.to_dict() for s in parser.skills]}
 
     @app.post("/parse", responses={400: {}, 413: {}, 422: {}})
     def parse(request: ParseRequest) -> Any:
-        if request.skill is not None and request.skill not in parser.skills:
-            return _error(
-                400, f"unknown skill {request.skill!r}; known skills: {', '.join(parser.skills)}"
-            )
+        if request.skill is not None and request.skill not in parser.skill_names:
+            known = ", ".join(parser.skill_names)
+            return _error(400, f"unknown skill {request.skill!r}; known skills: {known}")
         texts = [request.text] if request.text is not None else list(request.texts or [])
         too_long = [i for i, t in enumerate(texts) if len(t) > MAX_CHARS]
         if too_long:
@@ -115,5 +114,7 @@ def serve(*, model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000) -
     import uvicorn
 
     parser = Parser.from_pretrained(model_dir)
-    logger.info("serving %s (%d skills) on http://%s:%d", model_dir, len(parser.skills), host, port)
+    logger.info(
+        "serving %s (%d skills) on http://%s:%d", model_dir, len(parser.skill_names), host, port
+    )
     uvicorn.run(create_app(parser, model_dir=model_dir), host=host, port=port, log_level="info")

@@ -16,7 +16,7 @@ from nlu.config import TrainConfig
 from nlu.data.loaders import load_split
 from nlu.evaluate import evaluate, score
 from nlu.model import JointModel, ModelDirError
-from nlu.predict import Parser, UnknownSkillError, model_logits, pad_batch
+from nlu.predict import Parser, UnknownSkillError, pad_batch
 from nlu.train import TrainResult, train
 
 
@@ -60,12 +60,11 @@ def test_model_dir_is_self_contained(trained: TrainResult) -> None:
 def test_save_load_gives_identical_outputs(trained: TrainResult, tmp_path: Path) -> None:
     texts = ["turn on the kitchen lights", "make the hall blue", "switch the bedroom light off"]
     parser = Parser.from_pretrained(trained.model_dir)
-    parser.model.save_pretrained(
-        tmp_path / "copy", tokenizer=parser.tokenizer, max_length=parser.max_length
-    )
+    model, tokenizer, max_length = JointModel.from_pretrained(trained.model_dir)
+    model.save_pretrained(tmp_path / "copy", tokenizer=tokenizer, max_length=max_length)
     again = Parser.from_pretrained(tmp_path / "copy")
     batch = pad_batch(encode(parser.tokenizer, texts, parser.max_length), 0)
-    a, b = model_logits(parser.model, batch), model_logits(again.model, batch)
+    a, b = parser.forward(batch), again.forward(batch)
     np.testing.assert_array_equal(a.slots, b.slots)
     np.testing.assert_array_equal(a.intents, b.intents)
     assert parser.parse(texts) == again.parse(texts)
@@ -131,7 +130,7 @@ def test_missing_or_incomplete_model_dir(tmp_path: Path) -> None:
     with pytest.raises(ModelDirError, match="does not exist"):
         JointModel.from_pretrained(tmp_path / "nothing")
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ModelDirError, match=r"incomplete: missing nlu.json, model.safetensors"):
+    with pytest.raises(ModelDirError, match=r"incomplete: missing nlu.json, tokenizer.json, model.safetensors"):
         JointModel.from_pretrained(tmp_path)
 
 
