@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 DEFAULT_MODEL = "runs/demo/model"
 
@@ -72,10 +73,32 @@ def _benchmark(args: argparse.Namespace) -> None:
     print(f"\nwrote {out}/report.json and report.md")
 
 
+def _export(args: argparse.Namespace) -> None:
+    from nlu.export import export_onnx
+
+    target = export_onnx(model_dir=args.model, out_dir=args.out, quantize=args.quantize)
+    size = target.stat().st_size / 1e6
+    print(f"wrote {target} ({size:.1f} MB); serve it with: nlu serve {args.out}")
+
+
 def _serve(args: argparse.Namespace) -> None:
+    from nlu.model import check_model_dir
+    from nlu.predict import ONNX_FILE
     from nlu.serve.app import serve
 
-    serve(model_dir=args.model, host=args.host, port=args.port)
+    if args.backend == "onnx":
+        check_model_dir(Path(args.model), weights=ONNX_FILE)
+    serve(
+        model_dir=args.model,
+        backend=args.backend,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        api_key=args.api_key or os.environ.get("NLU_API_KEY"),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,10 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.set_defaults(func=_predict)
 
-    p = sub.add_parser("serve", help="HTTP endpoint: POST /parse, GET /skills, GET /health")
+    p = sub.add_parser("export", help="export a model to ONNX (optionally int8)")
+    p.add_argument("model", help="model directory written by `nlu train`")
+    p.add_argument("out", help="output directory (servable: nlu serve OUT)")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--quantize", choices=["int8"], help="dynamic int8, per-channel weights")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("serve", help="HTTP endpoint: /parse, /skills, /health, /metrics")
     p.add_argument("model", nargs="?", default=os.environ.get("NLU_MODEL", DEFAULT_MODEL))
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="server processes")
+    p.add_argument("--max-batch", type=int, default=32, help="texts per micro-batch")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="micro-batch collection window")
+    p.add_argument("--max-queue", type=int, default=1024, help="queued requests before 503")
+    p.add_argument("--api-key", help="require this X-API-Key header (or env NLU_API_KEY)")
     p.set_defaults(func=_serve)
     return parser
 

@@ -88,11 +88,17 @@ def parse_batch(
     max_length: int,
     skill: str | None = None,
     top_k: int = 5,
+    options: Sequence[tuple[str | None, int]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One forward pass over `texts`; the single code path for evaluation and serving."""
+    """One forward pass over `texts`; the single code path for evaluation and serving.
+
+    `options` gives each text its own (forced skill, top_k), so the server can answer several
+    requests from one micro-batch; otherwise `skill` and `top_k` apply to all.
+    """
     encodings = encode(tokenizer, texts, max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     logits = forward(pad_batch(encodings, pad_id))
+    per_text = options if options is not None else [(skill, top_k)] * len(texts)
     return [
         decode(
             text=text,
@@ -101,10 +107,12 @@ def parse_batch(
             intent_logits=logits.intents[row],
             slot_logits=logits.slots[row],
             index=index,
-            skill=skill,
-            top_k=top_k,
+            skill=text_skill,
+            top_k=text_top_k,
         )
-        for row, (text, enc) in enumerate(zip(texts, encodings, strict=True))
+        for row, (text, enc, (text_skill, text_top_k)) in enumerate(
+            zip(texts, encodings, per_text, strict=True)
+        )
     ]
 
 
@@ -127,8 +135,12 @@ class Parser:
         self.backend = backend
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, backend: str = "auto") -> Parser:
-        """backend: 'torch', 'onnx', or 'auto' (ONNX when the directory has model.onnx)."""
+    def from_pretrained(
+        cls, directory: str | Path, *, backend: str = "auto", threads: int | None = None
+    ) -> Parser:
+        """backend: 'torch', 'onnx', or 'auto' (ONNX when the directory has model.onnx).
+
+        `threads` caps intra-op threads (several server workers on few cores)."""
         from transformers import AutoTokenizer
 
         from nlu.model import JointModel, ModelDirError, check_model_dir, read_nlu_config
@@ -137,6 +149,10 @@ class Parser:
         if backend == "auto":
             backend = "onnx" if (directory / ONNX_FILE).is_file() else "torch"
         if backend == "torch":
+            if threads:
+                import torch
+
+                torch.set_num_threads(threads)
             model, tokenizer, max_length = JointModel.from_pretrained(directory)
             return cls(
                 forward=torch_forward(model),
@@ -152,7 +168,7 @@ class Parser:
         if not (directory / ONNX_FILE).is_file():
             raise ModelDirError(f"{directory} has no {ONNX_FILE}; create it with `nlu export`")
         return cls(
-            forward=onnx_forward(directory / ONNX_FILE),
+            forward=onnx_forward(directory / ONNX_FILE, threads=threads),
             skills=[SkillLabels.from_dict(s) for s in meta["skills"]],
             tokenizer=AutoTokenizer.from_pretrained(directory),
             max_length=int(meta["max_length"]),
@@ -181,7 +197,18 @@ class Parser:
         top_k: int = 5,
         batch_size: int = 64,
     ) -> list[dict[str, Any]]:
-        self.check_skill(skill)
+        return self.parse_with_options(texts, [(skill, top_k)] * len(texts), batch_size=batch_size)
+
+    def parse_with_options(
+        self,
+        texts: Sequence[str],
+        options: Sequence[tuple[str | None, int]],
+        *,
+        batch_size: int = 64,
+    ) -> list[dict[str, Any]]:
+        """Each text with its own (forced skill or None, top_k)."""
+        for skill, _ in set(options):
+            self.check_skill(skill)
         results: list[dict[str, Any]] = []
         for start in range(0, len(texts), batch_size):
             results += parse_batch(
@@ -190,7 +217,6 @@ class Parser:
                 self.tokenizer,
                 texts[start : start + batch_size],
                 max_length=self.max_length,
-                skill=skill,
-                top_k=top_k,
+                options=options[start : start + batch_size],
             )
         return results

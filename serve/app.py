@@ -1,19 +1,38 @@
-"""HTTP inference server: POST /parse, GET /skills, GET /health (FastAPI).
+"""HTTP inference server (FastAPI): POST /parse, GET /skills, GET /health, GET /metrics.
 
-The model directory written by `nlu train` is all it needs. Every bad request gets a 4xx JSON
-body `{"error": ..., "details": [...]}` that says what to fix.
+- Concurrent requests are micro-batched: the batcher collects texts for at most `max_wait_ms`
+  or until `max_batch` texts, runs one forward pass in a worker thread (the event loop never
+  blocks on tokenization or inference), and answers each request with its own rows.
+- The queue is bounded: when it is full the server answers 503 with Retry-After instead of
+  queueing without limit.
+- Every bad request gets a 4xx JSON body `{"error": ..., "details": [...]}` saying what to fix.
+- Optional API key (header `X-API-Key`) for every route but /health; binds to 127.0.0.1 by
+  default.
+
+The model directory written by `nlu train` (PyTorch) or `nlu export` (ONNX) is all it needs.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import hmac
 import logging
-import threading
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -21,8 +40,9 @@ from nlu.predict import Parser
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 64
-MAX_CHARS = 1000
+MAX_BATCH = 64  # texts per request
+MAX_CHARS = 1000  # characters per text; longer texts are refused (413)
+MAX_BODY_BYTES = 1 << 20
 
 
 class ParseRequest(BaseModel):
@@ -48,25 +68,216 @@ class ParseRequest(BaseModel):
         return self
 
 
-class TooLong(Exception):
+class Overloaded(Exception):
     pass
 
 
-def _error(status: int, message: str, details: Any = None) -> JSONResponse:
+@dataclass
+class _Job:
+    texts: list[str]
+    skill: str | None
+    top_k: int
+    future: asyncio.Future[list[dict[str, Any]]] = field(repr=False)
+
+
+class MicroBatcher:
+    """Collect concurrent requests into one forward pass; bounded queue, one worker thread."""
+
+    def __init__(
+        self,
+        parser: Parser,
+        *,
+        max_batch: int,
+        max_wait_ms: float,
+        max_queue: int,
+        metrics: Metrics,
+    ) -> None:
+        self.parser = parser
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max_queue)
+        self.metrics = metrics
+        # One thread: inference already uses every core; more threads would only contend.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlu-infer")
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        self.executor.shutdown(wait=True)
+
+    async def submit(self, texts: list[str], skill: str | None, top_k: int) -> list[dict[str, Any]]:
+        future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        try:
+            self.queue.put_nowait(_Job(texts, skill, top_k, future))
+        except asyncio.QueueFull:
+            raise Overloaded from None
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self.queue.get()]
+            size = len(jobs[0].texts)
+            deadline = loop.time() + self.max_wait
+            while size < self.max_batch:
+                try:
+                    job = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        job = await asyncio.wait_for(self.queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                jobs.append(job)
+                size += len(job.texts)
+            texts = [t for job in jobs for t in job.texts]
+            options = [(job.skill, job.top_k) for job in jobs for _ in job.texts]
+            self.metrics.batch_size.observe(len(texts))
+            try:
+                results = await loop.run_in_executor(
+                    self.executor,
+                    functools.partial(
+                        self.parser.parse_with_options, texts, options, batch_size=len(texts)
+                    ),
+                )
+            except Exception as err:  # answer every waiting request, then keep serving
+                logger.exception("inference failed")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(err)
+                continue
+            start = 0
+            for job in jobs:
+                if not job.future.done():  # the client may have gone away
+                    job.future.set_result(results[start : start + len(job.texts)])
+                start += len(job.texts)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "nlu_requests", "HTTP requests", ["route", "status"], registry=self.registry
+        )
+        self.errors = Counter(
+            "nlu_request_errors",
+            "HTTP requests answered 4xx/5xx",
+            ["route"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "nlu_request_latency_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=(0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "nlu_batch_size",
+            "texts per forward pass",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
+
+def _json_error(
+    status: int, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body: dict[str, Any] = {"error": message}
     if details is not None:
         body["details"] = details
-    return JSONResponse(status_code=status, content=body)
+    return JSONResponse(status_code=status, content=body, headers=headers)
 
 
-def create_app(parser: Parser, *, model_dir: str | Path | None = None) -> FastAPI:
+class _Guard:
+    """Pure ASGI middleware: metrics, API key and body-size limit, before any parsing."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, api_key: str | None) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.api_key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        route = scope["path"] if scope["path"] in KNOWN_ROUTES else "other"
+        status = 500
+
+        async def send_and_record(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        headers = dict(scope.get("headers") or [])
+        try:
+            if self.api_key is not None and scope["path"] != "/health":
+                given = headers.get(b"x-api-key", b"")
+                if not hmac.compare_digest(given, self.api_key):
+                    response = _json_error(
+                        401, "missing or wrong API key: send it in the X-API-Key header"
+                    )
+                    await response(scope, receive, send_and_record)
+                    return
+            length = headers.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+                response = _json_error(413, f"request body over {MAX_BODY_BYTES} bytes")
+                await response(scope, receive, send_and_record)
+                return
+            await self.app(scope, receive, send_and_record)
+        finally:
+            self.metrics.requests.labels(route, str(status)).inc()
+            if status >= 400:
+                self.metrics.errors.labels(route).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+KNOWN_ROUTES = {"/parse", "/skills", "/health", "/metrics", "/docs", "/openapi.json"}
+
+
+def create_app(
+    parser: Parser,
+    *,
+    model_dir: str | Path | None = None,
+    max_batch: int = 32,
+    max_wait_ms: float = 2.0,
+    max_queue: int = 1024,
+    api_key: str | None = None,
+) -> FastAPI:
+    metrics = Metrics()
+    batcher = MicroBatcher(
+        parser, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, metrics=metrics
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        # Uvicorn has finished in-flight requests before it gets here (graceful SIGTERM).
+        await batcher.stop()
+
     app = FastAPI(
         title="nlu",
         summary="Joint multi-skill intent detection and slot filling.",
         version="0.1.0",
+        lifespan=lifespan,
     )
-    # One forward pass at a time: torch already uses every core for a single batch.
-    lock = threading.Lock()
+    app.add_middleware(_Guard, metrics=metrics, api_key=api_key)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -74,47 +285,114 @@ def create_app(parser: Parser, *, model_dir: str | Path | None = None) -> FastAP
             {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")}
             for e in exc.errors()
         ]
-        return _error(422, "invalid request: " + "; ".join(d["msg"] for d in details), details)
+        return _json_error(422, "invalid request: " + "; ".join(d["msg"] for d in details), details)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        return _json_error(exc.status_code, str(exc.detail))
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         return {
             "status": "ok",
             "model_loaded": True,
             "model": str(model_dir or ""),
+            "backend": parser.backend,
             "skills": len(parser.skill_names),
         }
 
     @app.get("/skills")
-    def skills() -> dict[str, Any]:
+    async def skills() -> dict[str, Any]:
         return {"skills": [s.to_dict() for s in parser.skills]}
 
-    @app.post("/parse", responses={400: {}, 413: {}, 422: {}})
-    def parse(request: ParseRequest) -> Any:
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/parse", responses={400: {}, 401: {}, 413: {}, 422: {}, 503: {}})
+    async def parse(request: ParseRequest) -> Any:
         if request.skill is not None and request.skill not in parser.skill_names:
             known = ", ".join(parser.skill_names)
-            return _error(400, f"unknown skill {request.skill!r}; known skills: {known}")
+            return _json_error(400, f"unknown skill {request.skill!r}; known skills: {known}")
         texts = [request.text] if request.text is not None else list(request.texts or [])
         too_long = [i for i, t in enumerate(texts) if len(t) > MAX_CHARS]
         if too_long:
-            return _error(413, f"utterance(s) {too_long} exceed {MAX_CHARS} characters")
-        with lock:
-            results = parser.parse(texts, skill=request.skill, top_k=request.top_k)
+            return _json_error(
+                413, f"utterance(s) {too_long} exceed {MAX_CHARS} characters; split them up"
+            )
+        try:
+            results = await batcher.submit(texts, request.skill, request.top_k)
+        except Overloaded:
+            return _json_error(
+                503, "server busy: request queue is full", headers={"Retry-After": "1"}
+            )
         return results[0] if request.text is not None else {"results": results}
 
     return app
 
 
-def serve(*, model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """`nlu serve`: load the model first so a bad directory fails before the port opens."""
+def create_app_from_env() -> FastAPI:
+    """App factory for `uvicorn --factory` / several workers: settings come from NLU_* env."""
+    model_dir = os.environ["NLU_MODEL"]
+    workers = int(os.environ.get("NLU_WORKERS", "1"))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    parser = Parser.from_pretrained(
+        model_dir, backend=os.environ.get("NLU_BACKEND", "auto"), threads=threads
+    )
+    return create_app(
+        parser,
+        model_dir=model_dir,
+        max_batch=int(os.environ.get("NLU_MAX_BATCH", "32")),
+        max_wait_ms=float(os.environ.get("NLU_MAX_WAIT_MS", "2")),
+        max_queue=int(os.environ.get("NLU_MAX_QUEUE", "1024")),
+        api_key=os.environ.get("NLU_API_KEY") or None,
+    )
+
+
+def serve(
+    *,
+    model_dir: str | Path,
+    backend: str = "auto",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    max_batch: int = 32,
+    max_wait_ms: float = 2.0,
+    max_queue: int = 1024,
+    api_key: str | None = None,
+) -> None:
+    """`nlu serve`: check the model first so a bad directory fails before the port opens."""
     import uvicorn
 
-    parser = Parser.from_pretrained(model_dir)
+    probe = Parser.from_pretrained(model_dir, backend=backend)
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        logger.warning("binding to %s without an API key: anyone who can reach it can use it", host)
     logger.info(
-        "serving %s (%d skills) on http://%s:%d", model_dir, len(parser.skill_names), host, port
+        "serving %s (%s, %d skills) on http://%s:%d with %d worker(s)",
+        model_dir,
+        probe.backend,
+        len(probe.skill_names),
+        host,
+        port,
+        workers,
     )
-    uvicorn.run(create_app(parser, model_dir=model_dir), host=host, port=port, log_level="info")
+    os.environ.update(
+        NLU_MODEL=str(model_dir),
+        NLU_BACKEND=probe.backend,
+        NLU_WORKERS=str(workers),
+        NLU_MAX_BATCH=str(max_batch),
+        NLU_MAX_WAIT_MS=str(max_wait_ms),
+        NLU_MAX_QUEUE=str(max_queue),
+    )
+    if api_key:
+        os.environ["NLU_API_KEY"] = api_key
+    del probe
+    uvicorn.run(
+        "nlu.serve.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+    )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,14 +17,18 @@ from nlu.train import train
 
 
 @pytest.fixture(scope="module")
-def client(
+def model_dir(
     make_config: Callable[..., TrainConfig], tmp_path_factory: pytest.TempPathFactory
-) -> TestClient:
+) -> Path:
     cfg = make_config(tmp_path_factory.mktemp("serve_run"), epochs=20, dev_fraction=0.1)
-    result = train(**dataclasses.asdict(cfg))
-    return TestClient(
-        create_app(Parser.from_pretrained(result.model_dir), model_dir=result.model_dir)
-    )
+    return train(**dataclasses.asdict(cfg)).model_dir
+
+
+@pytest.fixture(scope="module")
+def client(model_dir: Path) -> Iterator[TestClient]:
+    # The context manager runs the app's lifespan, which starts the micro-batcher.
+    with TestClient(create_app(Parser.from_pretrained(model_dir), model_dir=model_dir)) as c:
+        yield c
 
 
 def test_parse_single_text(client: TestClient) -> None:
@@ -114,3 +119,120 @@ def test_malformed_bodies_get_a_json_4xx(
 def test_unknown_route_and_method_are_json_errors(client: TestClient) -> None:
     assert client.get("/nope").json()["error"] == "Not Found"
     assert client.get("/parse").status_code == 405
+
+
+def test_metrics_count_requests_errors_and_batches(client: TestClient) -> None:
+    client.post("/parse", json={"text": "lights on"})
+    client.post("/parse", json={"text": ""})
+    text = client.get("/metrics").text
+    assert 'nlu_requests_total{route="/parse",status="200"}' in text
+    assert 'nlu_requests_total{route="/parse",status="422"}' in text
+    assert 'nlu_request_errors_total{route="/parse"}' in text
+    assert "nlu_request_latency_seconds_bucket" in text
+    assert "nlu_batch_size_count" in text
+
+
+def test_api_key_guards_everything_but_health(model_dir: Path) -> None:
+    app = create_app(Parser.from_pretrained(model_dir), api_key="s3cret")
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 200
+        r = c.post("/parse", json={"text": "lights on"})
+        assert r.status_code == 401 and "X-API-Key" in r.json()["error"]
+        assert c.get("/skills", headers={"X-API-Key": "wrong"}).status_code == 401
+        ok = c.post("/parse", json={"text": "lights on"}, headers={"X-API-Key": "s3cret"})
+        assert ok.status_code == 200
+
+
+def test_concurrent_requests_are_micro_batched_and_matched(model_dir: Path) -> None:
+    import asyncio
+
+    import httpx
+
+    parser = Parser.from_pretrained(model_dir)
+    app = create_app(parser, max_batch=16, max_wait_ms=20)
+    texts = [f"turn on the {room} lights" for room in ("kitchen", "hall", "bedroom", "living room")]
+    texts = [texts[i % 4] for i in range(64)]
+    expected = {t: parser.parse([t])[0] for t in set(texts)}
+
+    async def run() -> list[dict[str, Any]]:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://test") as c,
+        ):
+            responses = await asyncio.gather(*(c.post("/parse", json={"text": t}) for t in texts))
+            metrics = (await c.get("/metrics")).text
+        assert all(r.status_code == 200 for r in responses)
+        count = next(
+            line for line in metrics.splitlines() if line.startswith("nlu_batch_size_count")
+        )
+        assert float(count.split()[-1]) < len(texts)  # several requests shared a forward pass
+        return [r.json() for r in responses]
+
+    for text, result in zip(texts, asyncio.run(run()), strict=True):
+        assert result["text"] == text
+        assert result["slots"] == expected[text]["slots"]
+
+
+def test_full_queue_answers_503_with_retry_after(model_dir: Path) -> None:
+    import asyncio
+
+    import httpx
+
+    app = create_app(Parser.from_pretrained(model_dir), max_queue=1, max_wait_ms=50, max_batch=1)
+
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://test") as c,
+        ):
+            return await asyncio.gather(
+                *(c.post("/parse", json={"text": "lights on"}) for _ in range(20))
+            )
+
+    responses = asyncio.run(run())
+    codes = {r.status_code for r in responses}
+    assert codes <= {200, 503} and 503 in codes and 200 in codes
+    busy = next(r for r in responses if r.status_code == 503)
+    assert busy.headers["retry-after"] == "1" and "queue is full" in busy.json()["error"]
+
+
+def test_onnx_export_matches_torch(model_dir: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from nlu.alignment import encode
+    from nlu.export import export_onnx
+    from nlu.predict import pad_batch
+
+    export_onnx(model_dir=model_dir, out_dir=tmp_path / "onnx")
+    export_onnx(model_dir=model_dir, out_dir=tmp_path / "int8", quantize="int8")
+    torch_parser = Parser.from_pretrained(model_dir)
+    onnx_parser = Parser.from_pretrained(tmp_path / "onnx")
+    assert onnx_parser.backend == "onnx" and onnx_parser.skill_names == torch_parser.skill_names
+    texts = [
+        "turn on the kitchen lights",
+        "make the hall blue",
+        "lights on",
+        "switch the bedroom light off now please",
+    ]
+    batch = pad_batch(encode(torch_parser.tokenizer, texts, torch_parser.max_length), 0)
+    a, b = torch_parser.forward(batch), onnx_parser.forward(batch)
+    for x, y in ((a.router, b.router), (a.intents, b.intents), (a.slots, b.slots)):
+        np.testing.assert_allclose(x, y, atol=1e-4)
+
+    def decisions(results: list[dict[str, Any]]) -> list[Any]:
+        return [
+            (r["intent"]["name"], [(s["slot"], s["start"], s["end"]) for s in r["slots"]])
+            for r in results
+        ]
+
+    assert decisions(onnx_parser.parse(texts)) == decisions(torch_parser.parse(texts))
+    int8 = Parser.from_pretrained(tmp_path / "int8")
+    assert (tmp_path / "int8" / "model.onnx").stat().st_size < (
+        tmp_path / "onnx" / "model.onnx"
+    ).stat().st_size
+    assert len(int8.parse(texts)) == len(texts)
+    # The exported directory is servable on its own.
+    with TestClient(create_app(onnx_parser)) as c:
+        assert c.post("/parse", json={"text": "lights on"}).json()["intent"]["name"] == "turn_on"

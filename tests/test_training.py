@@ -130,7 +130,9 @@ def test_missing_or_incomplete_model_dir(tmp_path: Path) -> None:
     with pytest.raises(ModelDirError, match="does not exist"):
         JointModel.from_pretrained(tmp_path / "nothing")
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ModelDirError, match=r"incomplete: missing nlu.json, tokenizer.json, model.safetensors"):
+    with pytest.raises(
+        ModelDirError, match=r"incomplete: missing nlu.json, tokenizer.json, model.safetensors"
+    ):
         JointModel.from_pretrained(tmp_path)
 
 

@@ -1,0 +1,103 @@
+"""`nlu export MODEL OUT --format onnx [--quantize int8]`.
+
+One ONNX graph computes router, intent and slot logits for every skill (inputs `input_ids`,
+`attention_mask`; dynamic batch and sequence axes). The output directory keeps the tokenizer,
+labels (`nlu.json`) and configs beside `model.onnx`, so `nlu serve OUT` needs nothing else.
+
+int8 uses ONNX Runtime dynamic quantization of the MatMul weights with per-channel scales.
+Measured on the demo skills (hand-written tests + dev, 525 utterances) against fp32 ONNX:
+MatMul-only per-channel int8 agrees on 521 (99.2%); also quantizing the embedding Gathers (the
+quantizer's default op set) agrees on 519 (98.9%) for a 24 MB instead of 59 MB file, so the
+embeddings stay fp32. Per-tensor scales lose much more accuracy.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from nlu.model import MODEL_FILE, JointModel, check_model_dir
+from nlu.predict import ONNX_FILE
+
+logger = logging.getLogger(__name__)
+
+COPIED = ("config.json", "nlu.json", "training_config.yaml")
+INPUTS = ("input_ids", "attention_mask")
+OUTPUTS = ("router_logits", "intent_logits", "slot_logits")
+
+
+class _Logits(torch.nn.Module):
+    """The joint model with positional inputs and a tuple of logits, as ONNX wants it."""
+
+    def __init__(self, model: JointModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return out.router_logits, out.intent_logits, out.slot_logits
+
+
+def export_onnx(
+    *, model_dir: str | Path, out_dir: str | Path, quantize: str | None = None, opset: int = 18
+) -> Path:
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be int8 or omitted, not {quantize!r}")
+    check_model_dir(model_dir, weights=MODEL_FILE)
+    model, tokenizer, _ = JointModel.from_pretrained(model_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out_dir)
+    for name in COPIED:
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, out_dir / name)
+
+    example = tokenizer(["wake me up at seven", "hi"], padding=True, return_tensors="pt")
+    args = (example["input_ids"], example["attention_mask"])
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    target = out_dir / ONNX_FILE
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        torch.onnx.export(
+            _Logits(model).eval(),
+            args,
+            str(raw),
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            dynamic_shapes={name: {0: batch, 1: sequence} for name in INPUTS},
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
+        # One self-contained file (the exporter writes weights beside the graph).
+        import onnx
+
+        graph = onnx.load(str(raw), load_external_data=True)
+        single = Path(tmp) / "model.onnx"
+        onnx.save(graph, str(single), save_as_external_data=False)
+        if quantize == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.WARNING)  # the quantizer logs every tensor at INFO on root
+            try:
+                quantize_dynamic(
+                    str(single),
+                    str(target),
+                    per_channel=True,
+                    weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["MatMul"],
+                )
+            finally:
+                root.setLevel(level)
+        else:
+            shutil.copy2(single, target)
+    logger.info("wrote %s (%.1f MB)", target, target.stat().st_size / 1e6)
+    return target
