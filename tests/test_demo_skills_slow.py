@@ -32,3 +32,29 @@ def test_default_encoder_generalises_to_hand_written_tests(tmp_path: Path) -> No
     assert metrics["intent_accuracy"] >= 85.0, metrics
     assert metrics["slot_f1"] >= 75.0, metrics
     assert metrics["exact_match"] >= 60.0, metrics
+
+    # Export parity on the demo skills: ONNX fp32 makes the same decisions as PyTorch;
+    # per-channel int8 keeps (nearly) all of them.
+    from nlu.data.loaders import load_split
+    from nlu.export import export_onnx
+    from nlu.predict import Parser
+
+    texts = [e.text for e in load_split(SKILLS, "test").examples]
+    export_onnx(model_dir=result.model_dir, out_dir=tmp_path / "onnx")
+    export_onnx(model_dir=result.model_dir, out_dir=tmp_path / "int8", quantize="int8")
+
+    def decisions(directory: Path) -> list[tuple[str, str, list[tuple[str, int, int]]]]:
+        return [
+            (
+                r["skill"]["name"],
+                r["intent"]["name"],
+                [(s["slot"], s["start"], s["end"]) for s in r["slots"]],
+            )
+            for r in Parser.from_pretrained(directory).parse(texts)
+        ]
+
+    reference = decisions(result.model_dir)
+    assert decisions(tmp_path / "onnx") == reference
+    int8 = decisions(tmp_path / "int8")
+    agreement = sum(a == b for a, b in zip(int8, reference, strict=True)) / len(texts)
+    assert agreement >= 0.97, agreement
