@@ -7,8 +7,10 @@ Face pipelines behind FastAPI), started as its own process on 127.0.0.1:
 - single-request latency: sequential requests, p50/p95/p99;
 - throughput with 1, 8 and 32 concurrent clients for a fixed bounded duration.
 All servers run in the same invocation, one after the other, so ratios (ours / baseline) compare
-like with like on a shared, noisy machine. The load generator (httpx, asyncio) runs on the same
-2 cores as the server, which caps the throughput it can show. Writes
+like with like on a shared, noisy machine. The load generator runs on the same 2 cores as the
+server, so it is a minimal HTTP/1.1 keep-alive client (stdlib `http.client` for sequential
+requests, raw asyncio streams for concurrent ones): a full client library such as httpx spends
+about 1 ms per request itself, which would hide the server's own cost. Writes
 benchmarks/results/serve_latency.json.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import statistics
@@ -64,16 +67,21 @@ def start(cmd: list[str], port: int) -> subprocess.Popen[bytes]:
 
 
 def sequential(port: int, requests: int) -> dict[str, float]:
-    url = f"http://127.0.0.1:{port}/parse"
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    headers = {"Content-Type": "application/json"}
     times = []
-    with httpx.Client() as client:
-        for i in range(requests + 20):
-            t0 = time.perf_counter()
-            r = client.post(url, json={"text": TEXTS[i % len(TEXTS)]})
-            elapsed = (time.perf_counter() - t0) * 1000
-            r.raise_for_status()
-            if i >= 20:  # warm-up
-                times.append(elapsed)
+    for i in range(requests + 20):
+        body = json.dumps({"text": TEXTS[i % len(TEXTS)]})
+        t0 = time.perf_counter()
+        conn.request("POST", "/parse", body, headers)
+        response = conn.getresponse()
+        payload = response.read()
+        elapsed = (time.perf_counter() - t0) * 1000
+        if response.status != 200:
+            raise RuntimeError(f"status {response.status}: {payload[:200]!r}")
+        if i >= 20:  # warm-up
+            times.append(elapsed)
+    conn.close()
     return {
         "p50_ms": round(statistics.median(times), 3),
         "p95_ms": round(percentile(times, 95), 3),
@@ -82,34 +90,48 @@ def sequential(port: int, requests: int) -> dict[str, float]:
     }
 
 
+async def _post(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int, body: bytes
+) -> tuple[int, bytes]:
+    writer.write(
+        b"POST /parse HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (port, len(body), body)
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = next(
+        int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:")
+    )
+    return status, await reader.readexactly(length)
+
+
 async def concurrent(port: int, clients: int, seconds: float) -> dict[str, float]:
-    url = f"http://127.0.0.1:{port}/parse"
     done = 0
     failed = 0
     latencies: list[float] = []
     stop = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
 
-        async def worker(k: int) -> None:
-            nonlocal done, failed
-            i = k
-            while time.perf_counter() < stop:
-                t0 = time.perf_counter()
-                r = await client.post(url, json={"text": TEXTS[i % len(TEXTS)]})
-                latencies.append((time.perf_counter() - t0) * 1000)
-                if (
-                    r.status_code == 200
-                    and r.json().get("text", TEXTS[i % len(TEXTS)]) == TEXTS[i % len(TEXTS)]
-                ):
-                    done += 1
-                else:
-                    failed += 1
-                i += clients
+    async def worker(k: int) -> None:
+        nonlocal done, failed
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = k
+        while time.perf_counter() < stop:
+            text = TEXTS[i % len(TEXTS)]
+            t0 = time.perf_counter()
+            status, payload = await _post(reader, writer, port, json.dumps({"text": text}).encode())
+            latencies.append((time.perf_counter() - t0) * 1000)
+            # Every answer must belong to its own request (the baseline echoes no text).
+            if status == 200 and json.loads(payload).get("text", text) == text:
+                done += 1
+            else:
+                failed += 1
+            i += clients
+        writer.close()
 
-        began = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(clients)))
-        wall = time.perf_counter() - began
+    began = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(clients)))
+    wall = time.perf_counter() - began
     return {
         "clients": clients,
         "utterances_per_s": round(done / wall, 1),
@@ -129,7 +151,7 @@ def measure(name: str, cmd: list[str], port: int, requests: int, seconds: float)
         proc.terminate()
         proc.wait(timeout=30)
     print(
-        f"{name:14} p50 {result['single']['p50_ms']:.2f} ms  "
+        f"{name:24} p50 {result['single']['p50_ms']:.2f} ms  "
         + "  ".join(
             f"{c['clients']} clients: {c['utterances_per_s']:.0f}/s" for c in result["concurrent"]
         )
@@ -145,6 +167,7 @@ def main() -> None:
     ap.add_argument("--onnx-model", default="runs/demo/int8")
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--only", help="comma-separated server names to run (default: all)")
     ap.add_argument("--out", default="benchmarks/results/serve_latency.json")
     args = ap.parse_args()
     here = Path(__file__).parent
@@ -171,16 +194,36 @@ def main() -> None:
             "--port",
             "8812",
         ],
+        # Two processes with one inference thread each: the event loop, HTTP parsing and
+        # decoding are Python and hold the GIL, so one process cannot keep both cores busy.
+        "nlu onnx-int8 2 workers": [
+            sys.executable,
+            "-m",
+            "nlu.cli",
+            "serve",
+            args.onnx_model,
+            "--backend",
+            "onnx",
+            "--port",
+            "8814",
+            "--workers",
+            "2",
+        ],
         "baseline": [sys.executable, str(here / "baseline_server.py"), "--port", "8813"],
     }
-    ports = {"nlu torch": 8811, "nlu onnx-int8": 8812, "baseline": 8813}
+    ports = {"nlu torch": 8811, "nlu onnx-int8": 8812, "nlu onnx-int8 2 workers": 8814}
+    ports["baseline"] = 8813
+    if args.only:
+        servers = {k: v for k, v in servers.items() if k in args.only.split(",")}
     results = {
         name: measure(name, cmd, ports[name], args.requests, args.seconds)
         for name, cmd in servers.items()
     }
+    if "baseline" not in results:
+        return
     base = results["baseline"]
     ratios = {}
-    for name in ("nlu torch", "nlu onnx-int8"):
+    for name in [k for k in results if k != "baseline"]:
         ours = results[name]
         ratios[name] = {
             "p50_latency_ours_over_baseline": round(

@@ -81,6 +81,33 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {target} ({size:.1f} MB); serve it with: nlu serve {args.out}")
 
 
+def _add_skill(args: argparse.Namespace) -> None:
+    from nlu.transfer import add_skill
+
+    result = add_skill(
+        model_dir=args.model,
+        skill_data=args.skill,
+        out_dir=args.out,
+        replay=args.replay,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+    )
+    print(
+        json.dumps(
+            {
+                "model": str(result.model_dir),
+                "added": result.new_skills,
+                "train_examples": result.train_examples,
+                "replay_examples": result.replay_examples,
+                "seconds": result.seconds,
+                "new_skill_dev": result.dev,
+            },
+            indent=2,
+        )
+    )
+
+
 def _serve(args: argparse.Namespace) -> None:
     from nlu.model import check_model_dir
     from nlu.predict import ONNX_FILE
@@ -94,6 +121,7 @@ def _serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        threads=args.threads,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
@@ -145,6 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.set_defaults(func=_predict)
 
+    p = sub.add_parser(
+        "add-skill", help="add skill(s) to a trained model; encoder and old skills frozen"
+    )
+    p.add_argument("model", help="model directory written by `nlu train`")
+    p.add_argument("skill", nargs="+", help="the new skill's folder(s) or JSONL file(s)")
+    p.add_argument("--out", required=True, help="where to write the extended model")
+    p.add_argument(
+        "--replay",
+        nargs="+",
+        help="existing skills' data the router learns to tell apart from the new skill "
+        "(default: the data in the model's training_config.yaml)",
+    )
+    p.add_argument("--epochs", type=int, default=30, help="head epochs over cached features")
+    p.add_argument("--learning-rate", type=float, default=1e-2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_add_skill)
+
     p = sub.add_parser("export", help="export a model to ONNX (optionally int8)")
     p.add_argument("model", help="model directory written by `nlu train`")
     p.add_argument("out", help="output directory (servable: nlu serve OUT)")
@@ -159,7 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="server processes")
     p.add_argument("--max-batch", type=int, default=32, help="texts per micro-batch")
-    p.add_argument("--max-wait-ms", type=float, default=2.0, help="micro-batch collection window")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=0.0,
+        help="extra wait to grow micro-batches (requests queued during a pass are batched anyway)",
+    )
+    p.add_argument(
+        "--threads", type=int, help="inference threads per worker (default: cores / workers)"
+    )
     p.add_argument("--max-queue", type=int, default=1024, help="queued requests before 503")
     p.add_argument("--api-key", help="require this X-API-Key header (or env NLU_API_KEY)")
     p.set_defaults(func=_serve)
@@ -188,10 +241,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nlu.model import ModelDirError
     from nlu.predict import UnknownSkillError
     from nlu.schema import DataError
+    from nlu.transfer import AddSkillError
 
     try:
         args.func(args)
-    except (ConfigError, DataError, ModelDirError, UnknownSkillError, FileNotFoundError) as err:
+    except (
+        AddSkillError,
+        ConfigError,
+        DataError,
+        ModelDirError,
+        UnknownSkillError,
+        FileNotFoundError,
+    ) as err:
         print(f"nlu {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

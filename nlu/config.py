@@ -42,9 +42,19 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
+    # Encoder layer l of L learns at learning_rate · layer_lr_decay^(L − l); embeddings at
+    # learning_rate · layer_lr_decay^L. 1.0 = one rate for the whole encoder.
+    layer_lr_decay: float = 1.0
+    # Multi-task controls (nlu/mtl.py): how often each skill is drawn, and how task losses
+    # (router, each skill's intents, each skill's slots) are weighted.
+    sampling: str = "proportional"  # proportional | temperature | uniform | annealed
+    sampling_temperature: float = 2.0
+    loss_weighting: str = "static"  # static | uncertainty | dwa
     router_loss_weight: float = 1.0
     intent_loss_weight: float = 1.0
     slot_loss_weight: float = 1.0
+    dwa_temperature: float = 2.0
+    dwa_period: int = 100  # optimizer steps per DWA period
     mixed_precision: str = "no"
     seed: int = 42
     # Output
@@ -88,7 +98,21 @@ def make_config(values: dict[str, Any], *, source: str = "config") -> TrainConfi
         raise ConfigError(
             f"{source}: unknown key(s) {', '.join(unknown)}. Known keys: {', '.join(sorted(known))}"
         )
-    return TrainConfig(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
+    cfg = TrainConfig(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(
+                f"{source}: {key}={getattr(cfg, key)!r}; choose one of {', '.join(allowed)}"
+            )
+    return cfg
+
+
+CHOICES = {
+    "pooling": ("mean", "cls"),
+    "sampling": ("proportional", "temperature", "uniform", "annealed"),
+    "loss_weighting": ("static", "uncertainty", "dwa"),
+    "mixed_precision": ("no", "fp16", "bf16"),
+}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:

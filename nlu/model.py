@@ -53,6 +53,8 @@ class JointOutput(ModelOutput):
     intent_logits: torch.Tensor | None = None
     # All skills' slot-tag logits side by side [batch, tokens, total tags].
     slot_logits: torch.Tensor | None = None
+    # Per task ("router", "intent/<skill>", "slot/<skill>"): (mean loss, share of the batch).
+    task_losses: dict[str, tuple[torch.Tensor, float]] | None = None
 
 
 class JointModel(nn.Module):
@@ -84,6 +86,13 @@ class JointModel(nn.Module):
         )
         self.slot_heads = nn.ModuleDict({s.name: nn.Linear(hidden, len(s.tags)) for s in skills})
 
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Sentence vector for the router and intent heads: mean over real tokens, or [CLS]."""
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -93,12 +102,7 @@ class JointModel(nn.Module):
         slot_labels: torch.Tensor | None = None,
     ) -> JointOutput:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        pooled = self.dropout(pooled)
+        pooled = self.dropout(self.pool(hidden, attention_mask))
         tokens = self.dropout(hidden)
         router_logits = self.router(pooled)
         intent_logits = torch.cat([head(pooled) for head in self.intent_heads.values()], dim=-1)
@@ -112,27 +116,46 @@ class JointModel(nn.Module):
             raise ValueError("training needs skill_ids, intent_labels and slot_labels together")
 
         router_loss = F.cross_entropy(router_logits, skill_ids)
-        # Each example is scored only against its own skill's labels: per-skill cross-entropy
-        # summed, then averaged over examples (intents) or labelled tokens (slots).
+        # Each example is scored only against its own skill's labels. Per task (router, each
+        # skill's intents, each skill's slots) the mean loss and the task's share of the batch
+        # (examples, or labelled tokens for slots): Σ share · loss is the plain joint loss.
+        labelled = (slot_labels != IGNORE_INDEX).sum().clamp(min=1)
+        tasks: dict[str, tuple[torch.Tensor, float]] = {"router": (router_loss, 1.0)}
         intent_sum = router_logits.new_zeros(())
         slot_sum = router_logits.new_zeros(())
         for k in skill_ids.unique().tolist():
             rows = skill_ids == k
+            name = self.skills[k].name
             intents = intent_logits[rows][:, self.index.intent_slices[k]]
-            intent_sum = intent_sum + F.cross_entropy(intents, intent_labels[rows], reduction="sum")
+            intent_k = F.cross_entropy(intents, intent_labels[rows], reduction="sum")
             tags = slot_logits[rows][:, :, self.index.tag_slices[k]]
-            slot_sum = slot_sum + F.cross_entropy(
+            slot_k = F.cross_entropy(
                 tags.reshape(-1, tags.shape[-1]),
                 slot_labels[rows].reshape(-1),
                 ignore_index=IGNORE_INDEX,
                 reduction="sum",
             )
+            n_rows = int(rows.sum())
+            n_tokens = int((slot_labels[rows] != IGNORE_INDEX).sum())
+            tasks[f"intent/{name}"] = (intent_k / n_rows, n_rows / len(skill_ids))
+            if n_tokens:
+                tasks[f"slot/{name}"] = (slot_k / n_tokens, n_tokens / float(labelled))
+            intent_sum = intent_sum + intent_k
+            slot_sum = slot_sum + slot_k
         intent_loss = intent_sum / len(skill_ids)
-        slot_loss = slot_sum / (slot_labels != IGNORE_INDEX).sum().clamp(min=1)
+        slot_loss = slot_sum / labelled
         w_router, w_intent, w_slot = self.loss_weights
         out.loss = w_router * router_loss + w_intent * intent_loss + w_slot * slot_loss
         out.router_loss, out.intent_loss, out.slot_loss = router_loss, intent_loss, slot_loss
+        out.task_losses = tasks
         return out
+
+    def task_names(self) -> list[str]:
+        """Every task the loss weighting can see, in a fixed order."""
+        names = ["router"]
+        for s in self.skills:
+            names += [f"intent/{s.name}", f"slot/{s.name}"]
+        return names
 
     # -- persistence -------------------------------------------------------------------------
 

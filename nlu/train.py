@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from nlu.data.loaders import (
 )
 from nlu.evaluate import score
 from nlu.model import JointModel, build_model
+from nlu.mtl import LossWeighting, SkillSampler
 from nlu.predict import parse_batch, torch_forward
 from nlu.schema import DataError, Example, SkillLabels, labels_from_examples
 
@@ -158,24 +160,42 @@ def collate(rows: list[dict[str, Any]], *, pad_id: int) -> dict[str, torch.Tenso
 
 
 def param_groups(
-    model: JointModel, *, learning_rate: float, head_learning_rate: float, weight_decay: float
+    model: JointModel,
+    *,
+    learning_rate: float,
+    head_learning_rate: float,
+    weight_decay: float,
+    layer_lr_decay: float = 1.0,
 ) -> list[dict[str, Any]]:
-    """Encoder and heads get their own learning rates; no decay on biases and LayerNorm."""
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    """Encoder and heads get their own learning rates; no decay on biases and LayerNorm.
+
+    With layer_lr_decay < 1 the encoder's top layer learns at `learning_rate` and each layer
+    below at `layer_lr_decay` times the one above (embeddings lowest), so the general features
+    of lower layers move least.
+    """
+    layers = int(getattr(model.encoder.config, "num_hidden_layers", 0))
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        is_encoder = name.startswith("encoder.")
-        no_decay = param.ndim < 2
-        groups.setdefault((is_encoder, no_decay), []).append(param)
+        if name.startswith("encoder."):
+            depth = _encoder_depth(name, layers)
+            lr = learning_rate * layer_lr_decay ** (layers - depth)
+        else:
+            lr = head_learning_rate
+        groups.setdefault((lr, param.ndim < 2), []).append(param)
     return [
-        {
-            "params": params,
-            "lr": learning_rate if is_encoder else head_learning_rate,
-            "weight_decay": 0.0 if no_decay else weight_decay,
-        }
-        for (is_encoder, no_decay), params in groups.items()
+        {"params": params, "lr": lr, "weight_decay": 0.0 if no_decay else weight_decay}
+        for (lr, no_decay), params in groups.items()
     ]
+
+
+def _encoder_depth(name: str, layers: int) -> int:
+    """0 for embeddings, l for transformer layer l (1-based), `layers` for anything on top."""
+    match = re.search(r"\.layers?\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    return 0 if "embeddings" in name else layers
 
 
 def evaluate_dev(
@@ -223,9 +243,15 @@ def train(
     warmup_ratio: float,
     gradient_accumulation_steps: int,
     max_grad_norm: float,
+    layer_lr_decay: float,
+    sampling: str,
+    sampling_temperature: float,
+    loss_weighting: str,
     router_loss_weight: float,
     intent_loss_weight: float,
     slot_loss_weight: float,
+    dwa_temperature: float,
+    dwa_period: int,
     mixed_precision: str,
     seed: int,
     output_dir: str,
@@ -272,22 +298,42 @@ def train(
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     features = featurize(train_examples, tokenizer=tokenizer, labels=labels, max_length=max_length)
+    sampler = SkillSampler(
+        features["skill_ids"],
+        strategy=sampling,
+        temperature=sampling_temperature,
+        epochs=epochs,
+        seed=seed,
+    )
     train_loader = DataLoader(
         features,
         batch_size=batch_size,
-        shuffle=True,
+        sampler=sampler,
         collate_fn=lambda rows: collate(rows, pad_id=pad_id),
+    )
+    weighting = LossWeighting(
+        model.task_names(),
+        strategy=loss_weighting,
+        static={
+            "router": router_loss_weight,
+            "intent": intent_loss_weight,
+            "slot": slot_loss_weight,
+        },
+        dwa_temperature=dwa_temperature,
+        period=dwa_period,
     )
     dev_indices: list[int] = list(range(len(dev_examples)))
     dev_loader: DataLoader[list[int]] = DataLoader(dev_indices, batch_size=64, collate_fn=list)  # type: ignore[arg-type]
-    optimizer = torch.optim.AdamW(
-        param_groups(
-            model,
-            learning_rate=learning_rate,
-            head_learning_rate=head_learning_rate,
-            weight_decay=weight_decay,
-        )
+    groups = param_groups(
+        model,
+        learning_rate=learning_rate,
+        head_learning_rate=head_learning_rate,
+        weight_decay=weight_decay,
+        layer_lr_decay=layer_lr_decay,
     )
+    if loss_weighting == "uncertainty":
+        groups.append({"params": [weighting.log_vars], "lr": head_learning_rate, "weight_decay": 0})
+    optimizer = torch.optim.AdamW(groups)
     total_steps = math.ceil(len(train_loader) / gradient_accumulation_steps) * epochs
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(warmup_ratio * total_steps), total_steps
@@ -295,6 +341,9 @@ def train(
     model, optimizer, train_loader, dev_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, dev_loader, scheduler
     )
+    raw_weighting = weighting
+    if loss_weighting == "uncertainty":  # learned parameters: replicate across processes too
+        weighting = accelerator.prepare(weighting)
     raw_model: JointModel = accelerator.unwrap_model(model)
 
     # -- resume ------------------------------------------------------------------------------
@@ -321,6 +370,7 @@ def train(
     train_seconds, seen = sum(h["seconds"] for h in history), sum(h["examples"] for h in history)
     for epoch in range(start_epoch, epochs):
         started, epoch_examples, running = time.perf_counter(), 0, 0.0
+        sampler.set_epoch(epoch)
         bar = tqdm(
             train_loader,
             desc=f"epoch {epoch + 1}/{epochs}",
@@ -329,14 +379,17 @@ def train(
         for step, batch in enumerate(bar):
             with accelerator.accumulate(model):
                 output = model(**batch)
-                accelerator.backward(output.loss)
+                loss = output.loss if loss_weighting == "static" else weighting(output.task_losses)
+                accelerator.backward(loss)
                 if accelerator.sync_gradients and max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
+                if accelerator.sync_gradients:
+                    raw_weighting.step()
             epoch_examples += len(batch["input_ids"]) * accelerator.num_processes
-            running = 0.9 * running + 0.1 * output.loss.item() if step else output.loss.item()
+            running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
             elapsed = time.perf_counter() - started
             bar.set_postfix(
                 loss=f"{running:.3f}", ex_s=f"{epoch_examples / max(elapsed, 1e-9):.0f}"
@@ -351,6 +404,12 @@ def train(
             "seconds": round(epoch_seconds, 1),
             "examples": epoch_examples,
         }
+        if sampling != "proportional":
+            record["skill_probabilities"] = {
+                labels[k].name: round(p, 4) for k, p in sampler.probabilities().items()
+            }
+        if loss_weighting != "static":
+            record["loss_weights"] = raw_weighting.effective_weights()
         if dev_examples:
             metrics = evaluate_dev(
                 accelerator, raw_model, tokenizer, dev_loader, dev_examples, max_length

@@ -66,3 +66,11 @@ def make_config(tiny_encoder: str, tiny_skill: Path) -> Callable[..., Any]:
         return dataclasses.replace(cfg, **changes)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained(make_config: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The tiny skill, overfitted (shared by the training, transfer and server tests)."""
+    from nlu.train import train
+
+    return train(**dataclasses.asdict(make_config(tmp_path_factory.mktemp("run"))))

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from nlu.config import TrainConfig
 from nlu.predict import Parser
 from nlu.serve.app import MAX_BATCH, MAX_CHARS, create_app
-from nlu.train import train
+from nlu.train import TrainResult
 
 
 @pytest.fixture(scope="module")
-def model_dir(
-    make_config: Callable[..., TrainConfig], tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    cfg = make_config(tmp_path_factory.mktemp("serve_run"), epochs=20, dev_fraction=0.1)
-    return train(**dataclasses.asdict(cfg)).model_dir
+def model_dir(trained: TrainResult) -> Path:
+    return trained.model_dir
 
 
 @pytest.fixture(scope="module")

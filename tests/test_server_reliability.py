@@ -4,7 +4,6 @@ clients loses nothing and answers every request with its own result; SIGTERM is 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import signal
@@ -12,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,18 +20,14 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nlu.config import TrainConfig
 from nlu.predict import Parser
 from nlu.serve.app import create_app
-from nlu.train import train
+from nlu.train import TrainResult
 
 
 @pytest.fixture(scope="module")
-def model_dir(
-    make_config: Callable[..., TrainConfig], tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    cfg = make_config(tmp_path_factory.mktemp("reliability"), epochs=10)
-    return train(**dataclasses.asdict(cfg)).model_dir
+def model_dir(trained: TrainResult) -> Path:
+    return trained.model_dir
 
 
 @pytest.fixture(scope="module")

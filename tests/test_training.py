@@ -20,13 +20,6 @@ from nlu.predict import Parser, UnknownSkillError, pad_batch
 from nlu.train import TrainResult, train
 
 
-@pytest.fixture(scope="module")
-def trained(
-    make_config: Callable[..., TrainConfig], tmp_path_factory: pytest.TempPathFactory
-) -> TrainResult:
-    return train(**dataclasses.asdict(make_config(tmp_path_factory.mktemp("run"))))
-
-
 def test_overfits_tiny_skill_to_100_percent(trained: TrainResult, tiny_skill: Path) -> None:
     parser = Parser.from_pretrained(trained.model_dir)
     examples = load_split(

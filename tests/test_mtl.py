@@ -1,0 +1,151 @@
+"""Multi-task controls: skill sampling, loss weighting, layer-wise learning rates."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from nlu.config import ConfigError, load_config
+from nlu.mtl import LossWeighting, SkillSampler, skill_probabilities
+from nlu.train import param_groups, train
+
+
+def test_skill_probabilities_follow_each_strategy() -> None:
+    sizes = [900, 100]
+    kw: dict[str, Any] = {"temperature": 2.0, "epoch": 0, "epochs": 5}
+    assert skill_probabilities(sizes, strategy="proportional", **kw) == pytest.approx([0.9, 0.1])
+    assert skill_probabilities(sizes, strategy="uniform", **kw) == pytest.approx([0.5, 0.5])
+    # p ∝ sqrt(n) at T = 2: 30 : 10
+    assert skill_probabilities(sizes, strategy="temperature", **kw) == pytest.approx([0.75, 0.25])
+    first = skill_probabilities(sizes, strategy="annealed", **kw)
+    last = skill_probabilities(sizes, strategy="annealed", **{**kw, "epoch": 4})
+    assert first == pytest.approx([0.9, 0.1])  # starts proportional
+    assert last == pytest.approx(
+        skill_probabilities([900**0.2, 100**0.2], strategy="proportional", **kw)
+    )
+    assert last[1] > first[1]
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        skill_probabilities(sizes, strategy="bogus", **kw)
+
+
+def test_sampler_proportional_is_a_shuffle_and_others_rebalance() -> None:
+    skill_of = [0] * 900 + [1] * 100
+    shuffle = SkillSampler(skill_of, strategy="proportional", temperature=2, epochs=3, seed=1)
+    assert sorted(shuffle) == list(range(1000))
+    uniform = SkillSampler(skill_of, strategy="uniform", temperature=2, epochs=3, seed=1)
+    drawn = list(uniform)
+    assert len(drawn) == 1000
+    counts = Counter(skill_of[i] for i in drawn)
+    assert 430 < counts[1] < 570  # about half, although the skill holds 10% of the data
+    # The small skill is cycled through whole: every one of its examples appears.
+    assert {i for i in drawn if i >= 900} == set(range(900, 1000))
+    again = SkillSampler(skill_of, strategy="uniform", temperature=2, epochs=3, seed=1)
+    assert list(again) == drawn  # deterministic for a seed and epoch (resume sees the same)
+    again.set_epoch(1)
+    assert list(again) != drawn
+
+
+def _fake_losses(values: dict[str, float]) -> dict[str, tuple[torch.Tensor, float]]:
+    return {k: (torch.tensor(v, requires_grad=True), 0.5) for k, v in values.items()}
+
+
+def test_static_weighting_of_unit_weights_is_the_plain_share_weighted_sum() -> None:
+    tasks = ["router", "intent/a", "slot/a"]
+    weighting = LossWeighting(
+        tasks, strategy="static", static={"router": 1.0, "intent": 1.0, "slot": 2.0}
+    )
+    loss = weighting(_fake_losses({"router": 1.0, "intent/a": 2.0, "slot/a": 3.0}))
+    assert loss.item() == pytest.approx(0.5 * (1.0 + 2.0 + 2.0 * 3.0))
+    assert weighting.effective_weights() == {"router": 1.0, "intent/a": 1.0, "slot/a": 2.0}
+
+
+def test_uncertainty_weighting_learns_lower_weight_for_the_noisier_task() -> None:
+    weighting = LossWeighting(["router", "slot/a"], strategy="uncertainty", static={})
+    optimizer = torch.optim.SGD([weighting.log_vars], lr=0.1)
+    for _ in range(200):
+        optimizer.zero_grad()
+        weighting(_fake_losses({"router": 0.1, "slot/a": 3.0})).backward()
+        optimizer.step()
+    weights = weighting.effective_weights()
+    # The optimum of exp(-s)·L + s is exp(-s) = 1/L.
+    assert weights["router"] == pytest.approx(10.0, rel=0.1)
+    assert weights["slot/a"] == pytest.approx(1 / 3, rel=0.1)
+
+
+def test_dwa_raises_the_weight_of_the_task_whose_loss_falls_slowest() -> None:
+    weighting = LossWeighting(["router", "slot/a"], strategy="dwa", static={}, period=2)
+    for step, (router, slot) in enumerate([(1.0, 1.0)] * 2 + [(0.5, 0.95)] * 2):
+        weighting(_fake_losses({"router": router, "slot/a": slot}))
+        weighting.step()
+        if step < 3:  # weights stay 1 until two periods have been seen
+            assert weighting.effective_weights() == {"router": 1.0, "slot/a": 1.0}
+    weights = weighting.effective_weights()
+    assert weights["slot/a"] > 1.0 > weights["router"]
+    assert sum(weights.values()) == pytest.approx(2.0)
+
+
+def test_layer_lr_decay_gives_lower_layers_smaller_rates(tiny_encoder: str) -> None:
+    from nlu.model import build_model
+    from nlu.schema import SkillLabels
+
+    skill = SkillLabels(name="s", intents=["a", "b"], slot_types=["x"])
+    model, _ = build_model(
+        encoder=tiny_encoder, skills=[skill], pooling="mean", dropout=0.1, loss_weights=(1, 1, 1)
+    )
+    groups = param_groups(
+        model, learning_rate=1e-3, head_learning_rate=5e-3, weight_decay=0.0, layer_lr_decay=0.5
+    )
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    layers = model.encoder.config.num_hidden_layers  # 2
+    assert lr_of[id(named["encoder.encoder.layer.1.output.dense.weight"])] == pytest.approx(1e-3)
+    assert lr_of[id(named["encoder.encoder.layer.0.output.dense.weight"])] == pytest.approx(5e-4)
+    embeddings = named["encoder.embeddings.word_embeddings.weight"]
+    assert lr_of[id(embeddings)] == pytest.approx(1e-3 * 0.5**layers)
+    assert lr_of[id(named["router.weight"])] == pytest.approx(5e-3)
+    assert sum(len(g["params"]) for g in groups) == len(named)
+
+
+def test_unknown_choices_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="sampling='bogus'; choose one of proportional"):
+        load_config(None, ["sampling=bogus"])
+    with pytest.raises(ConfigError, match="loss_weighting"):
+        load_config(None, ["loss_weighting=learned"])
+
+
+@pytest.mark.parametrize(
+    ("changes", "logged"),
+    [
+        ({"sampling": "annealed", "loss_weighting": "uncertainty"}, "loss_weights"),
+        ({"sampling": "temperature", "loss_weighting": "dwa", "dwa_period": 3}, "loss_weights"),
+    ],
+)
+def test_training_with_mtl_controls_learns_and_logs_them(
+    make_config: Callable[..., Any],
+    tiny_skill: Path,
+    tmp_path: Path,
+    changes: dict[str, Any],
+    logged: str,
+) -> None:
+    # A second, much smaller skill next to the fixture skill: unequal sizes.
+    small = Path(__file__).parent / "fixtures" / "timer.jsonl"
+    cfg = make_config(tmp_path / "run", data=[str(tiny_skill), str(small)], epochs=12, **changes)
+    result = train(**dataclasses.asdict(cfg))
+    last = result.history[-1]
+    assert set(last["skill_probabilities"]) == {"lights", "timer"}
+    weights = last[logged]
+    assert set(weights) == {
+        "router",
+        "intent/lights",
+        "slot/lights",
+        "intent/timer",
+        "slot/timer",
+    }
+    assert any(abs(w - 1.0) > 1e-3 for w in weights.values())  # the weights really moved
+    assert result.best_dev is not None and result.best_dev["exact_match"] >= 90.0
