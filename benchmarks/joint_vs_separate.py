@@ -43,7 +43,8 @@ DATASETS = {
     "snips": "../shared/data/snips",
     "massive": "../shared/data/massive_en_us/en-US.jsonl",
 }
-ENCODER_LR, HEAD_LR, WEIGHT_DECAY, WARMUP, CLIP, BATCH, MAX_LENGTH = 1e-4, 1e-3, 0.01, 0.1, 1.0, 32, 64
+ENCODER_LR, HEAD_LR, WEIGHT_DECAY, WARMUP, CLIP = 1e-4, 1e-3, 0.01, 0.1, 1.0
+BATCH, MAX_LENGTH = 32, 64
 
 
 def peak_rss_mb() -> float:
@@ -118,7 +119,7 @@ def _featurize(kind: str, examples: list[Any], tokenizer: Any, labels: dict[str,
     from nlu.alignment import encode, spans_to_tags, token_labels
 
     rows = []
-    for ex, enc in zip(examples, encode(tokenizer, [e.text for e in examples], MAX_LENGTH)):
+    for ex, enc in zip(examples, encode(tokenizer, [e.text for e in examples], MAX_LENGTH), strict=True):
         if kind == "intent":
             target: Any = labels[f"{ex.skill}/{ex.intent}"]
         else:
@@ -164,7 +165,7 @@ def predict_separate(
         with torch.inference_mode():
             intents = intent_model(**batch).logits.argmax(-1).tolist() if intent_model else None
             tags = slot_model(**batch).logits.argmax(-1).tolist() if slot_model else None
-        for row, (text, enc) in enumerate(zip(chunk, encodings)):
+        for row, (text, enc) in enumerate(zip(chunk, encodings, strict=True)):
             result: dict[str, Any] = {"text": text, "slots": []}
             if intents is not None:
                 skill, intent = intent_model.config.id2label[intents[row]].split("/", 1)
@@ -189,7 +190,7 @@ def _dev_score(kind: str, model: Any, tokenizer: Any, dev: list[Any]) -> float:
         [e.text for e in dev],
     )
     if kind == "slots":  # grade slots only
-        for p, e in zip(preds, dev):
+        for p, e in zip(preds, dev, strict=True):
             p["skill"], p["intent"] = {"name": e.skill}, {"name": e.intent}
         return float(score(dev, preds, tokenizer=tokenizer)["overall"]["slot_f1"])
     return float(score(dev, preds, tokenizer=tokenizer)["overall"]["intent_accuracy"])

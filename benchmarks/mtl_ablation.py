@@ -43,7 +43,8 @@ SIZES = {"alarm": 600, "music": 250, "weather": 100, "smart_home": 40, "timer": 
 def mean_stderr(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values) / math.sqrt(len(values)):.2f}"
+    stderr = statistics.stdev(values) / math.sqrt(len(values))
+    return f"{statistics.fmean(values):.2f} ± {stderr:.2f}"
 
 
 def make_data(out: Path, seed: int) -> tuple[Path, Path, list[Any]]:
