@@ -119,7 +119,8 @@ def _featurize(kind: str, examples: list[Any], tokenizer: Any, labels: dict[str,
     from nlu.alignment import encode, spans_to_tags, token_labels
 
     rows = []
-    for ex, enc in zip(examples, encode(tokenizer, [e.text for e in examples], MAX_LENGTH), strict=True):
+    encodings = encode(tokenizer, [e.text for e in examples], MAX_LENGTH)
+    for ex, enc in zip(examples, encodings, strict=True):
         if kind == "intent":
             target: Any = labels[f"{ex.skill}/{ex.intent}"]
         else:

@@ -109,7 +109,8 @@ def table(runs: list[dict[str, Any]], seeds: int) -> str:
     lines = [
         f"Skill sizes (train examples): {SIZES}; {seeds} seed(s); mean ± standard error.",
         "",
-        "| config | " + " | ".join(f"{k} EM" for k in SIZES)
+        "| config | "
+        + " | ".join(f"{k} EM" for k in SIZES)
         + " | macro EM | macro intent | macro slot F1 | micro EM | router |",
         "|---|" + "---|" * (len(SIZES) + 5),
     ]
