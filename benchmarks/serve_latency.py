@@ -171,44 +171,17 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/serve_latency.json")
     args = ap.parse_args()
     here = Path(__file__).parent
+
+    def nlu(model: str, backend: str, port: int, *extra: str) -> list[str]:
+        cmd = [sys.executable, "-m", "nlu.cli", "serve", model, "--backend", backend]
+        return [*cmd, "--port", str(port), *extra]
+
     servers = {
-        "nlu torch": [
-            sys.executable,
-            "-m",
-            "nlu.cli",
-            "serve",
-            args.torch_model,
-            "--backend",
-            "torch",
-            "--port",
-            "8811",
-        ],
-        "nlu onnx-int8": [
-            sys.executable,
-            "-m",
-            "nlu.cli",
-            "serve",
-            args.onnx_model,
-            "--backend",
-            "onnx",
-            "--port",
-            "8812",
-        ],
+        "nlu torch": nlu(args.torch_model, "torch", 8811),
+        "nlu onnx-int8": nlu(args.onnx_model, "onnx", 8812),
         # Two processes with one inference thread each: the event loop, HTTP parsing and
         # decoding are Python and hold the GIL, so one process cannot keep both cores busy.
-        "nlu onnx-int8 2 workers": [
-            sys.executable,
-            "-m",
-            "nlu.cli",
-            "serve",
-            args.onnx_model,
-            "--backend",
-            "onnx",
-            "--port",
-            "8814",
-            "--workers",
-            "2",
-        ],
+        "nlu onnx-int8 2 workers": nlu(args.onnx_model, "onnx", 8814, "--workers", "2"),
         "baseline": [sys.executable, str(here / "baseline_server.py"), "--port", "8813"],
     }
     ports = {"nlu torch": 8811, "nlu onnx-int8": 8812, "nlu onnx-int8 2 workers": 8814}

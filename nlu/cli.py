@@ -23,6 +23,10 @@ def _train(args: argparse.Namespace) -> None:
         config, overrides = None, [config, *overrides]  # `nlu train key=value ...` with no file
     if args.encoder:
         overrides.append(f"encoder={args.encoder}")
+    if args.init_from:
+        overrides.append(f"init_from={args.init_from}")
+    if args.finetune:
+        overrides.append(f"finetune={args.finetune}")
     cfg = load_config(config, overrides)
     result = train(**dataclasses.asdict(cfg))
     from accelerate import PartialState
@@ -141,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=2 data=skills")
     p.add_argument(
         "--encoder", help="Hugging Face model name or local path (default: all-MiniLM-L6-v2)"
+    )
+    p.add_argument(
+        "--from", dest="init_from", help="continue training this saved model (fine-tuning)"
+    )
+    p.add_argument(
+        "--finetune",
+        choices=["full", "top_layers", "heads", "lora"],
+        help="with --from: which parameters train (default full)",
     )
     p.set_defaults(func=_train)
 

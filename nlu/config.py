@@ -57,6 +57,12 @@ class TrainConfig:
     dwa_period: int = 100  # optimizer steps per DWA period
     mixed_precision: str = "no"
     seed: int = 42
+    # Fine-tuning a saved model (`nlu train --from MODEL`): its encoder, heads and labels are
+    # the starting point; `encoder` is then ignored. See nlu/finetune.py for the modes.
+    init_from: str | None = None
+    finetune: str = "full"  # full | top_layers | heads | lora
+    unfreeze_layers: int = 2  # top_layers: how many of the top encoder layers train
+    lora_rank: int = 8
     # Output
     output_dir: str = "runs/demo"
     resume: str | None = None  # a checkpoint folder, or "latest"
@@ -112,6 +118,7 @@ CHOICES = {
     "sampling": ("proportional", "temperature", "uniform", "annealed"),
     "loss_weighting": ("static", "uncertainty", "dwa"),
     "mixed_precision": ("no", "fp16", "bf16"),
+    "finetune": ("full", "top_layers", "heads", "lora"),
 }
 
 

@@ -33,6 +33,7 @@ from nlu.data.loaders import (
     unseen_labels,
 )
 from nlu.evaluate import score
+from nlu.finetune import check_labels, freeze_for, save_adapter
 from nlu.model import JointModel, build_model
 from nlu.mtl import LossWeighting, SkillSampler
 from nlu.predict import parse_batch, torch_forward
@@ -254,6 +255,10 @@ def train(
     dwa_period: int,
     mixed_precision: str,
     seed: int,
+    init_from: str | None,
+    finetune: str,
+    unfreeze_layers: int,
+    lora_rank: int,
     output_dir: str,
     resume: str | None,
     keep_checkpoints: int,
@@ -289,13 +294,35 @@ def train(
         logger.warning("dev labels never seen in training (they count as errors): %s", unseen)
 
     # -- model -------------------------------------------------------------------------------
-    model, tokenizer = build_model(
-        encoder=encoder,
-        skills=labels,
-        pooling=pooling,
-        dropout=dropout,
-        loss_weights=(router_loss_weight, intent_loss_weight, slot_loss_weight),
-    )
+    export_copy = None
+    if init_from:
+        model, tokenizer, _ = JointModel.from_pretrained(init_from)
+        check_labels(model, labels, init_from)
+        labels = model.skills  # keep the model's label ids
+        train_router = len({e.skill for e in train_examples}) > 1
+        if not train_router:
+            logger.info("one skill in the data: the router is frozen and its loss is off")
+        model.loss_weights = (
+            router_loss_weight if train_router else 0.0,
+            intent_loss_weight,
+            slot_loss_weight,
+        )
+        export_copy = freeze_for(
+            model,
+            mode=finetune,
+            unfreeze_layers=unfreeze_layers,
+            lora_rank=lora_rank,
+            train_router=train_router,
+        )
+        model.train()
+    else:
+        model, tokenizer = build_model(
+            encoder=encoder,
+            skills=labels,
+            pooling=pooling,
+            dropout=dropout,
+            loss_weights=(router_loss_weight, intent_loss_weight, slot_loss_weight),
+        )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     features = featurize(train_examples, tokenizer=tokenizer, labels=labels, max_length=max_length)
     sampler = SkillSampler(
@@ -427,12 +454,15 @@ def train(
         if selection > best_score:
             best_score, best_epoch, best_dev = selection, epoch + 1, record.get("dev")
             if accelerator.is_main_process:
-                raw_model.save_pretrained(
+                to_save, adapter = export_copy() if export_copy else (raw_model, None)
+                to_save.save_pretrained(
                     model_dir,
                     tokenizer=tokenizer,
                     max_length=max_length,
                     training_config=resolved_config,
                 )
+                if adapter is not None:
+                    save_adapter(adapter, model_dir / "adapter")
         ckpt = checkpoints / f"epoch_{epoch + 1:03d}"
         accelerator.save_state(str(ckpt))
         if accelerator.is_main_process:
