@@ -82,5 +82,5 @@ def test_lora_mode_saves_a_plain_model_and_a_small_adapter(
 def test_data_outside_the_models_labels_is_refused(
     make_config: Callable[..., Any], trained: TrainResult, tmp_path: Path
 ) -> None:
-    with pytest.raises(DataError, match="skill 'timer' is not in the model.*add-skill"):
+    with pytest.raises(DataError, match=r"skill 'timer' is not in the model.*add-skill"):
         _finetune(make_config, trained, tmp_path, data=[str(FIXTURES / "timer.jsonl")])
