@@ -7,7 +7,8 @@ Each mode continues training it on new data for one skill only (that skill's tem
 expanded with another seed: fillings the base never saw), for the same epochs, then every skill
 is scored on its hand-written test file. Reports, per mode, the change against the base for the
 fine-tuned skill and for each other skill (exact match; router, intent, slot F1 averaged over
-the other skills), plus the trainable parameters. Writes
+the other skills). `lora` is the per-skill adapter (applied to that skill only at parse time),
+`lora_merged` the same adapter merged into the shared encoder. Writes
 benchmarks/results/forgetting.{json,md}.
 """
 
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODES = ["full", "top_layers", "heads", "lora"]
+MODES = ["full", "top_layers", "heads", "lora_merged", "lora"]
 SKILLS = ["alarm", "music", "smart_home", "timer", "weather"]
 
 

@@ -151,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--finetune",
-        choices=["full", "top_layers", "heads", "lora"],
-        help="with --from: which parameters train (default full)",
+        choices=["full", "top_layers", "heads", "lora", "lora_merged"],
+        help="with --from: which parameters train (default full; lora: a per-skill adapter)",
     )
     p.set_defaults(func=_train)
 
@@ -250,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Weights and data never come from a hub at run time unless the user opts in.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from nlu.config import ConfigError
+    from nlu.finetune import FinetuneError
     from nlu.model import ModelDirError
     from nlu.predict import UnknownSkillError
     from nlu.schema import DataError
@@ -261,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         AddSkillError,
         ConfigError,
         DataError,
+        FinetuneError,
         ModelDirError,
         UnknownSkillError,
         FileNotFoundError,

@@ -60,7 +60,7 @@ class TrainConfig:
     # Fine-tuning a saved model (`nlu train --from MODEL`): its encoder, heads and labels are
     # the starting point; `encoder` is then ignored. See nlu/finetune.py for the modes.
     init_from: str | None = None
-    finetune: str = "full"  # full | top_layers | heads | lora
+    finetune: str = "full"  # full | top_layers | heads | lora | lora_merged
     unfreeze_layers: int = 2  # top_layers: how many of the top encoder layers train
     lora_rank: int = 8
     # Output
@@ -118,7 +118,7 @@ CHOICES = {
     "sampling": ("proportional", "temperature", "uniform", "annealed"),
     "loss_weighting": ("static", "uncertainty", "dwa"),
     "mixed_precision": ("no", "fp16", "bf16"),
-    "finetune": ("full", "top_layers", "heads", "lora"),
+    "finetune": ("full", "top_layers", "heads", "lora", "lora_merged"),
 }
 
 

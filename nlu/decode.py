@@ -100,6 +100,11 @@ def _slices(sizes: Sequence[int]) -> list[slice]:
     return out
 
 
+def chosen_skill(router_logits: np.ndarray, index: LabelIndex, skill: str | None) -> int:
+    """The skill a row is decoded as: the forced one, else the router's best."""
+    return index.position[skill] if skill is not None else int(router_logits.argmax())
+
+
 def decode(
     *,
     text: str,
@@ -117,7 +122,7 @@ def decode(
     `skill` forces the skill instead of taking the router's choice.
     """
     router_probs = softmax(router_logits)
-    k = index.position[skill] if skill is not None else int(router_probs.argmax())
+    k = chosen_skill(router_logits, index, skill)
     labels = index.skills[k]
 
     intent_probs = softmax(intent_logits[index.intent_slices[k]])

@@ -9,6 +9,10 @@ Measured on the demo skills (hand-written tests + dev, 525 utterances) against f
 MatMul-only per-channel int8 agrees on 521 (99.2%); also quantizing the embedding Gathers (the
 quantizer's default op set) agrees on 519 (98.9%) for a 24 MB instead of 59 MB file, so the
 embeddings stay fp32. Per-tensor scales lose much more accuracy.
+
+A model with per-skill adapters also gets `adapters/<skill>/model.onnx` per adapted skill: the
+same graph with that skill's adapter merged into the encoder (ONNX Runtime has no LoRA switch
+that would let one graph serve both).
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from nlu.adapters import ADAPTERS_DIR, adapted_model, adapter_skills, copy_adapters
 from nlu.model import MODEL_FILE, JointModel, check_model_dir
 from nlu.predict import ONNX_FILE
 
@@ -58,10 +64,28 @@ def export_onnx(
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, out_dir / name)
 
+    target = out_dir / ONNX_FILE
+    _write_onnx(model, tokenizer, target, quantize=quantize, opset=opset)
+    # Per-skill adapters: one graph each, with the adapter merged (see nlu/adapters.py).
+    for skill in adapter_skills(model_dir):
+        copy_adapters(model_dir, out_dir, keep=[skill])
+        adapted = adapted_model(model, model_dir, skill)
+        _write_onnx(
+            adapted,
+            tokenizer,
+            out_dir / ADAPTERS_DIR / skill / ONNX_FILE,
+            quantize=quantize,
+            opset=opset,
+        )
+    return target
+
+
+def _write_onnx(
+    model: JointModel, tokenizer: Any, target: Path, *, quantize: str | None, opset: int
+) -> None:
     example = tokenizer(["wake me up at seven", "hi"], padding=True, return_tensors="pt")
     args = (example["input_ids"], example["attention_mask"])
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    target = out_dir / ONNX_FILE
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         torch.onnx.export(
@@ -100,4 +124,3 @@ def export_onnx(
         else:
             shutil.copy2(single, target)
     logger.info("wrote %s (%.1f MB)", target, target.stat().st_size / 1e6)
-    return target

@@ -5,10 +5,13 @@ Modes:
 - top_layers: the heads and the top `unfreeze_layers` encoder layers; embeddings and lower
   layers frozen.
 - heads: the heads only (router, intent and slot heads); the encoder is frozen.
-- lora: low-rank adapters (peft LoRA on the attention query/value projections) plus the heads;
-  the encoder's own weights are frozen. At save time the adapter is merged into the encoder, so
-  the saved model is an ordinary model directory (served as before), and the adapter alone is
-  saved beside it under `adapter/` (a few hundred KB) to ship or inspect.
+- lora: a per-skill adapter (see `nlu/adapters.py`): a LoRA adapter on the attention
+  query/value projections plus the skill's heads, saved beside the unchanged base model under
+  `adapters/<skill>/` and applied at parse time to that skill only, so no other skill's output
+  moves. The data must cover exactly one skill.
+- lora_merged: the same LoRA adapter, merged into the shared encoder at save time: one forward
+  pass at parse time, but every skill sees the changed encoder. The adapter alone is also saved
+  under `adapter/` (a few hundred KB) to ship or inspect.
 
 Skills are not added here (that is `nlu add-skill`): the data's skills, intents and slot types
 must already be in the model. When the data covers a single skill the router cannot learn
@@ -20,16 +23,32 @@ from __future__ import annotations
 import copy
 import logging
 import re
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nlu.adapters import (
+    ADAPTERS_DIR,
+    adapter_skills,
+    copy_adapters,
+    save_skill_adapter,
+    wrap_for_training,
+)
 from nlu.model import JointModel
 from nlu.schema import DataError, SkillLabels
 
 logger = logging.getLogger(__name__)
 
-MODES = ("full", "top_layers", "heads", "lora")
+MODES = ("full", "top_layers", "heads", "lora", "lora_merged")
+
+
+class FinetuneError(ValueError):
+    """The fine-tuning mode does not fit the model or the data."""
+
+
+# Saves the fine-tuned model: (model_dir, tokenizer=, max_length=, training_config=) -> None.
+Saver = Callable[..., None]
 
 
 def check_labels(model: JointModel, data_labels: Sequence[SkillLabels], source: str) -> None:
@@ -56,6 +75,30 @@ def check_labels(model: JointModel, data_labels: Sequence[SkillLabels], source: 
         )
 
 
+def check_mode(*, mode: str, source: Path, data_skills: Sequence[str]) -> None:
+    """Refuse modes that would silently break the model's per-skill adapters."""
+    if mode not in MODES:
+        raise FinetuneError(f"finetune must be one of {MODES}, not {mode!r}")
+    adapted = adapter_skills(source)
+    if mode == "lora" and len(data_skills) != 1:
+        raise FinetuneError(
+            f"finetune=lora trains one skill's adapter, but the data covers {len(data_skills)} "
+            f"skills ({', '.join(data_skills)}): run once per skill, or use lora_merged"
+        )
+    if adapted and mode in ("full", "top_layers", "lora_merged"):
+        raise FinetuneError(
+            f"{source} has per-skill adapters ({', '.join(adapted)}) trained on its current "
+            f"encoder; finetune={mode} changes that encoder and would invalidate them. Fine-tune "
+            "those skills with finetune=lora, or start from a model without adapters"
+        )
+    stale = sorted(set(adapted) & set(data_skills))
+    if stale and mode == "heads":
+        raise FinetuneError(
+            f"skills {stale} are served by their adapters' heads, so training their base heads "
+            "would change nothing; use finetune=lora to continue their adapters"
+        )
+
+
 def freeze_for(
     model: JointModel,
     *,
@@ -63,13 +106,40 @@ def freeze_for(
     unfreeze_layers: int,
     lora_rank: int,
     train_router: bool,
-) -> Callable[[], tuple[JointModel, dict[str, Any]]] | None:
-    """Set requires_grad per mode. For LoRA, returns a function giving a copy of the model with
-    the adapter merged (to save) and the adapter itself; otherwise None."""
-    if mode not in MODES:
-        raise ValueError(f"finetune must be one of {MODES}, not {mode!r}")
-    export: Callable[[], tuple[JointModel, dict[str, Any]]] | None = None
+    source: Path,
+    data_skills: Sequence[str],
+) -> Saver | None:
+    """Set requires_grad per mode. Returns how to save the result when that differs from
+    `model.save_pretrained` (the LoRA modes), else None."""
+    check_mode(mode=mode, source=source, data_skills=data_skills)
+    saver: Saver | None = None
     if mode == "lora":
+        (skill,) = data_skills
+        existing = source / ADAPTERS_DIR / skill
+        wrap_for_training(
+            model,
+            skill=skill,
+            rank=lora_rank,
+            start=existing if skill in adapter_skills(source) else None,
+        )
+
+        def save_lora(
+            model_dir: Path, *, tokenizer: Any, max_length: int, training_config: str
+        ) -> None:
+            # The base model's files as they are (so every other skill is bit-identical),
+            # then this skill's adapter beside them.
+            model_dir.mkdir(parents=True, exist_ok=True)
+            if model_dir.resolve() != source.resolve():
+                for item in source.iterdir():
+                    if item.is_file():
+                        shutil.copy2(item, model_dir / item.name)
+            copy_adapters(source, model_dir, keep=[s for s in adapter_skills(source) if s != skill])
+            (model_dir / "training_config.yaml").write_text(training_config)
+            save_skill_adapter(model_dir, skill=skill, model=model)
+
+        saver = save_lora
+
+    elif mode == "lora_merged":
         from peft import LoraConfig, get_peft_model
 
         config = LoraConfig(
@@ -81,13 +151,23 @@ def freeze_for(
         # Freezes the base weights; the peft wrapper stands in for the encoder while training.
         model.encoder = get_peft_model(model.encoder, config)  # type: ignore[assignment]
 
-        def export() -> tuple[JointModel, dict[str, Any]]:
+        def save_merged(
+            model_dir: Path, *, tokenizer: Any, max_length: int, training_config: str
+        ) -> None:
             # A merged copy to save as an ordinary model; training goes on with the adapter.
             clone = copy.deepcopy(model)
             peft_encoder: Any = clone.encoder
             adapter = copy_adapter(peft_encoder)
             clone.encoder = peft_encoder.merge_and_unload()
-            return clone, adapter
+            clone.save_pretrained(
+                model_dir,
+                tokenizer=tokenizer,
+                max_length=max_length,
+                training_config=training_config,
+            )
+            save_adapter(adapter, model_dir / "adapter")
+
+        saver = save_merged
 
     elif mode in ("heads", "top_layers"):
         layers = int(model.encoder.config.num_hidden_layers)
@@ -95,7 +175,34 @@ def freeze_for(
         for name, param in model.encoder.named_parameters():
             match = re.search(r"\.layers?\.(\d+)\.", name)
             param.requires_grad_(match is not None and int(match.group(1)) in keep)
+    if saver is None and adapter_skills(source):
+        # heads mode on skills without adapters: the others' adapters stay valid (same encoder).
+
+        def save_with_adapters(
+            model_dir: Path, *, tokenizer: Any, max_length: int, training_config: str
+        ) -> None:
+            model.save_pretrained(
+                model_dir,
+                tokenizer=tokenizer,
+                max_length=max_length,
+                training_config=training_config,
+            )
+            copy_adapters(source, model_dir)
+
+        saver = save_with_adapters
+
     if not train_router:
+        for param in model.router.parameters():
+            param.requires_grad_(False)
+    if mode == "lora":
+        # The router and the other skills' heads are served from the base model unchanged.
+        for name in model.index.names:
+            if name != data_skills[0]:
+                for param in (
+                    *model.intent_heads[name].parameters(),
+                    *model.slot_heads[name].parameters(),
+                ):
+                    param.requires_grad_(False)
         for param in model.router.parameters():
             param.requires_grad_(False)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -107,7 +214,7 @@ def freeze_for(
         total,
         100 * trainable / total,
     )
-    return export
+    return saver
 
 
 def copy_adapter(peft_model: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ floating-point noise in the logits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from nlu.alignment import Encoding, encode
-from nlu.decode import LabelIndex, decode
+from nlu.decode import LabelIndex, chosen_skill, decode
 from nlu.schema import SkillLabels
 
 ONNX_FILE = "model.onnx"
@@ -79,6 +79,32 @@ def onnx_forward(path: Path, *, threads: int | None = None) -> Forward:
     return forward
 
 
+def apply_adapters(
+    logits: Logits,
+    batch: dict[str, np.ndarray],
+    *,
+    adapters: Mapping[str, Forward],
+    index: LabelIndex,
+    forced: Sequence[str | None],
+) -> None:
+    """Replace the intent and slot logits of rows decoded as an adapted skill with those of a
+    second pass through that skill's adapted encoder (see nlu/adapters.py). Other rows, and the
+    router, keep the base model's logits."""
+    chosen = np.array(
+        [chosen_skill(logits.router[row], index, skill) for row, skill in enumerate(forced)]
+    )
+    for name, forward in adapters.items():
+        k = index.position[name]
+        rows = np.flatnonzero(chosen == k)
+        if not len(rows):
+            continue
+        width = int(batch["attention_mask"][rows].sum(1).max())  # drop padding only others need
+        sub = forward({key: value[rows, :width] for key, value in batch.items()})
+        intents, tags = index.intent_slices[k], index.tag_slices[k]
+        logits.intents[rows, intents] = sub.intents[:, intents]
+        logits.slots[rows, :width, tags] = sub.slots[:, :, tags]
+
+
 def parse_batch(
     forward: Forward,
     index: LabelIndex,
@@ -89,16 +115,23 @@ def parse_batch(
     skill: str | None = None,
     top_k: int = 5,
     options: Sequence[tuple[str | None, int]] | None = None,
+    adapters: Mapping[str, Forward] | None = None,
 ) -> list[dict[str, Any]]:
     """One forward pass over `texts`; the single code path for evaluation and serving.
 
     `options` gives each text its own (forced skill, top_k), so the server can answer several
-    requests from one micro-batch; otherwise `skill` and `top_k` apply to all.
+    requests from one micro-batch; otherwise `skill` and `top_k` apply to all. `adapters`:
+    per-skill adapted forwards (a second pass for the texts decoded as those skills).
     """
     encodings = encode(tokenizer, texts, max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    logits = forward(pad_batch(encodings, pad_id))
+    batch = pad_batch(encodings, pad_id)
+    logits = forward(batch)
     per_text = options if options is not None else [(skill, top_k)] * len(texts)
+    if adapters:
+        apply_adapters(
+            logits, batch, adapters=adapters, index=index, forced=[s for s, _ in per_text]
+        )
     return [
         decode(
             text=text,
@@ -127,8 +160,10 @@ class Parser:
         tokenizer: Any,
         max_length: int,
         backend: str,
+        adapters: Mapping[str, Forward] | None = None,
     ) -> None:
         self.forward = forward
+        self.adapters = dict(adapters or {})
         self.index = LabelIndex(list(skills))
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -143,6 +178,7 @@ class Parser:
         `threads` caps intra-op threads (several server workers on few cores)."""
         from transformers import AutoTokenizer
 
+        from nlu.adapters import ADAPTERS_DIR, adapted_model, adapter_skills, check_adapters
         from nlu.model import JointModel, ModelDirError, check_model_dir, read_nlu_config
 
         directory = Path(directory)
@@ -154,12 +190,17 @@ class Parser:
 
                 torch.set_num_threads(threads)
             model, tokenizer, max_length = JointModel.from_pretrained(directory)
+            check_adapters(directory, model.index.names)
             return cls(
                 forward=torch_forward(model),
                 skills=model.skills,
                 tokenizer=tokenizer,
                 max_length=max_length,
                 backend="torch",
+                adapters={
+                    skill: torch_forward(adapted_model(model, directory, skill))
+                    for skill in adapter_skills(directory)
+                },
             )
         if backend != "onnx":
             raise ValueError(f"backend must be torch, onnx or auto, not {backend!r}")
@@ -167,12 +208,26 @@ class Parser:
         meta = read_nlu_config(directory)
         if not (directory / ONNX_FILE).is_file():
             raise ModelDirError(f"{directory} has no {ONNX_FILE}; create it with `nlu export`")
+        skills = [SkillLabels.from_dict(s) for s in meta["skills"]]
+        check_adapters(directory, [s.name for s in skills])
+        unexported = sorted(
+            set(adapter_skills(directory)) - set(adapter_skills(directory, weights=ONNX_FILE))
+        )
+        if unexported:
+            raise ModelDirError(
+                f"{directory} has adapters without {ONNX_FILE} for skills {unexported}; "
+                "export the model again with `nlu export`"
+            )
         return cls(
             forward=onnx_forward(directory / ONNX_FILE, threads=threads),
-            skills=[SkillLabels.from_dict(s) for s in meta["skills"]],
+            skills=skills,
             tokenizer=AutoTokenizer.from_pretrained(directory),
             max_length=int(meta["max_length"]),
             backend="onnx",
+            adapters={
+                skill: onnx_forward(directory / ADAPTERS_DIR / skill / ONNX_FILE, threads=threads)
+                for skill in adapter_skills(directory, weights=ONNX_FILE)
+            },
         )
 
     @property
@@ -218,5 +273,6 @@ class Parser:
                 texts[start : start + batch_size],
                 max_length=self.max_length,
                 options=options[start : start + batch_size],
+                adapters=self.adapters,
             )
         return results

@@ -33,7 +33,7 @@ from nlu.data.loaders import (
     unseen_labels,
 )
 from nlu.evaluate import score
-from nlu.finetune import check_labels, freeze_for, save_adapter
+from nlu.finetune import check_labels, freeze_for
 from nlu.model import JointModel, build_model
 from nlu.mtl import LossWeighting, SkillSampler
 from nlu.predict import parse_batch, torch_forward
@@ -294,7 +294,7 @@ def train(
         logger.warning("dev labels never seen in training (they count as errors): %s", unseen)
 
     # -- model -------------------------------------------------------------------------------
-    export_copy = None
+    saver = None
     if init_from:
         model, tokenizer, _ = JointModel.from_pretrained(init_from)
         check_labels(model, labels, init_from)
@@ -307,12 +307,14 @@ def train(
             intent_loss_weight,
             slot_loss_weight,
         )
-        export_copy = freeze_for(
+        saver = freeze_for(
             model,
             mode=finetune,
             unfreeze_layers=unfreeze_layers,
             lora_rank=lora_rank,
             train_router=train_router,
+            source=Path(init_from),
+            data_skills=sorted({e.skill for e in train_examples}),
         )
         model.train()
     else:
@@ -454,15 +456,13 @@ def train(
         if selection > best_score:
             best_score, best_epoch, best_dev = selection, epoch + 1, record.get("dev")
             if accelerator.is_main_process:
-                to_save, adapter = export_copy() if export_copy else (raw_model, None)
-                to_save.save_pretrained(
+                save = saver or raw_model.save_pretrained
+                save(
                     model_dir,
                     tokenizer=tokenizer,
                     max_length=max_length,
                     training_config=resolved_config,
                 )
-                if adapter is not None:
-                    save_adapter(adapter, model_dir / "adapter")
         ckpt = checkpoints / f"epoch_{epoch + 1:03d}"
         accelerator.save_state(str(ckpt))
         if accelerator.is_main_process:

@@ -30,6 +30,7 @@ import yaml
 from torch import nn
 from torch.nn import functional as F
 
+from nlu.adapters import copy_adapters
 from nlu.alignment import IGNORE_INDEX, Encoding, encode, spans_to_tags, token_labels
 from nlu.model import JointModel
 from nlu.schema import DataError, Example, labels_from_examples
@@ -242,6 +243,8 @@ def add_skill(
         max_length=max_length,
         training_config=recorded + yaml.safe_dump(note, sort_keys=False),
     )
+    # The encoder is frozen, so adapters of old skills stay valid on the new model.
+    copy_adapters(model_dir, out_dir)
     dev_metrics = None
     if dev:
         from nlu.evaluate import score

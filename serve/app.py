@@ -309,7 +309,9 @@ def create_app(
 
     @app.get("/skills")
     async def skills() -> dict[str, Any]:
-        return {"skills": [s.to_dict() for s in parser.skills]}
+        return {
+            "skills": [{**s.to_dict(), "adapter": s.name in parser.adapters} for s in parser.skills]
+        }
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:

@@ -74,3 +74,17 @@ def trained(make_config: Callable[..., Any], tmp_path_factory: pytest.TempPathFa
     from nlu.train import train
 
     return train(**dataclasses.asdict(make_config(tmp_path_factory.mktemp("run"))))
+
+
+@pytest.fixture(scope="session")
+def extended(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained tiny model with a second skill (timer) added by `nlu add-skill`."""
+    from nlu.transfer import add_skill
+
+    out = tmp_path_factory.mktemp("extended")
+    result = add_skill(
+        model_dir=trained.model_dir, skill_data=[str(FIXTURES / "timer.jsonl")], out_dir=out
+    )
+    assert result.new_skills == ["timer"]
+    assert result.replay_examples > 0  # found through the model's training_config.yaml
+    return out

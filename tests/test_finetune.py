@@ -62,10 +62,10 @@ def test_full_mode_moves_the_encoder(
     assert any(".layer.0." in k for k in changed) and any("embeddings" in k for k in changed)
 
 
-def test_lora_mode_saves_a_plain_model_and_a_small_adapter(
+def test_lora_merged_mode_saves_a_plain_model_and_a_small_adapter(
     make_config: Callable[..., Any], trained: TrainResult, tmp_path: Path
 ) -> None:
-    result = _finetune(make_config, trained, tmp_path, finetune="lora", lora_rank=4)
+    result = _finetune(make_config, trained, tmp_path, finetune="lora_merged", lora_rank=4)
     changed = _changed(_weights(trained.model_dir), _weights(result.model_dir))
     encoder = {k for k in changed if k.startswith("encoder.")}
     # The adapter is merged into the attention query/value weights only.

@@ -25,15 +25,6 @@ OLD_TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def extended(trained: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("extended")
-    result = add_skill(model_dir=trained.model_dir, skill_data=[str(TIMER)], out_dir=out)
-    assert result.new_skills == ["timer"]
-    assert result.replay_examples > 0  # found through the model's training_config.yaml
-    return out
-
-
 def _logits(model_dir: Path, texts: list[str]) -> tuple[JointModel, dict[str, np.ndarray]]:
     model, tokenizer, max_length = JointModel.from_pretrained(model_dir)
     from nlu.alignment import encode
