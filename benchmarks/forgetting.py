@@ -51,7 +51,24 @@ def main() -> None:
         metrics = evaluate(model_dir=model, data=["skills"], split="test")
         return dict(metrics["per_skill"])
 
+    from nlu.data.loaders import load_split
+    from nlu.predict import Parser
+
+    tuned_texts = [e.text for e in load_split(f"skills/{args.skill}", "test").examples]
+
+    def latency_ms(model: Path) -> float:
+        """p50 of one-text parses of the tuned skill's test texts (the adapter's extra pass)."""
+        parser = Parser.from_pretrained(model, backend="torch")
+        parser.parse(tuned_texts[:5])  # warm-up
+        times = []
+        for text in tuned_texts * 3:
+            started = time.perf_counter()
+            parser.parse([text])
+            times.append(1000 * (time.perf_counter() - started))
+        return round(statistics.median(times), 2)
+
     before = scores(base)
+    base_latency = latency_ms(base)
     rows: dict[str, Any] = {}
     for mode in MODES:
         cfg = load_config(
@@ -82,6 +99,7 @@ def main() -> None:
                 key: round(statistics.fmean(delta(s, key) for s in others), 2)
                 for key in ("router_accuracy", "intent_accuracy", "slot_f1", "exact_match")
             },
+            "latency_p50_ms": latency_ms(result.model_dir),
             "after": after,
         }
         print(mode, json.dumps(rows[mode]["others_mean_deltas"]), flush=True)
@@ -94,8 +112,8 @@ def main() -> None:
         "",
         f"| mode | {args.skill} EM (Δ) | "
         + " | ".join(f"{s} EM Δ" for s in others)
-        + " | others: router Δ | intent Δ | slot F1 Δ | EM Δ |",
-        "|---|---|" + "---|" * (len(others) + 4),
+        + f" | others: router Δ | intent Δ | slot F1 Δ | EM Δ | {args.skill} parse p50 (× base) |",
+        "|---|---|" + "---|" * (len(others) + 5),
     ]
     for mode, r in rows.items():
         m = r["others_mean_deltas"]
@@ -103,13 +121,23 @@ def main() -> None:
             f"| {mode} | {r['tuned_skill_exact']} ({r['tuned_skill_exact_delta']:+}) | "
             + " | ".join(f"{r['others_exact_delta'][s]:+}" for s in others)
             + f" | {m['router_accuracy']:+} | {m['intent_accuracy']:+} | {m['slot_f1']:+} |"
-            f" {m['exact_match']:+} |"
+            f" {m['exact_match']:+} | {r['latency_p50_ms']} ms"
+            f" ({r['latency_p50_ms'] / base_latency:.2f}×) |"
         )
+    lines.append(
+        f"\nBase model parse p50 for {args.skill} texts: {base_latency} ms (eager PyTorch)."
+    )
     text = "\n".join(lines)
     print(text)
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"skill": args.skill, "base": str(base), "before": before, "modes": rows}
+    payload = {
+        "skill": args.skill,
+        "base": str(base),
+        "before": before,
+        "base_latency_p50_ms": base_latency,
+        "modes": rows,
+    }
     results.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     results.with_suffix(".md").write_text(text + "\n")
 

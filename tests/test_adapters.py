@@ -154,3 +154,17 @@ def test_modes_that_would_break_adapters_are_refused(
         finetune(adapted, finetune="heads", data=[str(TIMER)])
     with pytest.raises(FinetuneError, match="covers 2 skills"):
         finetune(extended, finetune="lora", data=[str(FIXTURES / "skills"), str(TIMER)])
+
+
+def test_server_reports_and_applies_the_adapter(adapted: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from nlu.serve.app import create_app
+
+    parser = Parser.from_pretrained(adapted)
+    with TestClient(create_app(parser, model_dir=adapted)) as client:
+        skills = {s["name"]: s["adapter"] for s in client.get("/skills").json()["skills"]}
+        assert skills == {"lights": False, "timer": True}
+        text = read_jsonl(TIMER)[0].text
+        answer = client.post("/parse", json={"text": text, "skill": "timer"}).json()
+    assert answer == parser.parse([text], skill="timer")[0]
