@@ -172,14 +172,15 @@ def param_groups(
 
     With layer_lr_decay < 1 the encoder's top layer learns at `learning_rate` and each layer
     below at `layer_lr_decay` times the one above (embeddings lowest), so the general features
-    of lower layers move least.
+    of lower layers move least. LoRA adapter weights are new parameters (B starts at zero), so
+    they learn at the heads' rate, not the pretrained encoder's.
     """
     layers = int(getattr(model.encoder.config, "num_hidden_layers", 0))
     groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if name.startswith("encoder."):
+        if name.startswith("encoder.") and ".lora_" not in name:
             depth = _encoder_depth(name, layers)
             lr = learning_rate * layer_lr_decay ** (layers - depth)
         else:

@@ -112,6 +112,29 @@ def test_layer_lr_decay_gives_lower_layers_smaller_rates(tiny_encoder: str) -> N
     assert sum(len(g["params"]) for g in groups) == len(named)
 
 
+def test_lora_weights_learn_at_the_heads_rate(tiny_encoder: str) -> None:
+    from nlu.adapters import wrap_for_training
+    from nlu.model import build_model
+    from nlu.schema import SkillLabels
+
+    skill = SkillLabels(name="s", intents=["a", "b"], slot_types=["x"])
+    model, _ = build_model(
+        encoder=tiny_encoder, skills=[skill], pooling="mean", dropout=0.1, loss_weights=(1, 1, 1)
+    )
+    wrap_for_training(model, skill="s", rank=2, start=None)
+    groups = param_groups(model, learning_rate=1e-4, head_learning_rate=1e-3, weight_decay=0.0)
+    lr_of = {
+        name: g["lr"]
+        for g in groups
+        for name, p in model.named_parameters()
+        if any(p is q for q in g["params"])
+    }
+    lora = [name for name in lr_of if ".lora_" in name]
+    assert lora and all(lr_of[name] == pytest.approx(1e-3) for name in lora)
+    # The pretrained encoder weights are frozen under LoRA: they are in no group at all.
+    assert not any(name.startswith("encoder.") and ".lora_" not in name for name in lr_of)
+
+
 def test_unknown_choices_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="sampling='bogus'; choose one of proportional"):
         load_config(None, ["sampling=bogus"])
