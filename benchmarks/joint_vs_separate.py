@@ -90,6 +90,8 @@ def train_joint(*, out: Path, epochs: int, seed: int, limit: int | None) -> dict
         output_dir=str(out / "joint"),
         learning_rate=ENCODER_LR,
         head_learning_rate=HEAD_LR,
+        # Every example once per epoch, as the separate models see them.
+        sampling="proportional",
     )
     result = train(**cfg.__dict__)
     scores = {

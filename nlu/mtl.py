@@ -95,7 +95,8 @@ class SkillSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        if self.strategy == "proportional":
+        if self.strategy == "proportional" or len(self.skills) == 1:
+            # One skill: every strategy is the same distribution; keep the plain shuffle.
             yield from torch.randperm(len(self.skill_of), generator=generator).tolist()
             return
         p = self.probabilities()
