@@ -15,6 +15,10 @@ logits replace the base ones for that skill. The price is that second pass for t
 one merged encoder copy in memory per adapted skill; `nlu export` writes one ONNX graph per
 adapted skill under `adapters/<skill>/model.onnx`.
 
+While training, the per-epoch dev score (model selection) runs the router on the adapted encoder
+too; the data covers only the adapted skill and the adapter is small, so this only matters for
+texts near the routing boundary.
+
 The alternative, `--finetune lora_merged`, merges the adapter into the shared encoder: one pass,
 but every skill sees the changed encoder (see docs/experiments.md for what that costs).
 """
