@@ -42,6 +42,8 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
+    # Label smoothing for the router, intent and slot cross-entropies (0 = off).
+    label_smoothing: float = 0.0
     # Encoder layer l of L learns at learning_rate · layer_lr_decay^(L − l); embeddings at
     # learning_rate · layer_lr_decay^L. 1.0 = one rate for the whole encoder.
     layer_lr_decay: float = 1.0

@@ -85,6 +85,7 @@ class JointModel(nn.Module):
         pooling: str = "mean",
         dropout: float = 0.1,
         loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         if pooling not in ("mean", "cls"):
@@ -95,6 +96,8 @@ class JointModel(nn.Module):
         self.pooling = pooling
         self.dropout_rate = dropout
         self.loss_weights = loss_weights
+        # A training-time setting like loss_weights: not saved, it does not change inference.
+        self.label_smoothing = label_smoothing
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(dropout)
         self.router = nn.Linear(hidden, len(self.skills))
@@ -134,7 +137,8 @@ class JointModel(nn.Module):
         if intent_labels is None or slot_labels is None:
             raise ValueError("training needs skill_ids, intent_labels and slot_labels together")
 
-        router_loss = F.cross_entropy(router_logits, skill_ids)
+        smoothing = self.label_smoothing
+        router_loss = F.cross_entropy(router_logits, skill_ids, label_smoothing=smoothing)
         # Each example is scored only against its own skill's labels. Per task (router, each
         # skill's intents, each skill's slots) the mean loss and the task's share of the batch
         # (examples, or labelled tokens for slots): Σ share · loss is the plain joint loss.
@@ -146,13 +150,16 @@ class JointModel(nn.Module):
             rows = skill_ids == k
             name = self.skills[k].name
             intents = intent_logits[rows][:, self.index.intent_slices[k]]
-            intent_k = F.cross_entropy(intents, intent_labels[rows], reduction="sum")
+            intent_k = F.cross_entropy(
+                intents, intent_labels[rows], reduction="sum", label_smoothing=smoothing
+            )
             tags = slot_logits[rows][:, :, self.index.tag_slices[k]]
             slot_k = F.cross_entropy(
                 tags.reshape(-1, tags.shape[-1]),
                 slot_labels[rows].reshape(-1),
                 ignore_index=IGNORE_INDEX,
                 reduction="sum",
+                label_smoothing=smoothing,
             )
             n_rows = int(rows.sum())
             n_tokens = int((slot_labels[rows] != IGNORE_INDEX).sum())
@@ -265,11 +272,17 @@ def build_model(
     pooling: str,
     dropout: float,
     loss_weights: tuple[float, float, float],
+    label_smoothing: float = 0.0,
 ) -> tuple[JointModel, Any]:
     path = resolve_encoder(encoder)
     tokenizer = AutoTokenizer.from_pretrained(path)
     backbone = _without_pooler(AutoModel.from_pretrained(path))
     model = JointModel(
-        encoder=backbone, skills=skills, pooling=pooling, dropout=dropout, loss_weights=loss_weights
+        encoder=backbone,
+        skills=skills,
+        pooling=pooling,
+        dropout=dropout,
+        loss_weights=loss_weights,
+        label_smoothing=label_smoothing,
     )
     return model, tokenizer

@@ -245,6 +245,7 @@ def train(
     warmup_ratio: float,
     gradient_accumulation_steps: int,
     max_grad_norm: float,
+    label_smoothing: float,
     layer_lr_decay: float,
     sampling: str,
     sampling_temperature: float,
@@ -308,6 +309,7 @@ def train(
             intent_loss_weight,
             slot_loss_weight,
         )
+        model.label_smoothing = label_smoothing
         saver = freeze_for(
             model,
             mode=finetune,
@@ -325,6 +327,7 @@ def train(
             pooling=pooling,
             dropout=dropout,
             loss_weights=(router_loss_weight, intent_loss_weight, slot_loss_weight),
+            label_smoothing=label_smoothing,
         )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     features = featurize(train_examples, tokenizer=tokenizer, labels=labels, max_length=max_length)

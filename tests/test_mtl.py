@@ -112,6 +112,53 @@ def test_layer_lr_decay_gives_lower_layers_smaller_rates(tiny_encoder: str) -> N
     assert sum(len(g["params"]) for g in groups) == len(named)
 
 
+def test_label_smoothing_applies_to_router_intent_and_slot_losses(tiny_encoder: str) -> None:
+    import torch.nn.functional as F
+
+    from nlu.model import build_model
+    from nlu.schema import SkillLabels
+
+    skills = [
+        SkillLabels(name="s", intents=["a", "b", "c"], slot_types=["x"]),
+        SkillLabels(name="t", intents=["d", "e"], slot_types=["y", "z"]),
+    ]
+    model, _ = build_model(
+        encoder=tiny_encoder,
+        skills=skills,
+        pooling="mean",
+        dropout=0.0,
+        loss_weights=(1, 1, 1),
+        label_smoothing=0.2,
+    )
+    model.eval()
+    torch.manual_seed(0)
+    batch = {
+        "input_ids": torch.randint(1000, 2000, (2, 5)),
+        "attention_mask": torch.ones(2, 5, dtype=torch.long),
+        "skill_ids": torch.tensor([0, 1]),
+        "intent_labels": torch.tensor([2, 0]),
+        "slot_labels": torch.tensor([[-100, 1, 2, 0, -100], [-100, 3, 4, 1, -100]]),
+    }
+    out = model(**batch)
+    router = F.cross_entropy(out.router_logits, batch["skill_ids"], label_smoothing=0.2)
+    # Each row is smoothed over its own skill's labels only (3 intents / 5 tags for skill "t").
+    intent_t = F.cross_entropy(
+        out.intent_logits[1:, 3:5], batch["intent_labels"][1:], label_smoothing=0.2
+    )
+    slot_t = F.cross_entropy(
+        out.slot_logits[1, 1:4, 3:8], batch["slot_labels"][1, 1:4], label_smoothing=0.2
+    )
+    assert out.router_loss is not None
+    assert out.router_loss.item() == pytest.approx(router.item(), rel=1e-5)
+    assert out.task_losses is not None
+    assert out.task_losses["intent/t"][0].item() == pytest.approx(intent_t.item(), rel=1e-5)
+    assert out.task_losses["slot/t"][0].item() == pytest.approx(slot_t.item(), rel=1e-5)
+    model.label_smoothing = 0.0
+    plain = model(**batch)
+    assert plain.loss is not None and out.loss is not None
+    assert plain.loss.item() != pytest.approx(out.loss.item(), rel=1e-3)
+
+
 def test_lora_weights_learn_at_the_heads_rate(tiny_encoder: str) -> None:
     from nlu.adapters import wrap_for_training
     from nlu.model import build_model
