@@ -27,6 +27,8 @@ def _train(args: argparse.Namespace) -> None:
         overrides.append(f"init_from={args.init_from}")
     if args.finetune:
         overrides.append(f"finetune={args.finetune}")
+    if args.resume:
+        overrides.append(f"resume={args.resume}")
     cfg = load_config(config, overrides)
     result = train(**dataclasses.asdict(cfg))
     from accelerate import PartialState
@@ -153,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--finetune",
         choices=["full", "top_layers", "heads", "lora", "lora_merged"],
         help="with --from: which parameters train (default full; lora: a per-skill adapter)",
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="CHECKPOINT",
+        help="continue an interrupted run from its last epoch checkpoint (or this checkpoint "
+        "folder); give the same config and output_dir",
     )
     p.set_defaults(func=_train)
 

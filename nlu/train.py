@@ -272,6 +272,14 @@ def train(
     set_seed(seed)
     out = Path(output_dir)
     model_dir, checkpoints = out / "model", out / "checkpoints"
+    ckpt: Path | None = None
+    if resume:  # fail before any data loading or training when there is nothing to resume
+        ckpt = _latest_checkpoint(checkpoints) if resume == "latest" else Path(resume)
+        if ckpt is None or not ckpt.is_dir():
+            raise FileNotFoundError(
+                f"no checkpoint to resume from at {resume!r} (looked in {checkpoints}); "
+                "resume needs the output_dir of an earlier run of the same config"
+            )
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(resolved_config)
@@ -382,12 +390,7 @@ def train(
     # -- resume ------------------------------------------------------------------------------
     start_epoch, best_score, best_epoch, best_dev = 0, -1.0, -1, None
     history: list[dict[str, Any]] = []
-    if resume:
-        ckpt = _latest_checkpoint(checkpoints) if resume == "latest" else Path(resume)
-        if ckpt is None or not ckpt.is_dir():
-            raise FileNotFoundError(
-                f"no checkpoint to resume from at {resume!r} (looked in {checkpoints})"
-            )
+    if ckpt is not None:
         accelerator.load_state(str(ckpt))
         state = json.loads((ckpt / "trainer_state.json").read_text())
         start_epoch, best_score, best_epoch = (
@@ -467,8 +470,8 @@ def train(
                     max_length=max_length,
                     training_config=resolved_config,
                 )
-        ckpt = checkpoints / f"epoch_{epoch + 1:03d}"
-        accelerator.save_state(str(ckpt))
+        epoch_ckpt = checkpoints / f"epoch_{epoch + 1:03d}"
+        accelerator.save_state(str(epoch_ckpt))
         if accelerator.is_main_process:
             state = {
                 "epoch": epoch,
@@ -477,7 +480,7 @@ def train(
                 "best_dev": best_dev,
                 "history": history,
             }
-            (ckpt / "trainer_state.json").write_text(json.dumps(state, indent=2))
+            (epoch_ckpt / "trainer_state.json").write_text(json.dumps(state, indent=2))
             for old in sorted(checkpoints.glob("epoch_*"))[: -max(1, keep_checkpoints)]:
                 shutil.rmtree(old)
         accelerator.wait_for_everyone()

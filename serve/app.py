@@ -32,10 +32,11 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nlu.predict import Parser
@@ -47,16 +48,64 @@ MAX_CHARS = 1000  # characters per text; longer texts are refused (413)
 MAX_BODY_BYTES = 1 << 20
 
 
-class ParseRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_UTTERANCE: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_CHARS,
+    "pattern": r"\S",  # not only whitespace
+}
 
-    text: StrictStr | None = Field(None, description="One utterance.")
-    texts: list[StrictStr] | None = Field(None, description=f"Up to {MAX_BATCH} utterances.")
+
+def _exactly(schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Replace a field's generated JSON schema (keeping title and description)."""
+
+    def replace(generated: dict[str, Any]) -> None:
+        kept = {k: generated[k] for k in ("title", "description") if k in generated}
+        generated.clear()
+        generated.update(schema, **kept)
+
+    return replace
+
+
+class ParseRequest(BaseModel):
+    """Send exactly one of `text` or `texts`; `skill` is one of this server's skills."""
+
+    # The published schema states every rule the validator enforces (lengths, one of
+    # text/texts, no nulls for them, the skill names), so that a request valid by the schema
+    # is never refused and an invalid one never accepted; tests/test_openapi_fuzz.py checks it.
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["text"]}, {"required": ["texts"]}]},
+    )
+
+    text: StrictStr | None = Field(
+        None, description="One utterance.", json_schema_extra=_exactly(_UTTERANCE)
+    )
+    texts: list[StrictStr] | None = Field(
+        None,
+        description=f"Up to {MAX_BATCH} utterances.",
+        json_schema_extra=_exactly(
+            {"type": "array", "items": _UTTERANCE, "minItems": 1, "maxItems": MAX_BATCH}
+        ),
+    )
     skill: StrictStr | None = Field(None, description="Force this skill instead of routing.")
     top_k: int = Field(5, ge=1, le=50, strict=True, description="Intents to rank.")
 
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def whole_number(cls, value: Any) -> Any:
+        # JSON does not tell 5 from 5.0; JSON Schema counts both as integers. Strings and
+        # booleans stay errors (strict field).
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
     @model_validator(mode="after")
     def one_of_text_or_texts(self) -> ParseRequest:
+        for name in ("text", "texts"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"`{name}` is null; leave it out or send a value")
         if (self.text is None) == (self.texts is None):
             raise ValueError("send exactly one of `text` (a string) or `texts` (a list of strings)")
         items = [self.text] if self.text is not None else (self.texts or [])
@@ -68,6 +117,41 @@ class ParseRequest(BaseModel):
             if not item.strip():
                 raise ValueError(f"utterance {i} is empty or only whitespace")
         return self
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="What is wrong, and what to send instead.")
+    details: list[Any] | None = None
+
+
+class Scored(BaseModel):
+    name: str
+    confidence: float
+
+
+class SkillChoice(Scored):
+    forced: bool = Field(description="The request forced this skill instead of the router.")
+
+
+class SlotValue(BaseModel):
+    slot: str
+    value: str = Field(description="text[start:end]")
+    start: int = Field(description="Character offset into `text` (inclusive).")
+    end: int = Field(description="Character offset into `text` (exclusive).")
+    confidence: float
+
+
+class ParseResult(BaseModel):
+    text: str
+    skill: SkillChoice
+    intent: Scored
+    intents: list[Scored] = Field(description="Top-k intents of the skill, best first.")
+    slots: list[SlotValue]
+    truncated: bool = Field(description="The text was longer than the model's max_length.")
+
+
+class ParseResults(BaseModel):
+    results: list[ParseResult]
 
 
 class Overloaded(Exception):
@@ -99,11 +183,15 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000
         self.queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max_queue)
         self.metrics = metrics
-        # One thread: inference already uses every core; more threads would only contend.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlu-infer")
+        self.executor: ThreadPoolExecutor | None = None
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        # Made per start, not per instance: an app can run its lifespan more than once (a test
+        # client opened twice), and a shut-down executor accepts no work.
+        # One thread: inference already uses every core; more threads would only contend.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlu-infer")
+        self.queue = asyncio.Queue(maxsize=self.queue.maxsize)
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -111,7 +199,8 @@ class MicroBatcher:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-        self.executor.shutdown(wait=True)
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
 
     async def submit(self, texts: list[str], skill: str | None, top_k: int) -> list[dict[str, Any]]:
         future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
@@ -123,6 +212,9 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        executor = self.executor
+        if executor is None:
+            raise RuntimeError("MicroBatcher._run needs start()")
         while True:
             jobs = [await self.queue.get()]
             size = len(jobs[0].texts)
@@ -149,7 +241,7 @@ class MicroBatcher:
             self.metrics.batch_size.observe(len(texts))
             try:
                 results = await loop.run_in_executor(
-                    self.executor,
+                    executor,
                     functools.partial(
                         self.parser.parse_with_options, texts, options, batch_size=len(texts)
                     ),
@@ -317,7 +409,33 @@ def create_app(
     async def prometheus() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/parse", responses={400: {}, 401: {}, 413: {}, 422: {}, 503: {}})
+    errors: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorBody, "description": description}
+        for code, description in (
+            (400, "Unknown skill."),
+            (401, "Missing or wrong API key (only with --api-key)."),
+            (413, f"An utterance over {MAX_CHARS} characters, or a body over 1 MiB."),
+            (422, "The body is not a valid request (the message says which rule)."),
+            (503, "The request queue is full; retry after Retry-After seconds."),
+        )
+    }
+    ok: dict[int | str, dict[str, Any]] = {
+        200: {
+            "description": "`text` gets one result, `texts` a list of results.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/ParseResult"},
+                            {"$ref": "#/components/schemas/ParseResults"},
+                        ]
+                    }
+                }
+            },
+        }
+    }
+
+    @app.post("/parse", responses={**ok, **errors})
     async def parse(request: ParseRequest) -> Any:
         if request.skill is not None and request.skill not in parser.skill_names:
             known = ", ".join(parser.skill_names)
@@ -339,6 +457,24 @@ def create_app(
         payload = results[0] if request.text is not None else {"results": results}
         return Response(orjson.dumps(payload), media_type="application/json")
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            components = schema["components"]["schemas"]
+            for model in (ParseResult, ParseResults):
+                extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(extra.pop("$defs", {}))
+                components[model.__name__] = extra
+            # This server's skills, so clients (and schema-driven fuzzers) know them.
+            components["ParseRequest"]["properties"]["skill"]["anyOf"][0]["enum"] = list(
+                parser.skill_names
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

@@ -42,6 +42,20 @@ def test_train_then_predict_and_evaluate_through_the_cli(
     )
     assert "| overall | 3 |" in capsys.readouterr().out
 
+    # --resume continues the same run from its last checkpoint: only the third epoch trains.
+    args = [
+        "train",
+        f"data={tiny_skill}",
+        f"encoder={tiny_encoder}",
+        "samples_per_template=3",
+        f"output_dir={out}",
+        "batch_size=8",
+    ]
+    assert main([*args, "epochs=3", "--resume"]) == 0
+    capsys.readouterr()
+    history = json.loads((out / "train_summary.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
 
 @pytest.mark.parametrize(
     ("argv", "message"),
@@ -61,3 +75,11 @@ def test_user_errors_exit_2_with_a_message(
 ) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_resume_without_a_checkpoint_fails_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "data=skills", f"output_dir={tmp_path / 'run'}", "--resume"]) == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing written for a run that never started
