@@ -22,21 +22,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-UTTERANCES = [
-    "wake me up at 6:30 am tomorrow for the gym",
-    "set a pasta timer for 12 minutes",
-    "will it rain in paris this weekend",
-    "play bohemian rhapsody by queen",
-    "dim the living room lights to 20 percent",
-    "how much time is left on the eggs",
-    "turn off the porch light",
-    "what's the temperature in tokyo",
-]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+from latency_common import UTTERANCES, percentile
 
 
 def time_calls(fn, calls: int) -> list[float]:  # type: ignore[no-untyped-def]

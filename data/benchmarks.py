@@ -49,7 +49,8 @@ def parse_bracketed(annotated: str) -> tuple[str, list[Span]]:
     return text, spans
 
 
-def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def jsonl_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line; a bad line fails naming file and line."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
@@ -63,7 +64,7 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
         except json.JSONDecodeError as err:
             raise DataError(f"{path}:{number}: invalid JSON ({err.msg})") from err
         if not isinstance(row, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object")
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
         rows.append((number, row))
     return rows
 
@@ -86,7 +87,7 @@ def slurp_example(row: dict[str, Any]) -> Example:
 
 def read_massive(path: Path, split: str) -> list[Example]:
     examples = []
-    for number, row in _rows(path):
+    for number, row in jsonl_rows(path):
         _require(path, number, row, ("annot_utt", "scenario", "intent", "partition"))
         if row["partition"] != split:
             continue
@@ -108,7 +109,7 @@ def read_slurp(path: Path, split: str) -> list[Example]:
                 f"{path}: missing; a SLURP folder holds {', '.join(SLURP_FILES.values())}"
             )
     examples = []
-    for number, row in _rows(path):
+    for number, row in jsonl_rows(path):
         _require(path, number, row, ("sentence_annotation", "scenario", "action"))
         try:
             examples.append(slurp_example(row))

@@ -30,7 +30,14 @@ from typing import Any
 
 import datasets
 
-from nlu.data.benchmarks import SLURP_FILES, read_hub, read_massive, read_slurp, sniff_jsonl
+from nlu.data.benchmarks import (
+    SLURP_FILES,
+    jsonl_rows,
+    read_hub,
+    read_massive,
+    read_slurp,
+    sniff_jsonl,
+)
 from nlu.data.skills import (
     TESTS_FILE,
     SkillSpec,
@@ -51,20 +58,7 @@ SPLITS = ("train", "dev", "test")
 
 def read_jsonl(path: Path) -> list[Example]:
     examples = []
-    with path.open(encoding="utf-8", errors="strict") as handle:
-        try:
-            lines = list(handle)
-        except UnicodeDecodeError as err:
-            raise DataError(f"{path}: not valid UTF-8 ({err})") from err
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: invalid JSON ({err.msg})") from err
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+    for number, row in jsonl_rows(path):
         missing = [k for k in ("text", "skill", "intent") if not isinstance(row.get(k), str)]
         if missing:
             raise DataError(
