@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from latency_common import UTTERANCES as TEXTS
-from latency_common import percentile
+from latency_common import UTTERANCES, percentile
 
 
 def start(cmd: list[str], port: int) -> subprocess.Popen[bytes]:
@@ -57,7 +56,7 @@ def sequential(port: int, requests: int) -> dict[str, float]:
     headers = {"Content-Type": "application/json"}
     times = []
     for i in range(requests + 20):
-        body = json.dumps({"text": TEXTS[i % len(TEXTS)]})
+        body = json.dumps({"text": UTTERANCES[i % len(UTTERANCES)]})
         t0 = time.perf_counter()
         conn.request("POST", "/parse", body, headers)
         response = conn.getresponse()
@@ -103,7 +102,7 @@ async def concurrent(port: int, clients: int, seconds: float) -> dict[str, float
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         i = k
         while time.perf_counter() < stop:
-            text = TEXTS[i % len(TEXTS)]
+            text = UTTERANCES[i % len(UTTERANCES)]
             t0 = time.perf_counter()
             status, payload = await _post(reader, writer, port, json.dumps({"text": text}).encode())
             latencies.append((time.perf_counter() - t0) * 1000)

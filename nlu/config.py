@@ -114,6 +114,10 @@ def make_config(values: dict[str, Any], *, source: str = "config") -> TrainConfi
             raise ConfigError(
                 f"{source}: {key}={getattr(cfg, key)!r}; choose one of {', '.join(allowed)}"
             )
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise ConfigError(
+            f"{source}: label_smoothing={cfg.label_smoothing}; use a value in [0, 1), e.g. 0.1"
+        )
     return cfg
 
 

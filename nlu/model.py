@@ -272,17 +272,11 @@ def build_model(
     pooling: str,
     dropout: float,
     loss_weights: tuple[float, float, float],
-    label_smoothing: float = 0.0,
 ) -> tuple[JointModel, Any]:
     path = resolve_encoder(encoder)
     tokenizer = AutoTokenizer.from_pretrained(path)
     backbone = _without_pooler(AutoModel.from_pretrained(path))
     model = JointModel(
-        encoder=backbone,
-        skills=skills,
-        pooling=pooling,
-        dropout=dropout,
-        loss_weights=loss_weights,
-        label_smoothing=label_smoothing,
+        encoder=backbone, skills=skills, pooling=pooling, dropout=dropout, loss_weights=loss_weights
     )
     return model, tokenizer

@@ -317,7 +317,6 @@ def train(
             intent_loss_weight,
             slot_loss_weight,
         )
-        model.label_smoothing = label_smoothing
         saver = freeze_for(
             model,
             mode=finetune,
@@ -335,8 +334,8 @@ def train(
             pooling=pooling,
             dropout=dropout,
             loss_weights=(router_loss_weight, intent_loss_weight, slot_loss_weight),
-            label_smoothing=label_smoothing,
         )
+    model.label_smoothing = label_smoothing  # a loss setting; a saved model keeps none
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     features = featurize(train_examples, tokenizer=tokenizer, labels=labels, max_length=max_length)
     sampler = SkillSampler(

@@ -181,18 +181,19 @@ class MicroBatcher:
         self.parser = parser
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
-        self.queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
         self.metrics = metrics
+        self.queue: asyncio.Queue[_Job] | None = None
         self.executor: ThreadPoolExecutor | None = None
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         # Made per start, not per instance: an app can run its lifespan more than once (a test
-        # client opened twice), and a shut-down executor accepts no work.
-        # One thread: inference already uses every core; more threads would only contend.
+        # client opened twice), each time on a new event loop, and a shut-down executor accepts
+        # no work. One thread: inference already uses every core; more would only contend.
+        self.queue = asyncio.Queue(maxsize=self.max_queue)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlu-infer")
-        self.queue = asyncio.Queue(maxsize=self.queue.maxsize)
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        self.task = asyncio.get_running_loop().create_task(self._run(self.queue, self.executor))
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -203,6 +204,8 @@ class MicroBatcher:
             self.executor.shutdown(wait=True)
 
     async def submit(self, texts: list[str], skill: str | None, top_k: int) -> list[dict[str, Any]]:
+        if self.queue is None:
+            raise RuntimeError("the batcher is not running: start() it in the app's lifespan")
         future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
         try:
             self.queue.put_nowait(_Job(texts, skill, top_k, future))
@@ -210,13 +213,10 @@ class MicroBatcher:
             raise Overloaded from None
         return await future
 
-    async def _run(self) -> None:
+    async def _run(self, queue: asyncio.Queue[_Job], executor: ThreadPoolExecutor) -> None:
         loop = asyncio.get_running_loop()
-        executor = self.executor
-        if executor is None:
-            raise RuntimeError("MicroBatcher._run needs start()")
         while True:
-            jobs = [await self.queue.get()]
+            jobs = [await queue.get()]
             size = len(jobs[0].texts)
             # Requests that arrived while the previous batch ran are already queued, so under
             # load batches form without any waiting; one yield lets handlers that are ready
@@ -225,13 +225,13 @@ class MicroBatcher:
             deadline = loop.time() + self.max_wait
             while size < self.max_batch:
                 try:
-                    job = self.queue.get_nowait()
+                    job = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
                     try:
-                        job = await asyncio.wait_for(self.queue.get(), remaining)
+                        job = await asyncio.wait_for(queue.get(), remaining)
                     except TimeoutError:
                         break
                 jobs.append(job)

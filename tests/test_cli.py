@@ -15,18 +15,15 @@ def test_train_then_predict_and_evaluate_through_the_cli(
     tiny_encoder: str, tiny_skill: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            f"data={tiny_skill}",
-            f"encoder={tiny_encoder}",
-            "epochs=2",
-            "samples_per_template=3",
-            f"output_dir={out}",
-            "batch_size=8",
-        ]
-    )
-    assert code == 0
+    args = [
+        "train",
+        f"data={tiny_skill}",
+        f"encoder={tiny_encoder}",
+        "samples_per_template=3",
+        f"output_dir={out}",
+        "batch_size=8",
+    ]
+    assert main([*args, "epochs=2"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["model_dir"] == str(out / "model")
     saved = yaml.safe_load((out / "config.yaml").read_text())
@@ -43,14 +40,6 @@ def test_train_then_predict_and_evaluate_through_the_cli(
     assert "| overall | 3 |" in capsys.readouterr().out
 
     # --resume continues the same run from its last checkpoint: only the third epoch trains.
-    args = [
-        "train",
-        f"data={tiny_skill}",
-        f"encoder={tiny_encoder}",
-        "samples_per_template=3",
-        f"output_dir={out}",
-        "batch_size=8",
-    ]
     assert main([*args, "epochs=3", "--resume"]) == 0
     capsys.readouterr()
     history = json.loads((out / "train_summary.json").read_text())["history"]

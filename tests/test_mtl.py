@@ -129,8 +129,8 @@ def test_label_smoothing_applies_to_router_intent_and_slot_losses(tiny_encoder: 
         pooling="mean",
         dropout=0.0,
         loss_weights=(1, 1, 1),
-        label_smoothing=0.2,
     )
+    model.label_smoothing = 0.2
     model.eval()
     torch.manual_seed(0)
     batch = {
@@ -188,6 +188,8 @@ def test_lora_weights_learn_at_the_heads_rate(tiny_encoder: str) -> None:
 def test_unknown_choices_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="sampling='bogus'; choose one of proportional"):
         load_config(None, ["sampling=bogus"])
+    with pytest.raises(ConfigError, match=r"label_smoothing=1.5; use a value in \[0, 1\)"):
+        load_config(None, ["label_smoothing=1.5"])
     with pytest.raises(ConfigError, match="loss_weighting"):
         load_config(None, ["loss_weighting=learned"])
 
