@@ -14,7 +14,6 @@ benchmarks/results/add_skill.{json,md}.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -32,26 +31,26 @@ def main() -> None:
     ap.add_argument("--results", default="benchmarks/results/add_skill")
     args = ap.parse_args()
 
-    from nlu.config import load_config
+    from nlu.add_skill import add_skill
+    from nlu.config import load_config, replace
     from nlu.evaluate import evaluate
     from nlu.train import train
-    from nlu.transfer import add_skill
 
     out = Path(args.out)
     old = [f"skills/{s}" for s in SKILLS if s != args.new]
     new = f"skills/{args.new}"
     base_cfg = load_config("configs/demo.yaml", [f"output_dir={out / 'base'}"])
-    base_cfg = dataclasses.replace(base_cfg, data=old)
-    base = train(**dataclasses.asdict(base_cfg))
+    base_cfg = replace(base_cfg, data=old)
+    base = train(base_cfg)
 
     started = time.perf_counter()
     added = add_skill(model_dir=base.model_dir, skill_data=[new], out_dir=out / "added")
     add_seconds = time.perf_counter() - started
 
     full_cfg = load_config("configs/demo.yaml", [f"output_dir={out / 'retrained'}"])
-    full_cfg = dataclasses.replace(full_cfg, data=[*old, new])
+    full_cfg = replace(full_cfg, data=[*old, new])
     started = time.perf_counter()
-    full = train(**dataclasses.asdict(full_cfg))
+    full = train(full_cfg)
     full_seconds = time.perf_counter() - started
 
     def scores(model: Path, data: list[str]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ benchmarks/results/forgetting.{json,md}.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import time
@@ -45,7 +44,7 @@ def main() -> None:
     base = Path(args.base)
     if not (base / "model.safetensors").is_file():
         cfg = load_config("configs/demo.yaml", [f"output_dir={out / 'base'}"])
-        base = train(**dataclasses.asdict(cfg)).model_dir
+        base = train(cfg).model_dir
 
     def scores(model: Path) -> dict[str, Any]:
         metrics = evaluate(model_dir=model, data=["skills"], split="test")
@@ -83,7 +82,7 @@ def main() -> None:
             ],
         )
         started = time.perf_counter()
-        result = train(**dataclasses.asdict(cfg))
+        result = train(cfg)
         after = scores(result.model_dir)
         others = [s for s in SKILLS if s != args.skill]
 

@@ -69,7 +69,7 @@ def load(name: str, split: str, limit: int | None = None) -> list[Any]:
 
 
 def train_joint(*, out: Path, epochs: int, seed: int, limit: int | None) -> dict[str, Any]:
-    from nlu.config import TrainConfig
+    from nlu.config import TrainConfig, replace
     from nlu.evaluate import evaluate
     from nlu.train import train
 
@@ -82,7 +82,8 @@ def train_joint(*, out: Path, epochs: int, seed: int, limit: int | None) -> dict
         for name in DATASETS:
             write_jsonl(out / f"{name}.train.jsonl", load(name, "train", limit))
             data.append(str(out / f"{name}.train.jsonl"))
-    cfg = TrainConfig(
+    cfg = replace(
+        TrainConfig(),
         data=data,
         epochs=epochs,
         seed=seed,
@@ -93,7 +94,7 @@ def train_joint(*, out: Path, epochs: int, seed: int, limit: int | None) -> dict
         # Every example once per epoch, as the separate models see them.
         sampling="proportional",
     )
-    result = train(**cfg.__dict__)
+    result = train(cfg)
     scores = {
         name: evaluate(model_dir=result.model_dir, data=[path], split="test")["overall"]
         for name, path in DATASETS.items()
@@ -152,39 +153,47 @@ def _collate(kind: str, rows: list[Any], pad_id: int) -> dict[str, Any]:
 
 def predict_separate(
     intent_model: Any, slot_model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64
-) -> list[dict[str, Any]]:
-    """Results in `decode`'s shape, so the same `score` function grades both systems."""
+) -> list[Any]:
+    """`ParseResult`s, so the same `score` function grades both systems (a model that does
+    not predict a part leaves it empty)."""
     import torch
 
-    from nlu.alignment import encode, tags_to_spans
-    from nlu.predict import pad_batch
+    from nlu.alignment import encode, pad_id, tags_to_spans
+    from nlu.features import encodings_inputs
+    from nlu.result import ParseResult, Scored, SkillChoice, SlotValue
 
-    out: list[dict[str, Any]] = []
-    pad_id = tokenizer.pad_token_id or 0
+    out: list[ParseResult] = []
     for start in range(0, len(texts), batch_size):
         chunk = texts[start : start + batch_size]
         encodings = encode(tokenizer, chunk, MAX_LENGTH)
-        batch = {k: torch.from_numpy(v) for k, v in pad_batch(encodings, pad_id).items()}
+        inputs = encodings_inputs(encodings, pad_id(tokenizer))
+        batch = {k: torch.from_numpy(v) for k, v in inputs.items()}
         with torch.inference_mode():
             intents = intent_model(**batch).logits.argmax(-1).tolist() if intent_model else None
             tags = slot_model(**batch).logits.argmax(-1).tolist() if slot_model else None
         for row, (text, enc) in enumerate(zip(chunk, encodings, strict=True)):
-            result: dict[str, Any] = {"text": text, "slots": []}
+            skill, intent = "", ""
             if intents is not None:
                 skill, intent = intent_model.config.id2label[intents[row]].split("/", 1)
-                result["skill"], result["intent"] = {"name": skill}, {"name": intent}
+            slots = []
             if tags is not None:
                 word_tags = [slot_model.config.id2label[tags[row][p]] for p in enc.word_starts]
-                result["slots"] = [
-                    {"slot": span.slot, "start": span.start, "end": span.end}
+                slots = [
+                    SlotValue(span.slot, text[span.start : span.end], span.start, span.end, 1.0)
                     for span, _ in tags_to_spans(enc.words, word_tags)
                 ]
-            out.append(result)
+            chosen = Scored(intent, 1.0)
+            out.append(
+                ParseResult(text, SkillChoice(skill, 1.0, False), chosen, [chosen], slots, False)
+            )
     return out
 
 
 def _dev_score(kind: str, model: Any, tokenizer: Any, dev: list[Any]) -> float:
+    import dataclasses
+
     from nlu.evaluate import score
+    from nlu.result import Scored, SkillChoice
 
     preds = predict_separate(
         model if kind == "intent" else None,
@@ -193,8 +202,12 @@ def _dev_score(kind: str, model: Any, tokenizer: Any, dev: list[Any]) -> float:
         [e.text for e in dev],
     )
     if kind == "slots":  # grade slots only
-        for p, e in zip(preds, dev, strict=True):
-            p["skill"], p["intent"] = {"name": e.skill}, {"name": e.intent}
+        preds = [
+            dataclasses.replace(
+                p, skill=SkillChoice(e.skill, 1.0, False), intent=Scored(e.intent, 1.0)
+            )
+            for p, e in zip(preds, dev, strict=True)
+        ]
         return float(score(dev, preds, tokenizer=tokenizer)["overall"]["slot_f1"])
     return float(score(dev, preds, tokenizer=tokenizer)["overall"]["intent_accuracy"])
 
@@ -313,12 +326,12 @@ def serve_measure(*, system: str, out: Path, utterances: int) -> dict[str, Any]:
         from nlu.model import JointModel
         from nlu.predict import Parser, torch_forward
 
-        model, tokenizer, max_length = JointModel.from_pretrained(out / "joint" / "model")
+        model, folder = JointModel.load(out / "joint" / "model")
         parser = Parser(
             forward=torch_forward(model),
             skills=model.skills,
-            tokenizer=tokenizer,
-            max_length=max_length,
+            tokenizer=folder.tokenizer,
+            max_length=folder.meta.max_length,
             backend="torch",
         )
         n_params = sum(p.numel() for p in model.parameters())

@@ -16,7 +16,6 @@ benchmarks/results/mtl_ablation.{json,md}.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import random
@@ -67,13 +66,13 @@ def make_data(out: Path, seed: int) -> tuple[Path, Path, list[Any]]:
 
 
 def run(name: str, changes: dict[str, Any], seed: int, epochs: int, out: Path) -> dict[str, Any]:
-    from nlu.config import TrainConfig
+    from nlu.config import TrainConfig, replace
     from nlu.evaluate import score
     from nlu.predict import Parser
     from nlu.train import train
 
     train_path, dev_path, test = make_data(out / f"data_{seed}", seed)
-    cfg = dataclasses.replace(
+    cfg = replace(
         TrainConfig(),
         data=[str(train_path)],
         dev_data=[str(dev_path)],
@@ -83,7 +82,7 @@ def run(name: str, changes: dict[str, Any], seed: int, epochs: int, out: Path) -
         **changes,
     )
     started = time.perf_counter()
-    result = train(**dataclasses.asdict(cfg))
+    result = train(cfg)
     parser = Parser.from_pretrained(result.model_dir)
     metrics = score(test, parser.parse([e.text for e in test]), tokenizer=parser.tokenizer)
     per_skill = metrics["per_skill"]

@@ -53,7 +53,7 @@ def main() -> None:
 
     parser = Parser.from_pretrained(args.model, backend="torch")
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    encoder = JointModel.from_pretrained(args.model)[0].encoder
+    encoder = JointModel.load(args.model)[0].encoder
 
     @torch.inference_mode()
     def bare(text: str) -> None:

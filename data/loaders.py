@@ -11,7 +11,7 @@ Formats:
 - JointBERT / Slot-Gated directory (ATIS, SNIPS): `<split>/seq.in`, `seq.out` (BIO per
   whitespace token), `label`. The skill is the directory name.
 - MASSIVE locale file (`en-US.jsonl`, all partitions) and SLURP files or folder: see
-  `nlu.data.benchmarks`; each scenario is a skill.
+  `nlu.data.corpora`; each scenario is a skill.
 - `hub:OWNER/NAME[:CONFIG]`: a MASSIVE- or SLURP-layout dataset from the Hugging Face hub
   (needs the network).
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 import datasets
 
-from nlu.data.benchmarks import (
+from nlu.data.corpora import (
     SLURP_FILES,
     jsonl_rows,
     read_hub,
@@ -46,7 +46,8 @@ from nlu.data.skills import (
     parse_skill_file,
     parse_tests_file,
 )
-from nlu.schema import DataError, Example, SkillLabels, Span
+from nlu.labels import SkillLabels
+from nlu.schema import DataError, Example, Span
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +281,7 @@ def unseen_labels(train: Sequence[SkillLabels], examples: Sequence[Example]) -> 
         if ex.intent not in labels.intents:
             intents[f"{ex.skill}/{ex.intent}"] += 1
         for span in ex.slots:
-            if span.slot not in labels.slot_types:
+            if span.slot not in labels.slots:
                 slots[f"{ex.skill}/{span.slot}"] += 1
     return {"skills": dict(skills), "intents": dict(intents), "slot_types": dict(slots)}
 

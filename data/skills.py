@@ -33,7 +33,8 @@ from typing import Any
 
 import yaml
 
-from nlu.schema import DataError, Example, SkillLabels, Span
+from nlu.labels import SkillLabels
+from nlu.schema import DataError, Example, Span
 
 SKILL_FILE = "skill.yaml"
 TESTS_FILE = "tests.yaml"
@@ -129,7 +130,7 @@ class SkillSpec:
             name=self.name,
             description=self.description,
             intents=sorted(i.name for i in self.intents),
-            slot_types=sorted({s for i in self.intents for s in i.slots}),
+            slots=sorted({s for i in self.intents for s in i.slots}),
             intent_slots={i.name: sorted(i.slots) for i in self.intents},
         )
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nlu.schema import DataError, Example, SkillLabels, Span
+from nlu.labels import SkillLabels
+from nlu.schema import DataError, Example, Span
 
 if TYPE_CHECKING:
     from nlu.predict import Parser

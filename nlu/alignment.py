@@ -21,6 +21,9 @@ from nlu.schema import Span
 
 IGNORE_INDEX = -100
 
+# Any fast (Rust-backed) transformers tokenizer: offsets and word ids need one.
+Tokenizer = PreTrainedTokenizerBase
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,7 +40,7 @@ class Encoding:
     truncated: bool
 
 
-def check_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
+def check_tokenizer(tokenizer: Tokenizer) -> None:
     if not tokenizer.is_fast:
         raise ValueError(
             f"{type(tokenizer).__name__} is a slow tokenizer; nlu needs a fast (Rust) tokenizer "
@@ -45,9 +48,7 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
         )
 
 
-def encode(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
-) -> list[Encoding]:
+def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> list[Encoding]:
     """Tokenize texts; truncation is reported per text rather than silently applied."""
     batch = tokenizer(
         list(texts),
@@ -155,6 +156,10 @@ def tags_to_spans(
             current = (tag[2:], [i])
     close()
     return spans
+
+
+def pad_id(tokenizer: Tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
 def token_labels(encoding: Encoding, tags: Sequence[str], tag_ids: dict[str, int]) -> list[int]:

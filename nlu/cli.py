@@ -9,9 +9,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-DEFAULT_MODEL = "runs/demo/model"
+from nlu.config import FinetuneMode, choices
+from nlu.modeldir import BACKENDS
+from nlu.serve.settings import DEFAULT_MODEL, ServeSettings
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -21,16 +22,10 @@ def _train(args: argparse.Namespace) -> None:
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not os.path.exists(config):
         config, overrides = None, [config, *overrides]  # `nlu train key=value ...` with no file
-    if args.encoder:
-        overrides.append(f"encoder={args.encoder}")
-    if args.init_from:
-        overrides.append(f"init_from={args.init_from}")
-    if args.finetune:
-        overrides.append(f"finetune={args.finetune}")
-    if args.resume:
-        overrides.append(f"resume={args.resume}")
-    cfg = load_config(config, overrides)
-    result = train(**dataclasses.asdict(cfg))
+    for key in ("encoder", "init_from", "finetune", "resume"):
+        if getattr(args, key):
+            overrides.append(f"{key}={getattr(args, key)}")
+    result = train(load_config(config, overrides))
     from accelerate import PartialState
 
     if not PartialState().is_main_process:
@@ -62,12 +57,12 @@ def _predict(args: argparse.Namespace) -> None:
     from nlu.predict import Parser
 
     parser = Parser.from_pretrained(args.model)
-    results = parser.parse(args.texts, skill=args.skill, top_k=args.top_k)
+    results = [r.to_dict() for r in parser.parse(args.texts, skill=args.skill, top_k=args.top_k)]
     print(json.dumps(results[0] if len(results) == 1 else results, indent=2, ensure_ascii=False))
 
 
 def _benchmark(args: argparse.Namespace) -> None:
-    from nlu.benchmark import benchmark, benchmark_config, format_report
+    from nlu.protocol import benchmark, benchmark_config, format_report
 
     overrides = list(args.overrides)
     if args.encoder:
@@ -88,7 +83,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _add_skill(args: argparse.Namespace) -> None:
-    from nlu.transfer import add_skill
+    from nlu.add_skill import add_skill
 
     result = add_skill(
         model_dir=args.model,
@@ -115,24 +110,11 @@ def _add_skill(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from nlu.model import check_model_dir
-    from nlu.predict import ONNX_FILE
-    from nlu.serve.app import serve
+    from nlu.serve.run import serve
+    from nlu.serve.settings import ServeSettings
 
-    if args.backend == "onnx":
-        check_model_dir(Path(args.model), weights=ONNX_FILE)
-    serve(
-        model_dir=args.model,
-        backend=args.backend,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        threads=args.threads,
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue,
-        api_key=args.api_key or os.environ.get("NLU_API_KEY"),
-    )
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeSettings)}
+    serve(ServeSettings(**{**settings, "api_key": args.api_key or os.environ.get("NLU_API_KEY")}))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--finetune",
-        choices=["full", "top_layers", "heads", "lora", "lora_merged"],
+        choices=choices(FinetuneMode),
         help="with --from: which parameters train (default full; lora: a per-skill adapter)",
     )
     p.add_argument(
@@ -175,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("benchmark", help="train/select/test over seeds on a public benchmark")
     p.add_argument(
-        "name", help="atis, snips, massive, slurp, or any name (configs/benchmarks/NAME.yaml)"
+        "name", help="atis, snips, massive, slurp (presets in nlu/presets/), or any name"
     )
     p.add_argument("--data", required=True, help="path (or hub:OWNER/NAME[:CONFIG]) of the dataset")
     p.add_argument("--seeds", type=int, default=3)
@@ -219,23 +201,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8, per-channel weights")
     p.set_defaults(func=_export)
 
+    defaults = ServeSettings()
     p = sub.add_parser("serve", help="HTTP endpoint: /parse, /skills, /health, /metrics")
-    p.add_argument("model", nargs="?", default=os.environ.get("NLU_MODEL", DEFAULT_MODEL))
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1, help="server processes")
-    p.add_argument("--max-batch", type=int, default=32, help="texts per micro-batch")
+    p.add_argument(
+        "model_dir", nargs="?", metavar="model", default=os.environ.get("NLU_MODEL", DEFAULT_MODEL)
+    )
+    p.add_argument("--backend", default=defaults.backend, choices=BACKENDS)
+    p.add_argument("--host", default=defaults.host)
+    p.add_argument("--port", type=int, default=defaults.port)
+    p.add_argument("--workers", type=int, default=defaults.workers, help="server processes")
+    p.add_argument(
+        "--max-batch", type=int, default=defaults.max_batch, help="texts per micro-batch"
+    )
     p.add_argument(
         "--max-wait-ms",
         type=float,
-        default=0.0,
+        default=defaults.max_wait_ms,
         help="extra wait to grow micro-batches (requests queued during a pass are batched anyway)",
     )
     p.add_argument(
         "--threads", type=int, help="inference threads per worker (default: cores / workers)"
     )
-    p.add_argument("--max-queue", type=int, default=1024, help="queued requests before 503")
+    p.add_argument(
+        "--max-queue", type=int, default=defaults.max_queue, help="queued requests before 503"
+    )
     p.add_argument("--api-key", help="require this X-API-Key header (or env NLU_API_KEY)")
     p.set_defaults(func=_serve)
     return parser
@@ -259,12 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Weights and data never come from a hub at run time unless the user opts in.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from nlu.add_skill import AddSkillError
     from nlu.config import ConfigError
     from nlu.finetune import FinetuneError
     from nlu.model import ModelDirError
     from nlu.predict import UnknownSkillError
     from nlu.schema import DataError
-    from nlu.transfer import AddSkillError
 
     try:
         args.func(args)

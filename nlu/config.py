@@ -1,19 +1,31 @@
 """Typed training configuration: YAML file + `key=value` overrides; unknown keys are errors.
 
-The config lives at the edge: the CLI resolves it and calls `nlu.train.train(**asdict(cfg))`;
-nothing below the CLI receives the config object itself.
+The config is grouped (data, model, optim, mtl, finetune, output); each training stage takes
+only its group. Users write flat keys (`epochs: 4`, `data=skills,my.jsonl`) or nested groups
+(`optim: {epochs: 4}`, `optim.epochs=4`); every key name is unique across groups. The resolved
+config is saved nested with each run and inside the model folder.
+
+Adding a key means adding a field to its group here and reading it where it is used: choices
+are `Literal` types (validated here), and nothing else lists the keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+
+Pooling = Literal["mean", "cls"]
+Sampling = Literal["proportional", "temperature", "uniform", "annealed"]
+Weighting = Literal["static", "uncertainty", "dwa"]
+Precision = Literal["no", "fp16", "bf16"]
+FinetuneMode = Literal["full", "top_layers", "heads", "lora", "lora_merged"]
 
 
 class ConfigError(ValueError):
@@ -21,19 +33,25 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class TrainConfig:
-    # Data: skill folders, JSONL files or JointBERT folders. dev_data defaults to each source's
+class DataConfig:
+    # Skill folders, JSONL files or benchmark folders/files. dev_data defaults to each source's
     # own dev split (skills: a held-out fraction of the expanded templates).
     data: list[str] = field(default_factory=lambda: ["skills"])
     dev_data: list[str] = field(default_factory=list)
     samples_per_template: int = 20
     dev_fraction: float = 0.1
-    # Model
+
+
+@dataclass
+class ModelConfig:
     encoder: str = "default"
-    pooling: str = "mean"
+    pooling: Pooling = "mean"
     dropout: float = 0.1
     max_length: int = 64
-    # Optimisation
+
+
+@dataclass
+class OptimConfig:
     epochs: int = 4
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -47,30 +65,68 @@ class TrainConfig:
     # Encoder layer l of L learns at learning_rate · layer_lr_decay^(L − l); embeddings at
     # learning_rate · layer_lr_decay^L. 1.0 = one rate for the whole encoder.
     layer_lr_decay: float = 1.0
-    # Multi-task controls (nlu/mtl.py): how often each skill is drawn, and how task losses
-    # (router, each skill's intents, each skill's slots) are weighted.
-    # Default from benchmarks/mtl_ablation.py (docs/experiments.md): p ∝ n^(1/2) lifts small
-    # skills by 6 macro exact-match points over proportional without costing the large ones.
-    sampling: str = "temperature"  # proportional | temperature | uniform | annealed
+    mixed_precision: Precision = "no"
+
+
+@dataclass
+class MultiTaskConfig:
+    # How often each skill is drawn, and how task losses (router, each skill's intents, each
+    # skill's slots) are weighted (nlu/mtl.py). Default from benchmarks/mtl_ablation.py
+    # (docs/experiments.md): p ∝ n^(1/2) lifts small skills by 6 macro exact-match points over
+    # proportional without costing the large ones.
+    sampling: Sampling = "temperature"
     sampling_temperature: float = 2.0
-    loss_weighting: str = "static"  # static | uncertainty | dwa
+    loss_weighting: Weighting = "static"
     router_loss_weight: float = 1.0
     intent_loss_weight: float = 1.0
     slot_loss_weight: float = 1.0
     dwa_temperature: float = 2.0
     dwa_period: int = 100  # optimizer steps per DWA period
-    mixed_precision: str = "no"
-    seed: int = 42
+
+
+@dataclass
+class FinetuneConfig:
     # Fine-tuning a saved model (`nlu train --from MODEL`): its encoder, heads and labels are
     # the starting point; `encoder` is then ignored. See nlu/finetune.py for the modes.
     init_from: str | None = None
-    finetune: str = "full"  # full | top_layers | heads | lora | lora_merged
+    finetune: FinetuneMode = "full"
     unfreeze_layers: int = 2  # top_layers: how many of the top encoder layers train
     lora_rank: int = 8
-    # Output
+
+
+@dataclass
+class OutputConfig:
     output_dir: str = "runs/demo"
     resume: str | None = None  # a checkpoint folder, or "latest"
     keep_checkpoints: int = 1
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    mtl: MultiTaskConfig = field(default_factory=MultiTaskConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = 42
+
+
+GROUPS: dict[str, type] = {
+    f.name: typing.get_type_hints(TrainConfig)[f.name]
+    for f in dataclasses.fields(TrainConfig)
+    if dataclasses.is_dataclass(typing.get_type_hints(TrainConfig)[f.name])
+}
+# Public key -> its group ("" for top-level keys).
+KEYS: dict[str, str] = {
+    **{f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)},
+    **{f.name: "" for f in dataclasses.fields(TrainConfig) if f.name not in GROUPS},
+}
+
+
+def choices(literal: Any) -> tuple[str, ...]:
+    """The values a Literal config type allows (for CLI choices and error messages)."""
+    return tuple(typing.get_args(literal))
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
@@ -81,6 +137,10 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             return None
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name}={value!r}; choose one of {', '.join(map(str, args))}")
+        return value
     if origin is list:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
@@ -100,46 +160,69 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     return value
 
 
+def _flatten(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Nested groups (`optim: {epochs: 4}`) and dotted keys (`optim.epochs`) -> flat keys."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        group, dot, name = key.partition(".")
+        if dot:
+            if group not in GROUPS or KEYS.get(name) != group:
+                raise ConfigError(f"{source}: unknown key {key!r}{_suggest(key)}")
+            flat[name] = value
+        elif key in GROUPS and isinstance(value, dict):
+            for name, inner in value.items():
+                if KEYS.get(name) != key:
+                    raise ConfigError(f"{source}: unknown key {key}.{name}{_suggest(name)}")
+                flat[name] = inner
+        else:
+            flat[key] = value
+    return flat
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key.rpartition(".")[2], list(KEYS), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f". Known keys: {', '.join(sorted(KEYS))}"
+
+
 def make_config(values: dict[str, Any], *, source: str = "config") -> TrainConfig:
-    hints = typing.get_type_hints(TrainConfig)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+    flat = _flatten(values, source)
+    unknown = sorted(set(flat) - set(KEYS))
     if unknown:
-        raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(unknown)}. Known keys: {', '.join(sorted(known))}"
-        )
-    cfg = TrainConfig(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
-    for key, allowed in CHOICES.items():
-        if getattr(cfg, key) not in allowed:
-            raise ConfigError(
-                f"{source}: {key}={getattr(cfg, key)!r}; choose one of {', '.join(allowed)}"
-            )
-    if not 0.0 <= cfg.label_smoothing < 1.0:
-        raise ConfigError(
-            f"{source}: label_smoothing={cfg.label_smoothing}; use a value in [0, 1), e.g. 0.1"
-        )
-    return cfg
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r}{_suggest(unknown[0])}")
+    return replace(TrainConfig(), source=source, **flat)
 
 
-CHOICES = {
-    "pooling": ("mean", "cls"),
-    "sampling": ("proportional", "temperature", "uniform", "annealed"),
-    "loss_weighting": ("static", "uncertainty", "dwa"),
-    "mixed_precision": ("no", "fp16", "bf16"),
-    "finetune": ("full", "top_layers", "heads", "lora", "lora_merged"),
-}
+def replace(cfg: TrainConfig, *, source: str = "overrides", **changes: Any) -> TrainConfig:
+    """A copy of `cfg` with flat keys changed (`replace(cfg, epochs=2, data=[...])`), validated."""
+    groups: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key not in KEYS:
+            raise ConfigError(f"{source}: unknown key {key!r}{_suggest(key)}")
+        group = KEYS[key]
+        hint = typing.get_type_hints(GROUPS[group] if group else TrainConfig)[key]
+        try:
+            coerced = _coerce(key, value, hint)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+        (groups.setdefault(group, {}) if group else top)[key] = coerced
+    new = dataclasses.replace(
+        cfg,
+        **top,
+        **{g: dataclasses.replace(getattr(cfg, g), **kv) for g, kv in groups.items()},
+    )
+    if not 0.0 <= new.optim.label_smoothing < 1.0:
+        raise ConfigError(
+            f"{source}: label_smoothing={new.optim.label_smoothing}; use a value in [0, 1), "
+            "e.g. 0.1"
+        )
+    return new
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     values: dict[str, Any] = {}
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"cannot read config {path}: {err}") from err
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config file is a mapping of key: value")
-        values.update(loaded)
+        values.update(read_yaml(Path(path)))
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -147,6 +230,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         # YAML parsing gives numbers, booleans, null and [lists] their natural types.
         values[key.strip()] = yaml.safe_load(raw) if raw else ""
     return make_config(values, source=str(path or "overrides"))
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from err
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of key: value")
+    return loaded
+
+
+def parse_config(text: str, *, source: str) -> TrainConfig:
+    """A resolved config as saved with a run or in a model folder (flat or nested)."""
+    loaded = yaml.safe_load(text) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{source}: a config is a mapping of key: value")
+    # Keys that later tools add (add-skill's note) are not training keys.
+    return make_config({k: v for k, v in loaded.items() if k in KEYS or k in GROUPS}, source=source)
 
 
 def dump_config(cfg: TrainConfig) -> str:

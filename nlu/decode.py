@@ -1,21 +1,21 @@
 """Logits -> structured results. Shared by evaluation, `nlu predict` and the server.
 
 The model (`nlu.model`) returns three named arrays per batch: router logits over skills, intent
-logits for all skills concatenated, slot logits for all skills' tags concatenated. `LabelIndex`
-knows which slice belongs to which skill; `decode` turns one row into the result a user sees.
+logits for all skills concatenated, slot logits for all skills' tags concatenated.
+`nlu.labels.LabelIndex` knows which slice belongs to which skill; `decode` turns one row into
+the `ParseResult` a user sees.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
-from typing import Any
 
 import numpy as np
 
 from nlu.alignment import Encoding, tags_to_spans
-from nlu.schema import SkillLabels
+from nlu.labels import LabelIndex
+from nlu.result import ParseResult, Scored, SkillChoice, SlotValue
 
 NEG_INF = -1e9
 
@@ -28,7 +28,14 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def bio_constraints(tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Additive transition and start scores that forbid invalid IOB2 (I-x only after B-x/I-x)."""
+    """Additive transition and start scores that forbid invalid IOB2 (I-x only after B-x/I-x).
+
+    Cached per tag set: built once per skill, not once per parsed text."""
+    return _constraints(tuple(tags))
+
+
+@functools.cache
+def _constraints(tags: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     n = len(tags)
     transition = np.zeros((n, n), dtype=np.float32)
     start = np.zeros(n, dtype=np.float32)
@@ -57,49 +64,6 @@ def viterbi(scores: np.ndarray, transition: np.ndarray, start: np.ndarray) -> li
     return path[::-1]
 
 
-@dataclass
-class LabelIndex:
-    """Where each skill's intents and tags sit in the concatenated logits."""
-
-    skills: list[SkillLabels]
-
-    @cached_property
-    def names(self) -> list[str]:
-        return [s.name for s in self.skills]
-
-    @cached_property
-    def position(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.names)}
-
-    @cached_property
-    def intent_slices(self) -> list[slice]:
-        return _slices([len(s.intents) for s in self.skills])
-
-    @cached_property
-    def tag_slices(self) -> list[slice]:
-        return _slices([len(s.tags) for s in self.skills])
-
-    @cached_property
-    def constraints(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [bio_constraints(s.tags) for s in self.skills]
-
-    @property
-    def num_intents(self) -> int:
-        return sum(len(s.intents) for s in self.skills)
-
-    @property
-    def num_tags(self) -> int:
-        return sum(len(s.tags) for s in self.skills)
-
-
-def _slices(sizes: Sequence[int]) -> list[slice]:
-    out, offset = [], 0
-    for size in sizes:
-        out.append(slice(offset, offset + size))
-        offset += size
-    return out
-
-
 def chosen_skill(router_logits: np.ndarray, index: LabelIndex, skill: str | None) -> int:
     """The skill a row is decoded as: the forced one, else the router's best."""
     return index.position[skill] if skill is not None else int(router_logits.argmax())
@@ -115,8 +79,8 @@ def decode(
     index: LabelIndex,
     skill: str | None = None,
     top_k: int = 5,
-) -> dict[str, Any]:
-    """One row of model output -> {skill, intent, intents (top-k), slots, truncated}.
+) -> ParseResult:
+    """One row of model output -> its ParseResult.
 
     router_logits [S], intent_logits [total intents], slot_logits [tokens, total tags].
     `skill` forces the skill instead of taking the router's choice.
@@ -127,39 +91,33 @@ def decode(
 
     intent_probs = softmax(intent_logits[index.intent_slices[k]])
     ranking = np.argsort(-intent_probs, kind="stable")[: max(1, top_k)]
+    intents = [Scored(labels.intents[int(i)], round(float(intent_probs[i]), 4)) for i in ranking]
 
     word_logits = slot_logits[encoding.word_starts][:, index.tag_slices[k]]
     log_probs = np.log(softmax(word_logits) + 1e-12)
-    transition, start = index.constraints[k]
-    path = viterbi(log_probs, transition, start)
     tags = labels.tags
+    path = viterbi(log_probs, *bio_constraints(tags))
     slots = []
     for span, members in tags_to_spans(encoding.words, [tags[t] for t in path]):
         confidence = float(np.exp(np.mean([log_probs[w, path[w]] for w in members])))
         slots.append(
-            {
-                "slot": span.slot,
-                "value": text[span.start : span.end],
-                "start": span.start,
-                "end": span.end,
-                "confidence": round(confidence, 4),
-            }
+            SlotValue(
+                slot=span.slot,
+                value=text[span.start : span.end],
+                start=span.start,
+                end=span.end,
+                confidence=round(confidence, 4),
+            )
         )
-    return {
-        "text": text,
-        "skill": {
-            "name": labels.name,
-            "confidence": round(float(router_probs[k]), 4),
-            "forced": skill is not None,
-        },
-        "intent": {
-            "name": labels.intents[int(ranking[0])],
-            "confidence": round(float(intent_probs[ranking[0]]), 4),
-        },
-        "intents": [
-            {"name": labels.intents[int(i)], "confidence": round(float(intent_probs[i]), 4)}
-            for i in ranking
-        ],
-        "slots": slots,
-        "truncated": encoding.truncated,
-    }
+    return ParseResult(
+        text=text,
+        skill=SkillChoice(
+            name=labels.name,
+            confidence=round(float(router_probs[k]), 4),
+            forced=skill is not None,
+        ),
+        intent=intents[0],
+        intents=intents,
+        slots=slots,
+        truncated=encoding.truncated,
+    )

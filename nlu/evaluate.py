@@ -17,7 +17,10 @@ from typing import Any
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2
 
-from nlu.alignment import encode, spans_to_tags
+from nlu import modeldir
+from nlu.alignment import Tokenizer, encode, spans_to_tags
+from nlu.config import ConfigError, parse_config
+from nlu.result import ParseResult
 from nlu.schema import Example, Span
 
 logger = logging.getLogger(__name__)
@@ -31,11 +34,15 @@ def _pct(x: float) -> float:
 
 def score(
     examples: Sequence[Example],
-    predictions: Sequence[dict[str, Any]],
+    predictions: Sequence[ParseResult],
     *,
-    tokenizer: Any,
+    tokenizer: Tokenizer,
 ) -> dict[str, Any]:
-    """Overall and per-skill metrics for predictions (as `decode` returns them) against gold."""
+    """Overall and per-skill metrics for predictions (as `decode` returns them) against gold.
+
+    A prediction with the wrong skill gets neither its intent nor its exact match; a gold span
+    that covers no token (the tokenizer drops its characters) can never be matched, so its
+    example is never an exact match; a skill without any slots scores slot P/R/F1 100."""
     if len(examples) != len(predictions):
         raise ValueError(f"{len(examples)} examples but {len(predictions)} predictions")
     if not examples:
@@ -44,15 +51,14 @@ def score(
     # as missed rather than vanishing from the denominator.
     full = getattr(tokenizer, "model_max_length", 512)
     encodings = encode(tokenizer, [ex.text for ex in examples], min(int(full), 4096))
-    rows = []
+    rows: list[dict[str, Any]] = []
     lost = 0
     for ex, pred, enc in zip(examples, predictions, encodings, strict=True):
         gold = spans_to_tags(enc.words, ex.slots)
         lost += len(gold.lost)
-        pred_spans = [Span(s["start"], s["end"], s["slot"]) for s in pred["slots"]]
-        guess = spans_to_tags(enc.words, pred_spans)
-        skill_ok = pred["skill"]["name"] == ex.skill
-        intent_ok = skill_ok and pred["intent"]["name"] == ex.intent
+        guess = spans_to_tags(enc.words, [Span(s.start, s.end, s.slot) for s in pred.slots])
+        skill_ok = pred.skill.name == ex.skill
+        intent_ok = skill_ok and pred.intent.name == ex.intent
         rows.append(
             {
                 "skill": ex.skill,
@@ -62,7 +68,7 @@ def score(
                 "intent": intent_ok,
                 "exact": intent_ok and gold.tags == guess.tags and not gold.lost,
                 "gold_intent": f"{ex.skill}/{ex.intent}",
-                "pred_intent": f"{pred['skill']['name']}/{pred['intent']['name']}",
+                "pred_intent": f"{pred.skill.name}/{pred.intent.name}",
             }
         )
     if lost:
@@ -165,14 +171,19 @@ def plot_confusion(confusion: dict[str, Any], path: Path) -> None:
 
 def _template_options(model_dir: Path) -> dict[str, Any]:
     """Expand skill templates exactly as training did, so a skill's train/dev split matches."""
-    import yaml
-
-    saved = model_dir / "training_config.yaml"
-    if not saved.is_file():
+    saved = modeldir.read_training_config(model_dir)
+    if saved is None:
         return {}
-    cfg = yaml.safe_load(saved.read_text()) or {}
-    keys = ("samples_per_template", "dev_fraction", "seed")
-    return {k: cfg[k] for k in keys if k in cfg}
+    try:
+        cfg = parse_config(saved, source=str(model_dir / modeldir.TRAINING_CONFIG_FILE))
+    except ConfigError as err:
+        logger.warning("cannot read the training config (%s); default template options", err)
+        return {}
+    return {
+        "samples_per_template": cfg.data.samples_per_template,
+        "dev_fraction": cfg.data.dev_fraction,
+        "seed": cfg.seed,
+    }
 
 
 def evaluate(
@@ -211,6 +222,7 @@ def evaluate(
         with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
             for ex, pred in zip(examples, predictions, strict=True):
                 handle.write(
-                    json.dumps({"gold": ex.to_dict(), "pred": pred}, ensure_ascii=False) + "\n"
+                    json.dumps({"gold": ex.to_dict(), "pred": pred.to_dict()}, ensure_ascii=False)
+                    + "\n"
                 )
     return metrics

@@ -20,18 +20,18 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from nlu.adapters import ADAPTERS_DIR, adapted_model, adapter_skills, copy_adapters
-from nlu.model import MODEL_FILE, JointModel, check_model_dir
-from nlu.predict import ONNX_FILE
+from nlu import modeldir
+from nlu.adapters import adapted_model
+from nlu.alignment import Tokenizer
+from nlu.model import JointModel
 
 logger = logging.getLogger(__name__)
 
-COPIED = ("config.json", "nlu.json", "training_config.yaml")
 INPUTS = ("input_ids", "attention_mask")
 OUTPUTS = ("router_logits", "intent_logits", "slot_logits")
 
@@ -53,35 +53,30 @@ class _Logits(torch.nn.Module):
 def export_onnx(
     *, model_dir: str | Path, out_dir: str | Path, quantize: str | None = None, opset: int = 18
 ) -> Path:
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    """Write a servable folder: the model's labels, tokenizer and config with model.onnx (and
+    one adapted graph per per-skill adapter), atomically like every model folder."""
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be int8 or omitted, not {quantize!r}")
-    check_model_dir(model_dir, weights=MODEL_FILE)
-    model, tokenizer, _ = JointModel.from_pretrained(model_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(out_dir)
-    for name in COPIED:
-        if (model_dir / name).is_file():
-            shutil.copy2(model_dir / name, out_dir / name)
-
-    target = out_dir / ONNX_FILE
-    _write_onnx(model, tokenizer, target, quantize=quantize, opset=opset)
-    # Per-skill adapters: one graph each, with the adapter merged (see nlu/adapters.py).
-    for skill in adapter_skills(model_dir):
-        copy_adapters(model_dir, out_dir, keep=[skill])
-        adapted = adapted_model(model, model_dir, skill)
-        _write_onnx(
-            adapted,
-            tokenizer,
-            out_dir / ADAPTERS_DIR / skill / ONNX_FILE,
-            quantize=quantize,
-            opset=opset,
+    model, folder = JointModel.load(model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        graphs = Path(tmp)
+        onnx = graphs / "model.onnx"
+        _write_onnx(model, folder.tokenizer, onnx, quantize=quantize, opset=opset)
+        # Per-skill adapters: one graph each, with the adapter merged (see nlu/adapters.py).
+        adapters = {}
+        for skill, adapter in folder.adapters.items():
+            target = graphs / f"adapter-{skill}.onnx"
+            adapted = adapted_model(model, skill, adapter)
+            _write_onnx(adapted, folder.tokenizer, target, quantize=quantize, opset=opset)
+            adapters[skill] = replace(adapter, onnx=target)
+        out = modeldir.save(
+            out_dir, replace(folder, weights=None, onnx=onnx, adapters=adapters, backend="onnx")
         )
-    return target
+    return out / modeldir.ONNX_FILE
 
 
 def _write_onnx(
-    model: JointModel, tokenizer: Any, target: Path, *, quantize: str | None, opset: int
+    model: JointModel, tokenizer: Tokenizer, target: Path, *, quantize: str | None, opset: int
 ) -> None:
     example = tokenizer(["wake me up at seven", "hi"], padding=True, return_tensors="pt")
     args = (example["input_ids"], example["attention_mask"])

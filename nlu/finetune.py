@@ -20,35 +20,29 @@ anything but "always this skill", so its loss is switched off and its weights fr
 
 from __future__ import annotations
 
-import copy
 import logging
-import re
-import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from nlu.adapters import (
-    ADAPTERS_DIR,
-    adapter_skills,
-    copy_adapters,
-    save_skill_adapter,
-    wrap_for_training,
-)
-from nlu.model import JointModel
-from nlu.schema import DataError, SkillLabels
+from nlu import adapters, modeldir
+from nlu.config import FinetuneMode, choices
+from nlu.labels import SkillLabels
+from nlu.model import JointModel, layer_of
+from nlu.modeldir import ModelFolder
+from nlu.schema import DataError
 
 logger = logging.getLogger(__name__)
 
-MODES = ("full", "top_layers", "heads", "lora", "lora_merged")
+MODES = choices(FinetuneMode)
 
 
 class FinetuneError(ValueError):
     """The fine-tuning mode does not fit the model or the data."""
 
 
-# Saves the fine-tuned model: (model_dir, tokenizer=, max_length=, training_config=) -> None.
-Saver = Callable[..., None]
+# Writes the model folder of a training run: (directory, resolved training config) -> None.
+Saver = Callable[[Path, str], None]
 
 
 def check_labels(model: JointModel, data_labels: Sequence[SkillLabels], source: str) -> None:
@@ -62,11 +56,11 @@ def check_labels(model: JointModel, data_labels: Sequence[SkillLabels], source: 
             )
             continue
         intents = sorted(set(skill.intents) - set(known[skill.name].intents))
-        slots = sorted(set(skill.slot_types) - set(known[skill.name].slot_types))
+        slots = sorted(set(skill.slots) - set(known[skill.name].slots))
         if intents:
             problems.append(f"{skill.name}: intents {intents} are not in the model")
         if slots:
-            problems.append(f"{skill.name}: slot types {slots} are not in the model")
+            problems.append(f"{skill.name}: slots {slots} are not in the model")
     if problems:
         raise DataError(
             f"the training data does not fit {source}: "
@@ -75,11 +69,10 @@ def check_labels(model: JointModel, data_labels: Sequence[SkillLabels], source: 
         )
 
 
-def check_mode(*, mode: str, source: Path, data_skills: Sequence[str]) -> None:
+def check_mode(*, mode: str, adapted: Sequence[str], data_skills: Sequence[str]) -> None:
     """Refuse modes that would silently break the model's per-skill adapters."""
     if mode not in MODES:
         raise FinetuneError(f"finetune must be one of {MODES}, not {mode!r}")
-    adapted = adapter_skills(source)
     if mode == "lora" and len(data_skills) != 1:
         raise FinetuneError(
             f"finetune=lora trains one skill's adapter, but the data covers {len(data_skills)} "
@@ -87,7 +80,7 @@ def check_mode(*, mode: str, source: Path, data_skills: Sequence[str]) -> None:
         )
     if adapted and mode in ("full", "top_layers", "lora_merged"):
         raise FinetuneError(
-            f"{source} has per-skill adapters ({', '.join(adapted)}) trained on its current "
+            f"the model has per-skill adapters ({', '.join(adapted)}) trained on its current "
             f"encoder; finetune={mode} changes that encoder and would invalidate them. Fine-tune "
             "those skills with finetune=lora, or start from a model without adapters"
         )
@@ -101,101 +94,75 @@ def check_mode(*, mode: str, source: Path, data_skills: Sequence[str]) -> None:
 
 def freeze_for(
     model: JointModel,
+    base: ModelFolder,
     *,
     mode: str,
     unfreeze_layers: int,
     lora_rank: int,
     train_router: bool,
-    source: Path,
     data_skills: Sequence[str],
-) -> Saver | None:
-    """Set requires_grad per mode. Returns how to save the result when that differs from
-    `model.save_pretrained` (the LoRA modes), else None."""
-    check_mode(mode=mode, source=source, data_skills=data_skills)
-    saver: Saver | None = None
+) -> Saver:
+    """Set requires_grad per mode; returns how to save the fine-tuned model folder.
+
+    `base` is the folder the model was loaded from: its tokenizer, and the adapters that stay
+    valid, are carried into every save."""
+    check_mode(mode=mode, adapted=sorted(base.adapters), data_skills=data_skills)
+
+    def save_model(directory: Path, training_config: str) -> None:
+        # heads mode keeps the encoder, so the other skills' adapters stay valid.
+        folder = model.to_folder(
+            tokenizer=base.tokenizer,
+            max_length=base.meta.max_length,
+            training_config=training_config,
+        )
+        folder.adapters = dict(base.adapters)
+        modeldir.save(directory, folder)
+
+    save: Saver = save_model
     if mode == "lora":
         (skill,) = data_skills
-        existing = source / ADAPTERS_DIR / skill
-        wrap_for_training(
-            model,
-            skill=skill,
-            rank=lora_rank,
-            start=existing if skill in adapter_skills(source) else None,
+        adapters.wrap_for_training(
+            model, rank=lora_rank, start=base.adapters.get(skill), skill=skill
         )
 
-        def save_lora(
-            model_dir: Path, *, tokenizer: Any, max_length: int, training_config: str
-        ) -> None:
-            # The base model's files as they are (so every other skill is bit-identical),
-            # then this skill's adapter beside them.
-            model_dir.mkdir(parents=True, exist_ok=True)
-            if model_dir.resolve() != source.resolve():
-                for item in source.iterdir():
-                    if item.is_file():
-                        shutil.copy2(item, model_dir / item.name)
-            copy_adapters(source, model_dir, keep=[s for s in adapter_skills(source) if s != skill])
-            (model_dir / "training_config.yaml").write_text(training_config)
-            save_skill_adapter(model_dir, skill=skill, model=model)
+        def save_lora(directory: Path, training_config: str) -> None:
+            # The base model as it is (so every other skill is bit-identical), plus this
+            # skill's adapter.
+            adapted = {**base.adapters, skill: adapters.extract(model, skill=skill)}
+            modeldir.save(
+                directory, replace(base, training_config=training_config, adapters=adapted)
+            )
 
-        saver = save_lora
+        save = save_lora
 
     elif mode == "lora_merged":
-        from peft import LoraConfig, get_peft_model
-
-        config = LoraConfig(
-            r=lora_rank,
-            lora_alpha=2 * lora_rank,
-            lora_dropout=0.0,
-            target_modules=["query", "value"],
-        )
         # Freezes the base weights; the peft wrapper stands in for the encoder while training.
-        model.encoder = get_peft_model(model.encoder, config)  # type: ignore[assignment]
+        adapters.wrap_for_training(model, rank=lora_rank)
 
-        def save_merged(
-            model_dir: Path, *, tokenizer: Any, max_length: int, training_config: str
-        ) -> None:
+        def save_merged(directory: Path, training_config: str) -> None:
             # A merged copy to save as an ordinary model; training goes on with the adapter.
-            clone = copy.deepcopy(model)
-            peft_encoder: Any = clone.encoder
-            adapter = copy_adapter(peft_encoder)
-            clone.encoder = peft_encoder.merge_and_unload()
-            clone.save_pretrained(
-                model_dir,
-                tokenizer=tokenizer,
-                max_length=max_length,
+            folder = adapters.merged_copy(model).to_folder(
+                tokenizer=base.tokenizer,
+                max_length=base.meta.max_length,
                 training_config=training_config,
             )
-            save_adapter(adapter, model_dir / "adapter")
+            folder.merged_adapter = adapters.extract(model, skill=None)
+            modeldir.save(directory, folder)
 
-        saver = save_merged
+        save = save_merged
 
     elif mode in ("heads", "top_layers"):
         layers = int(model.encoder.config.num_hidden_layers)
         keep = set(range(layers - unfreeze_layers, layers)) if mode == "top_layers" else set()
         for name, param in model.encoder.named_parameters():
-            match = re.search(r"\.layers?\.(\d+)\.", name)
-            param.requires_grad_(match is not None and int(match.group(1)) in keep)
-    if saver is None and adapter_skills(source):
-        # heads mode on skills without adapters: the others' adapters stay valid (same encoder).
+            param.requires_grad_(layer_of(name) in keep)
 
-        def save_with_adapters(
-            model_dir: Path, *, tokenizer: Any, max_length: int, training_config: str
-        ) -> None:
-            model.save_pretrained(
-                model_dir,
-                tokenizer=tokenizer,
-                max_length=max_length,
-                training_config=training_config,
-            )
-            copy_adapters(source, model_dir)
-
-        saver = save_with_adapters
-
-    if not train_router:
+    if not train_router or mode == "lora":
+        # lora: the router is served from the base model unchanged.
         for param in model.router.parameters():
             param.requires_grad_(False)
     if mode == "lora":
-        # The router and the other skills' heads are served from the base model unchanged.
+        # ...and so are the other skills' heads.
         for name in model.index.names:
             if name != data_skills[0]:
                 for param in (
@@ -203,8 +170,6 @@ def freeze_for(
                     *model.slot_heads[name].parameters(),
                 ):
                     param.requires_grad_(False)
-        for param in model.router.parameters():
-            param.requires_grad_(False)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info(
@@ -214,20 +179,4 @@ def freeze_for(
         total,
         100 * trainable / total,
     )
-    return saver
-
-
-def copy_adapter(peft_model: Any) -> dict[str, Any]:
-    """The adapter weights and config, detached (merging rewrites the modules)."""
-    from peft import get_peft_model_state_dict
-
-    state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
-    return {"state": state, "config": peft_model.peft_config["default"]}
-
-
-def save_adapter(adapter: dict[str, Any], directory: Path) -> None:
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(adapter["state"], str(directory / "adapter_model.safetensors"))
-    adapter["config"].save_pretrained(str(directory))
+    return save

@@ -10,13 +10,17 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Sampler
 
-SAMPLING = ("proportional", "temperature", "uniform", "annealed")
-WEIGHTING = ("static", "uncertainty", "dwa")
+from nlu.config import MultiTaskConfig, Sampling, Weighting, choices
+from nlu.model import TaskLosses
+
+SAMPLING = choices(Sampling)
+WEIGHTING = choices(Weighting)
 
 
 def skill_probabilities(
@@ -116,16 +120,21 @@ class SkillSampler(Sampler[int]):
 
 
 class LossWeighting(nn.Module):
-    """Combines per-task losses: Σ_t share_t · w_t · L_t (+ Kendall's regulariser).
+    """The one place where task losses become the training loss.
 
-    share_t is the task's share of the batch (examples for router and intents, labelled tokens
-    for slots), so with every w_t = 1 this equals the plain joint loss, whatever the weighting.
+    Combines per-task losses: Σ_t share_t · w_t · L_t (+ Kendall's regulariser). share_t is the
+    task's share of the batch (examples for router and intents, labelled tokens for slots), so
+    with every w_t = 1 this equals the plain joint loss, whatever the weighting.
 
-    static: w_t from the router/intent/slot weights. uncertainty (Kendall, Gal & Cipolla 2018):
-    a learned log-variance s_t per task, term exp(−s_t)·L_t + s_t. dwa (Liu, Johns & Davison
-    2019, dynamic weight average): w_t = T·softmax(r_t/τ), r_t = mean loss of the last period
-    over the one before; the paper's period is an epoch, ours is `period` optimizer steps
-    because CPU runs last few epochs.
+    static: router/intent/slot weights on the plain joint loss of each kind. uncertainty
+    (Kendall, Gal & Cipolla 2018): a learned log-variance s_t per task, term exp(−s_t)·L_t +
+    s_t. dwa (Liu, Johns & Davison 2019, dynamic weight average): w_t = T·softmax(r_t/τ), r_t =
+    mean loss of the last period over the one before; the paper's period is an epoch, ours is
+    `period` optimizer steps because CPU runs last few epochs.
+
+    Its state is checkpointed with the run: the learned log-variances as parameters of a
+    prepared model, DWA's running means and weights in `self.dwa`, which the recipe registers
+    with `accelerator.register_for_checkpointing`.
     """
 
     def __init__(
@@ -142,60 +151,99 @@ class LossWeighting(nn.Module):
             raise ValueError(f"loss_weighting must be one of {WEIGHTING}, not {strategy!r}")
         self.tasks = list(tasks)
         self.strategy = strategy
+        self.kind_weights = dict(static)
         self.static = [static.get(t.split("/")[0], 1.0) for t in self.tasks]
         self.dwa_temperature = dwa_temperature
         self.period = period
         self.log_vars = nn.Parameter(torch.zeros(len(self.tasks)), requires_grad=False)
         if strategy == "uncertainty":
             self.log_vars.requires_grad_(True)
-        self.dwa_weights = [1.0] * len(self.tasks)
-        self._sums = [0.0] * len(self.tasks)
-        self._counts = [0] * len(self.tasks)
-        self._previous: list[float | None] = [None] * len(self.tasks)
-        self._steps = 0
+        self.dwa = DWAState(len(self.tasks))
         self.position = {t: i for i, t in enumerate(self.tasks)}
 
-    def forward(self, task_losses: dict[str, tuple[torch.Tensor, float]]) -> torch.Tensor:
-        total = next(iter(task_losses.values()))[0].new_zeros(())
-        for task, (loss, share) in task_losses.items():
+    @classmethod
+    def from_config(
+        cls, cfg: MultiTaskConfig, tasks: Sequence[str], *, train_router: bool = True
+    ) -> LossWeighting:
+        """`train_router=False` (a single skill's data): the router's loss is left out."""
+        return cls(
+            [t for t in tasks if train_router or t != "router"],
+            strategy=cfg.loss_weighting,
+            static={
+                "router": cfg.router_loss_weight if train_router else 0.0,
+                "intent": cfg.intent_loss_weight,
+                "slot": cfg.slot_loss_weight,
+            },
+            dwa_temperature=cfg.dwa_temperature,
+            period=cfg.dwa_period,
+        )
+
+    def forward(self, losses: TaskLosses) -> torch.Tensor:
+        if self.strategy == "static":
+            kinds, w = losses.by_kind, self.kind_weights
+            return (
+                w["router"] * kinds["router"]
+                + w["intent"] * kinds["intent"]
+                + w["slot"] * kinds["slot"]
+            )
+        tasks = {t: v for t, v in losses.by_task.items() if t in self.position}
+        total = next(iter(tasks.values()))[0].new_zeros(())
+        for task, (loss, share) in tasks.items():
             i = self.position[task]
             if self.strategy == "uncertainty":
                 term = torch.exp(-self.log_vars[i]) * loss + self.log_vars[i]
-            elif self.strategy == "dwa":
-                term = self.dwa_weights[i] * loss
             else:
-                term = self.static[i] * loss
+                term = self.dwa.weights[i] * loss
+                self.dwa.sums[i] += float(loss.detach())
+                self.dwa.counts[i] += 1
             total = total + share * term
-            if self.strategy == "dwa":
-                self._sums[i] += float(loss.detach())
-                self._counts[i] += 1
         return total
 
     def step(self) -> None:
         """Call once per optimizer step; DWA updates its weights at the end of each period."""
-        if self.strategy != "dwa":
-            return
-        self._steps += 1
-        if self._steps % self.period:
-            return
-        means = [s / c if c else None for s, c in zip(self._sums, self._counts, strict=True)]
-        ratios = [
-            m / p if m is not None and p else 1.0
-            for m, p in zip(means, self._previous, strict=True)
-        ]
-        if any(p is not None for p in self._previous):
-            exps = [math.exp(r / self.dwa_temperature) for r in ratios]
-            self.dwa_weights = [len(exps) * e / sum(exps) for e in exps]
-        pairs = zip(means, self._previous, strict=True)
-        self._previous = [m if m is not None else p for m, p in pairs]
-        self._sums = [0.0] * len(self.tasks)
-        self._counts = [0] * len(self.tasks)
+        if self.strategy == "dwa":
+            self.dwa.step(period=self.period, temperature=self.dwa_temperature)
 
     def effective_weights(self) -> dict[str, float]:
         if self.strategy == "uncertainty":
             values = torch.exp(-self.log_vars.detach()).tolist()
         elif self.strategy == "dwa":
-            values = self.dwa_weights
+            values = self.dwa.weights
         else:
             values = self.static
         return {t: round(float(v), 4) for t, v in zip(self.tasks, values, strict=True)}
+
+
+class DWAState:
+    """Dynamic weight average's running state: per task the current weight, the loss sums and
+    counts of this period, and the previous period's mean. A checkpointable object
+    (`state_dict` / `load_state_dict`), so resume continues the weighting exactly."""
+
+    def __init__(self, tasks: int) -> None:
+        self.weights = [1.0] * tasks
+        self.sums = [0.0] * tasks
+        self.counts = [0] * tasks
+        self.previous: list[float | None] = [None] * tasks
+        self.steps = 0
+
+    def step(self, *, period: int, temperature: float) -> None:
+        self.steps += 1
+        if self.steps % period:
+            return
+        means = [s / c if c else None for s, c in zip(self.sums, self.counts, strict=True)]
+        ratios = [
+            m / p if m is not None and p else 1.0 for m, p in zip(means, self.previous, strict=True)
+        ]
+        if any(p is not None for p in self.previous):
+            exps = [math.exp(r / temperature) for r in ratios]
+            self.weights = [len(exps) * e / sum(exps) for e in exps]
+        pairs = zip(means, self.previous, strict=True)
+        self.previous = [m if m is not None else p for m, p in pairs]
+        self.sums = [0.0] * len(self.sums)
+        self.counts = [0] * len(self.counts)
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)

@@ -11,15 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nlu.alignment import Encoding, encode
-from nlu.decode import LabelIndex, chosen_skill, decode
-from nlu.schema import SkillLabels
+from nlu import modeldir
+from nlu.alignment import Tokenizer, check_tokenizer, encode, pad_id
+from nlu.decode import chosen_skill, decode
+from nlu.features import encodings_inputs
+from nlu.labels import LabelIndex, SkillLabels
+from nlu.modeldir import ModelDirError, ModelFolder
+from nlu.result import ParseResult
 
-ONNX_FILE = "model.onnx"
+if TYPE_CHECKING:
+    from nlu.model import JointModel
 
 
 class UnknownSkillError(ValueError):
@@ -36,18 +41,7 @@ class Logits:
 Forward = Callable[[dict[str, np.ndarray]], Logits]
 
 
-def pad_batch(encodings: Sequence[Encoding], pad_id: int) -> dict[str, np.ndarray]:
-    """Dynamic padding to the longest text in the batch."""
-    width = max(len(e.input_ids) for e in encodings)
-    ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(encodings), width), dtype=np.int64)
-    for row, enc in enumerate(encodings):
-        ids[row, : len(enc.input_ids)] = enc.input_ids
-        mask[row, : len(enc.input_ids)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
-def torch_forward(model: Any) -> Forward:
+def torch_forward(model: JointModel) -> Forward:
     """Forward pass of a `JointModel` (eval mode, no autograd) as a numpy -> Logits function."""
     import torch
 
@@ -64,9 +58,11 @@ def torch_forward(model: Any) -> Forward:
     return forward
 
 
-def onnx_forward(path: Path, *, threads: int | None = None) -> Forward:
+def onnx_forward(path: Path | None, *, threads: int | None = None) -> Forward:
     import onnxruntime as ort
 
+    if path is None:
+        raise ModelDirError("this model folder was loaded without its ONNX graph")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -108,7 +104,7 @@ def apply_adapters(
 def parse_batch(
     forward: Forward,
     index: LabelIndex,
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     texts: Sequence[str],
     *,
     max_length: int,
@@ -116,7 +112,7 @@ def parse_batch(
     top_k: int = 5,
     options: Sequence[tuple[str | None, int]] | None = None,
     adapters: Mapping[str, Forward] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[ParseResult]:
     """One forward pass over `texts`; the single code path for evaluation and serving.
 
     `options` gives each text its own (forced skill, top_k), so the server can answer several
@@ -124,8 +120,7 @@ def parse_batch(
     per-skill adapted forwards (a second pass for the texts decoded as those skills).
     """
     encodings = encode(tokenizer, texts, max_length)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batch = pad_batch(encodings, pad_id)
+    batch = encodings_inputs(encodings, pad_id(tokenizer))
     logits = forward(batch)
     per_text = options if options is not None else [(skill, top_k)] * len(texts)
     if adapters:
@@ -150,89 +145,68 @@ def parse_batch(
 
 
 class Parser:
-    """A loaded model directory; `parse` is what `nlu predict`, evaluation and the server call."""
+    """A loaded model; `parse` is what `nlu predict`, evaluation and the server call."""
 
     def __init__(
         self,
         *,
         forward: Forward,
         skills: Sequence[SkillLabels],
-        tokenizer: Any,
+        tokenizer: Tokenizer,
         max_length: int,
         backend: str,
         adapters: Mapping[str, Forward] | None = None,
     ) -> None:
+        check_tokenizer(tokenizer)
         self.forward = forward
         self.adapters = dict(adapters or {})
-        self.index = LabelIndex(list(skills))
+        self.index = LabelIndex.of(skills)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.backend = backend
 
     @classmethod
+    def from_folder(cls, folder: ModelFolder, *, threads: int | None = None) -> Parser:
+        """`threads` caps intra-op threads (several server workers on few cores)."""
+        if folder.backend == "torch":
+            import torch
+
+            from nlu.adapters import adapted_model
+            from nlu.model import JointModel
+
+            if threads:
+                torch.set_num_threads(threads)
+            model = JointModel.from_folder(folder)
+            forward = torch_forward(model)
+            adapters = {
+                skill: torch_forward(adapted_model(model, skill, adapter))
+                for skill, adapter in folder.adapters.items()
+            }
+        else:
+            forward = onnx_forward(folder.onnx, threads=threads)
+            adapters = {
+                skill: onnx_forward(adapter.onnx, threads=threads)
+                for skill, adapter in folder.adapters.items()
+            }
+        return cls(
+            forward=forward,
+            skills=folder.meta.skills,
+            tokenizer=folder.tokenizer,
+            max_length=folder.meta.max_length,
+            backend=folder.backend,
+            adapters=adapters,
+        )
+
+    @classmethod
     def from_pretrained(
         cls, directory: str | Path, *, backend: str = "auto", threads: int | None = None
     ) -> Parser:
-        """backend: 'torch', 'onnx', or 'auto' (ONNX when the directory has model.onnx).
-
-        `threads` caps intra-op threads (several server workers on few cores)."""
-        from transformers import AutoTokenizer
-
-        from nlu.adapters import ADAPTERS_DIR, adapted_model, adapter_skills, check_adapters
-        from nlu.model import JointModel, ModelDirError, check_model_dir, read_nlu_config
-
-        directory = Path(directory)
-        if backend == "auto":
-            backend = "onnx" if (directory / ONNX_FILE).is_file() else "torch"
-        if backend == "torch":
-            if threads:
-                import torch
-
-                torch.set_num_threads(threads)
-            model, tokenizer, max_length = JointModel.from_pretrained(directory)
-            check_adapters(directory, model.index.names)
-            return cls(
-                forward=torch_forward(model),
-                skills=model.skills,
-                tokenizer=tokenizer,
-                max_length=max_length,
-                backend="torch",
-                adapters={
-                    skill: torch_forward(adapted_model(model, directory, skill))
-                    for skill in adapter_skills(directory)
-                },
-            )
-        if backend != "onnx":
-            raise ValueError(f"backend must be torch, onnx or auto, not {backend!r}")
-        check_model_dir(directory, weights=ONNX_FILE)
-        meta = read_nlu_config(directory)
-        if not (directory / ONNX_FILE).is_file():
-            raise ModelDirError(f"{directory} has no {ONNX_FILE}; create it with `nlu export`")
-        skills = [SkillLabels.from_dict(s) for s in meta["skills"]]
-        check_adapters(directory, [s.name for s in skills])
-        unexported = sorted(
-            set(adapter_skills(directory)) - set(adapter_skills(directory, weights=ONNX_FILE))
-        )
-        if unexported:
-            raise ModelDirError(
-                f"{directory} has adapters without {ONNX_FILE} for skills {unexported}; "
-                "export the model again with `nlu export`"
-            )
-        return cls(
-            forward=onnx_forward(directory / ONNX_FILE, threads=threads),
-            skills=skills,
-            tokenizer=AutoTokenizer.from_pretrained(directory),
-            max_length=int(meta["max_length"]),
-            backend="onnx",
-            adapters={
-                skill: onnx_forward(directory / ADAPTERS_DIR / skill / ONNX_FILE, threads=threads)
-                for skill in adapter_skills(directory, weights=ONNX_FILE)
-            },
-        )
+        """backend: 'torch', 'onnx', or 'auto' (ONNX when the directory has model.onnx)."""
+        return cls.from_folder(modeldir.load(directory, backend), threads=threads)
 
     @property
     def skills(self) -> list[SkillLabels]:
-        return self.index.skills
+        return list(self.index.skills)
 
     @property
     def skill_names(self) -> list[str]:
@@ -251,7 +225,7 @@ class Parser:
         skill: str | None = None,
         top_k: int = 5,
         batch_size: int = 64,
-    ) -> list[dict[str, Any]]:
+    ) -> list[ParseResult]:
         return self.parse_with_options(texts, [(skill, top_k)] * len(texts), batch_size=batch_size)
 
     def parse_with_options(
@@ -260,11 +234,11 @@ class Parser:
         options: Sequence[tuple[str | None, int]],
         *,
         batch_size: int = 64,
-    ) -> list[dict[str, Any]]:
+    ) -> list[ParseResult]:
         """Each text with its own (forced skill or None, top_k)."""
         for skill, _ in set(options):
             self.check_skill(skill)
-        results: list[dict[str, Any]] = []
+        results: list[ParseResult] = []
         for start in range(0, len(texts), batch_size):
             results += parse_batch(
                 self.forward,

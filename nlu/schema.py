@@ -1,4 +1,4 @@
-"""The one example type used everywhere, and the label spaces a model is trained on.
+"""The one example type used everywhere: text plus character-offset spans.
 
 Gold data is text plus character-offset spans; BIO tags are never stored, they are derived
 (see `nlu.alignment`).
@@ -6,8 +6,8 @@ Gold data is text plus character-offset spans; BIO tags are never stored, they a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -76,70 +76,3 @@ def _span_problem(text: str, spans: Iterable[Span]) -> str | None:
             return f"spans {previous.slot} and {span.slot} overlap"
         previous = span
     return None
-
-
-@dataclass
-class SkillLabels:
-    """The label space of one skill: its intents and slot types (BIO tags are derived)."""
-
-    name: str
-    intents: list[str]
-    slot_types: list[str]
-    description: str = ""
-    # Which slot types each intent uses; informative (served by GET /skills), not enforced.
-    intent_slots: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def tags(self) -> list[str]:
-        """BIO tags, "O" first; the order is fixed by the sorted slot types."""
-        tags = ["O"]
-        for slot in self.slot_types:
-            tags += [f"B-{slot}", f"I-{slot}"]
-        return tags
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "intents": self.intents,
-            "slot_types": self.slot_types,
-            "intent_slots": self.intent_slots,
-        }
-
-    @classmethod
-    def from_dict(cls, row: Mapping[str, Any]) -> SkillLabels:
-        return cls(
-            name=row["name"],
-            intents=list(row["intents"]),
-            slot_types=list(row["slot_types"]),
-            description=row.get("description", ""),
-            intent_slots={k: list(v) for k, v in row.get("intent_slots", {}).items()},
-        )
-
-
-def labels_from_examples(
-    examples: Sequence[Example], descriptions: Mapping[str, SkillLabels] | None = None
-) -> list[SkillLabels]:
-    """Label spaces seen in (training) examples; skills sorted by name for a stable order.
-
-    `descriptions` lets skill files contribute intents/slots declared but not yet seen, and
-    descriptions, so the saved model advertises what the skill author wrote.
-    """
-    intents: dict[str, set[str]] = {}
-    slots: dict[str, set[str]] = {}
-    for ex in examples:
-        intents.setdefault(ex.skill, set()).add(ex.intent)
-        slots.setdefault(ex.skill, set()).update(s.slot for s in ex.slots)
-    out = []
-    for skill in sorted(intents):
-        declared = (descriptions or {}).get(skill)
-        out.append(
-            SkillLabels(
-                name=skill,
-                intents=sorted(intents[skill]),
-                slot_types=sorted(slots[skill]),
-                description=declared.description if declared else "",
-                intent_slots=declared.intent_slots if declared else {},
-            )
-        )
-    return out

@@ -1,4 +1,9 @@
-"""Joint multi-skill training with Accelerate: one readable loop, top to bottom.
+"""The training recipe: joint multi-skill training with Accelerate, in stages.
+
+`train(cfg)` runs, top to bottom: set up the run folder, the data, the model, the batches, the
+loss weighting and the optimiser; then `fit` (the one training loop: prepare, resume, epochs,
+dev evaluation, model selection, checkpoints). Other recipes (distillation, federated clients)
+call the same stages with their own data or loss.
 
 Runs the same on CPU, one GPU, or many (`accelerate launch -m nlu.cli train ...`).
 """
@@ -7,11 +12,10 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +27,32 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from nlu.alignment import IGNORE_INDEX, encode, spans_to_tags, token_labels
-from nlu.config import TrainConfig, dump_config
-from nlu.data.loaders import (
-    has_own_dev_split,
-    load_split,
-    random_split,
-    to_dataset,
-    unseen_labels,
+from nlu import modeldir
+from nlu.alignment import Tokenizer, check_tokenizer, pad_id
+from nlu.config import (
+    DataConfig,
+    FinetuneConfig,
+    ModelConfig,
+    MultiTaskConfig,
+    OptimConfig,
+    OutputConfig,
+    TrainConfig,
+    dump_config,
 )
+from nlu.data.loaders import Loaded, has_own_dev_split, load_split, random_split, unseen_labels
 from nlu.evaluate import score
-from nlu.finetune import check_labels, freeze_for
-from nlu.model import JointModel, build_model
+from nlu.features import collate, featurize
+from nlu.finetune import Saver, check_labels, freeze_for
+from nlu.labels import SkillLabels, labels_from_examples
+from nlu.model import JointModel, build_model, layer_of
 from nlu.mtl import LossWeighting, SkillSampler
 from nlu.predict import parse_batch, torch_forward
-from nlu.schema import DataError, Example, SkillLabels, labels_from_examples
+from nlu.schema import DataError, Example
 
 # Logs once, from the main process, however many processes `accelerate launch` starts.
 logger = get_logger(__name__)
+
+TRAINER_STATE = "trainer_state.json"
 
 
 @dataclass
@@ -53,111 +65,192 @@ class TrainResult:
     history: list[dict[str, Any]]
 
 
-def load_training_data(
-    *,
-    data: Sequence[str],
-    dev_data: Sequence[str],
-    samples_per_template: int,
-    dev_fraction: float,
-    seed: int,
-) -> tuple[list[Example], list[Example], list[SkillLabels]]:
-    if not data:
+# -- stage: run folder -----------------------------------------------------------------------------
+
+
+@dataclass
+class RunDir:
+    root: Path
+    resume_from: Path | None
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+
+def setup_run(cfg: OutputConfig) -> RunDir:
+    """Where the run writes, and the checkpoint to resume from; fails before any data loading
+    or training when there is nothing to resume."""
+    run = RunDir(Path(cfg.output_dir), None)
+    if cfg.resume:
+        found = latest_checkpoint(run.checkpoints) if cfg.resume == "latest" else Path(cfg.resume)
+        if found is None or not found.is_dir():
+            raise FileNotFoundError(
+                f"no checkpoint to resume from at {cfg.resume!r} (looked in {run.checkpoints}); "
+                "resume needs the output_dir of an earlier run of the same config"
+            )
+        run.resume_from = found
+    return run
+
+
+# -- stage: data -----------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainData:
+    train: list[Example]
+    dev: list[Example]
+    labels: list[SkillLabels]
+
+
+def load_data(cfg: DataConfig, *, seed: int) -> TrainData:
+    """Train and dev examples from every source, and the label space they define."""
+    if not cfg.data:
         raise DataError(
-            "no training data: set `data` to skill folders, JSONL files or JointBERT folders"
+            "no training data: set `data` to skill folders, JSONL files or benchmark folders"
         )
-    options = {
-        "samples_per_template": samples_per_template,
-        "dev_fraction": dev_fraction,
-        "seed": seed,
-    }
+
+    def split(source: str, name: str) -> Loaded:
+        return load_split(
+            source,
+            name,
+            samples_per_template=cfg.samples_per_template,
+            dev_fraction=cfg.dev_fraction,
+            seed=seed,
+        )
+
     train: list[Example] = []
     dev: list[Example] = []
     declared: list[SkillLabels] = []
-    for source in data:
-        loaded = load_split(source, "train", **options)
+    for source in cfg.data:
+        loaded = split(source, "train")
         declared += loaded.declared
-        if dev_data:
+        if cfg.dev_data:
             train += loaded.examples
         elif not has_own_dev_split(source):
             # A file that is one split: hold out a fraction of it for model selection.
-            kept, held = random_split(loaded.examples, dev_fraction, seed)
+            kept, held = random_split(loaded.examples, cfg.dev_fraction, seed)
             train += kept
             dev += held
         else:
             train += loaded.examples
-            dev += load_split(source, "dev", **options).examples
-    for source in dev_data:
-        dev += load_split(source, "dev", **options).examples
+            dev += split(source, "dev").examples
+    for source in cfg.dev_data:
+        dev += split(source, "dev").examples
     labels = labels_from_examples(train, {d.name: d for d in declared})
-    return train, dev, labels
-
-
-def featurize(
-    examples: Sequence[Example], *, tokenizer: Any, labels: Sequence[SkillLabels], max_length: int
-) -> Any:
-    """Examples -> a datasets.Dataset of model inputs and label ids (-100 where ignored)."""
-    skill_ids = {s.name: i for i, s in enumerate(labels)}
-    intent_ids = {s.name: {name: i for i, name in enumerate(s.intents)} for s in labels}
-    tag_ids = {s.name: {tag: i for i, tag in enumerate(s.tags)} for s in labels}
-    problems: dict[str, list[str]] = {"misaligned": [], "lost": [], "truncated": []}
-
-    def convert(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        encodings = encode(tokenizer, batch["text"], max_length)
-        out: dict[str, list[Any]] = {
-            "input_ids": [],
-            "skill_ids": [],
-            "intent_labels": [],
-            "slot_labels": [],
-        }
-        for row, enc in enumerate(encodings):
-            ex = Example.from_dict({k: batch[k][row] for k in ("text", "skill", "intent", "slots")})
-            tags = spans_to_tags(enc.words, ex.slots)
-            for kind, spans in (("misaligned", tags.misaligned), ("lost", tags.lost)):
-                problems[kind] += [f"{ex.text!r} [{s.start}:{s.end}] {s.slot}" for s in spans]
-            if enc.truncated:
-                problems["truncated"].append(repr(ex.text))
-            out["input_ids"].append(enc.input_ids)
-            out["skill_ids"].append(skill_ids[ex.skill])
-            out["intent_labels"].append(intent_ids[ex.skill][ex.intent])
-            out["slot_labels"].append(token_labels(enc, tags.tags, tag_ids[ex.skill]))
-        return out
-
-    dataset = to_dataset(examples)
-    features = dataset.map(
-        convert, batched=True, remove_columns=dataset.column_names, load_from_cache_file=False
+    logger.info(
+        "%d train / %d dev examples, %d skills: %s",
+        len(train),
+        len(dev),
+        len(labels),
+        ", ".join(s.name for s in labels),
     )
-    for kind, items in problems.items():
-        if items:
-            logger.warning(
-                "%d training spans/texts %s (max_length=%d); first: %s",
-                len(items),
-                {
-                    "misaligned": "cut through a word (the whole word is tagged)",
-                    "lost": "cover no token and are NOT learned",
-                    "truncated": "are longer than max_length and were truncated",
-                }[kind],
-                max_length,
-                items[:3],
+    unseen = unseen_labels(labels, dev)
+    if any(unseen.values()):
+        logger.warning("dev labels never seen in training (they count as errors): %s", unseen)
+    return TrainData(train=train, dev=dev, labels=labels)
+
+
+# -- stage: model ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelSetup:
+    model: JointModel
+    tokenizer: Tokenizer
+    max_length: int
+    # Writes the model folder: (directory, resolved training config) -> None.
+    save: Saver
+    # False when fine-tuning on one skill's data: the router cannot learn anything then.
+    train_router: bool = True
+
+
+def setup_model(
+    model_cfg: ModelConfig, finetune: FinetuneConfig, data: TrainData, *, label_smoothing: float
+) -> ModelSetup:
+    """A new joint model on the encoder, or (finetune.init_from) a saved one prepared for its
+    fine-tuning mode."""
+    if finetune.init_from:
+        model, folder = JointModel.load(finetune.init_from)
+        check_labels(model, data.labels, finetune.init_from)
+        data_skills = sorted({e.skill for e in data.train})
+        train_router = len(data_skills) > 1
+        if not train_router:
+            logger.info("one skill in the data: the router is frozen and its loss is off")
+        save = freeze_for(
+            model,
+            folder,
+            mode=finetune.finetune,
+            unfreeze_layers=finetune.unfreeze_layers,
+            lora_rank=finetune.lora_rank,
+            train_router=train_router,
+            data_skills=data_skills,
+        )
+        tokenizer, max_length = folder.tokenizer, model_cfg.max_length
+    else:
+        model, tokenizer = build_model(
+            encoder=model_cfg.encoder,
+            skills=data.labels,
+            pooling=model_cfg.pooling,
+            dropout=model_cfg.dropout,
+        )
+        train_router, max_length = True, model_cfg.max_length
+
+        def save(directory: Path, training_config: str) -> None:
+            modeldir.save(
+                directory,
+                model.to_folder(
+                    tokenizer=tokenizer, max_length=max_length, training_config=training_config
+                ),
             )
-    return features
+
+    check_tokenizer(tokenizer)
+    model.label_smoothing = label_smoothing
+    model.train()
+    return ModelSetup(model, tokenizer, max_length, save, train_router)
 
 
-def collate(rows: list[dict[str, Any]], *, pad_id: int) -> dict[str, torch.Tensor]:
-    """Named batch with dynamic padding; padded label positions are -100."""
-    width = max(len(r["input_ids"]) for r in rows)
-    batch = {
-        "input_ids": torch.full((len(rows), width), pad_id, dtype=torch.long),
-        "attention_mask": torch.zeros((len(rows), width), dtype=torch.long),
-        "slot_labels": torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long),
-        "skill_ids": torch.tensor([r["skill_ids"] for r in rows], dtype=torch.long),
-        "intent_labels": torch.tensor([r["intent_labels"] for r in rows], dtype=torch.long),
-    }
-    for i, r in enumerate(rows):
-        n = len(r["input_ids"])
-        batch["input_ids"][i, :n] = torch.tensor(r["input_ids"])
-        batch["attention_mask"][i, :n] = 1
-        batch["slot_labels"][i, :n] = torch.tensor(r["slot_labels"])
-    return batch
+# -- stage: batches --------------------------------------------------------------------------------
+
+
+def setup_batches(
+    examples: Sequence[Example],
+    setup: ModelSetup,
+    *,
+    batch_size: int,
+    mtl: MultiTaskConfig,
+    epochs: int,
+    seed: int,
+) -> tuple[DataLoader[dict[str, torch.Tensor]], SkillSampler]:
+    """Named, dynamically padded batches; the sampler decides how often each skill is drawn."""
+    features = featurize(
+        examples,
+        tokenizer=setup.tokenizer,
+        index=setup.model.index,
+        max_length=setup.max_length,
+    )
+    sampler = SkillSampler(
+        features["skill_ids"],
+        strategy=mtl.sampling,
+        temperature=mtl.sampling_temperature,
+        epochs=epochs,
+        seed=seed,
+    )
+    padding = pad_id(setup.tokenizer)
+    loader: DataLoader[dict[str, torch.Tensor]] = DataLoader(
+        features,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=lambda rows: collate(rows, pad_id=padding),
+    )
+    return loader, sampler
+
+
+# -- stage: optimiser ------------------------------------------------------------------------------
 
 
 def param_groups(
@@ -181,7 +274,7 @@ def param_groups(
         if not param.requires_grad:
             continue
         if name.startswith("encoder.") and ".lora_" not in name:
-            depth = _encoder_depth(name, layers)
+            depth = encoder_depth(name, layers)
             lr = learning_rate * layer_lr_decay ** (layers - depth)
         else:
             lr = head_learning_rate
@@ -192,26 +285,49 @@ def param_groups(
     ]
 
 
-def _encoder_depth(name: str, layers: int) -> int:
+def encoder_depth(name: str, layers: int) -> int:
     """0 for embeddings, l for transformer layer l (1-based), `layers` for anything on top."""
-    match = re.search(r"\.layers?\.(\d+)\.", name)
-    if match:
-        return int(match.group(1)) + 1
+    layer = layer_of(name)
+    if layer is not None:
+        return layer + 1
     return 0 if "embeddings" in name else layers
+
+
+def setup_optimizer(
+    cfg: OptimConfig, model: JointModel, weighting: LossWeighting, *, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    groups = param_groups(
+        model,
+        learning_rate=cfg.learning_rate,
+        head_learning_rate=cfg.head_learning_rate,
+        weight_decay=cfg.weight_decay,
+        layer_lr_decay=cfg.layer_lr_decay,
+    )
+    if weighting.log_vars.requires_grad:  # learned task weights (uncertainty)
+        groups.append(
+            {"params": [weighting.log_vars], "lr": cfg.head_learning_rate, "weight_decay": 0}
+        )
+    optimizer = torch.optim.AdamW(groups)
+    total = math.ceil(steps_per_epoch / cfg.gradient_accumulation_steps) * cfg.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    return optimizer, scheduler
+
+
+# -- stage: fit ------------------------------------------------------------------------------------
 
 
 def evaluate_dev(
     accelerator: Accelerator,
     model: JointModel,
-    tokenizer: Any,
-    loader: DataLoader,
+    tokenizer: Tokenizer,
+    loader: DataLoader[list[int]],
     examples: Sequence[Example],
     max_length: int,
 ) -> dict[str, Any]:
     """Dev metrics through the serving code path (parse_batch), sharded across processes."""
     model.eval()
     forward = torch_forward(model)
-    by_index: dict[int, dict[str, Any]] = {}
+    by_index: dict[int, Any] = {}
     for indices in loader:
         texts = [examples[i].text for i in indices]
         batch = parse_batch(forward, model.index, tokenizer, texts, max_length=max_length)
@@ -227,202 +343,82 @@ def evaluate_dev(
     return score(examples, [by_index[i] for i in range(len(examples))], tokenizer=tokenizer)
 
 
-def train(
+@dataclass
+class Progress:
+    """What a checkpoint records beside Accelerate's state; it makes resume exact."""
+
+    epoch: int = -1  # last finished epoch (0-based)
+    best_score: float = -1.0
+    best_epoch: int = -1
+    best_dev: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def fit(
+    accelerator: Accelerator,
+    setup: ModelSetup,
+    loader: DataLoader[dict[str, torch.Tensor]],
+    sampler: SkillSampler,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    weighting: LossWeighting,
     *,
-    data: list[str],
-    dev_data: list[str],
-    samples_per_template: int,
-    dev_fraction: float,
-    encoder: str,
-    pooling: str,
-    dropout: float,
-    max_length: int,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    head_learning_rate: float,
-    weight_decay: float,
-    warmup_ratio: float,
-    gradient_accumulation_steps: int,
-    max_grad_norm: float,
-    label_smoothing: float,
-    layer_lr_decay: float,
-    sampling: str,
-    sampling_temperature: float,
-    loss_weighting: str,
-    router_loss_weight: float,
-    intent_loss_weight: float,
-    slot_loss_weight: float,
-    dwa_temperature: float,
-    dwa_period: int,
-    mixed_precision: str,
-    seed: int,
-    init_from: str | None,
-    finetune: str,
-    unfreeze_layers: int,
-    lora_rank: int,
-    output_dir: str,
-    resume: str | None,
+    dev: Sequence[Example],
+    optim: OptimConfig,
+    run: RunDir,
     keep_checkpoints: int,
+    training_config: str,
 ) -> TrainResult:
-    resolved_config = dump_config(TrainConfig(**locals()))
-    accelerator = Accelerator(
-        mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps
+    """The training loop: prepare, resume, epochs (train, evaluate on dev, keep the best model,
+    checkpoint)."""
+    dev_loader: DataLoader[list[int]] = DataLoader(
+        list(range(len(dev))),  # type: ignore[arg-type]
+        batch_size=64,
+        collate_fn=list,
     )
-    set_seed(seed)
-    out = Path(output_dir)
-    model_dir, checkpoints = out / "model", out / "checkpoints"
-    ckpt: Path | None = None
-    if resume:  # fail before any data loading or training when there is nothing to resume
-        ckpt = _latest_checkpoint(checkpoints) if resume == "latest" else Path(resume)
-        if ckpt is None or not ckpt.is_dir():
-            raise FileNotFoundError(
-                f"no checkpoint to resume from at {resume!r} (looked in {checkpoints}); "
-                "resume needs the output_dir of an earlier run of the same config"
-            )
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(resolved_config)
-
-    # -- data --------------------------------------------------------------------------------
-    train_examples, dev_examples, labels = load_training_data(
-        data=data,
-        dev_data=dev_data,
-        samples_per_template=samples_per_template,
-        dev_fraction=dev_fraction,
-        seed=seed,
+    # Prepared objects are Accelerate's wrappers (DDP, sharded loaders, ...).
+    model, optimizer, batches, dev_batches, scheduler = accelerator.prepare(
+        setup.model, optimizer, loader, dev_loader, scheduler
     )
-    logger.info(
-        "%d train / %d dev examples, %d skills: %s",
-        len(train_examples),
-        len(dev_examples),
-        len(labels),
-        ", ".join(s.name for s in labels),
-    )
-    unseen = unseen_labels(labels, dev_examples)
-    if any(unseen.values()):
-        logger.warning("dev labels never seen in training (they count as errors): %s", unseen)
-
-    # -- model -------------------------------------------------------------------------------
-    saver = None
-    if init_from:
-        model, tokenizer, _ = JointModel.from_pretrained(init_from)
-        check_labels(model, labels, init_from)
-        labels = model.skills  # keep the model's label ids
-        train_router = len({e.skill for e in train_examples}) > 1
-        if not train_router:
-            logger.info("one skill in the data: the router is frozen and its loss is off")
-        model.loss_weights = (
-            router_loss_weight if train_router else 0.0,
-            intent_loss_weight,
-            slot_loss_weight,
-        )
-        saver = freeze_for(
-            model,
-            mode=finetune,
-            unfreeze_layers=unfreeze_layers,
-            lora_rank=lora_rank,
-            train_router=train_router,
-            source=Path(init_from),
-            data_skills=sorted({e.skill for e in train_examples}),
-        )
-        model.train()
-    else:
-        model, tokenizer = build_model(
-            encoder=encoder,
-            skills=labels,
-            pooling=pooling,
-            dropout=dropout,
-            loss_weights=(router_loss_weight, intent_loss_weight, slot_loss_weight),
-        )
-    model.label_smoothing = label_smoothing  # a loss setting; a saved model keeps none
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    features = featurize(train_examples, tokenizer=tokenizer, labels=labels, max_length=max_length)
-    sampler = SkillSampler(
-        features["skill_ids"],
-        strategy=sampling,
-        temperature=sampling_temperature,
-        epochs=epochs,
-        seed=seed,
-    )
-    train_loader = DataLoader(
-        features,
-        batch_size=batch_size,
-        sampler=sampler,
-        collate_fn=lambda rows: collate(rows, pad_id=pad_id),
-    )
-    weighting = LossWeighting(
-        model.task_names(),
-        strategy=loss_weighting,
-        static={
-            "router": router_loss_weight,
-            "intent": intent_loss_weight,
-            "slot": slot_loss_weight,
-        },
-        dwa_temperature=dwa_temperature,
-        period=dwa_period,
-    )
-    dev_indices: list[int] = list(range(len(dev_examples)))
-    dev_loader: DataLoader[list[int]] = DataLoader(dev_indices, batch_size=64, collate_fn=list)  # type: ignore[arg-type]
-    groups = param_groups(
-        model,
-        learning_rate=learning_rate,
-        head_learning_rate=head_learning_rate,
-        weight_decay=weight_decay,
-        layer_lr_decay=layer_lr_decay,
-    )
-    if loss_weighting == "uncertainty":
-        groups.append({"params": [weighting.log_vars], "lr": head_learning_rate, "weight_decay": 0})
-    optimizer = torch.optim.AdamW(groups)
-    total_steps = math.ceil(len(train_loader) / gradient_accumulation_steps) * epochs
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(warmup_ratio * total_steps), total_steps
-    )
-    model, optimizer, train_loader, dev_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, dev_loader, scheduler
-    )
-    raw_weighting = weighting
-    if loss_weighting == "uncertainty":  # learned parameters: replicate across processes too
-        weighting = accelerator.prepare(weighting)
+    # Learned task weights (uncertainty) are parameters: replicate them across processes too.
+    learned = weighting.log_vars.requires_grad
+    combine = accelerator.prepare(weighting) if learned else weighting
+    # DWA's running means are restored on resume with the rest (the log-variances are a model).
+    accelerator.register_for_checkpointing(weighting.dwa)
     raw_model: JointModel = accelerator.unwrap_model(model)
 
-    # -- resume ------------------------------------------------------------------------------
-    start_epoch, best_score, best_epoch, best_dev = 0, -1.0, -1, None
-    history: list[dict[str, Any]] = []
-    if ckpt is not None:
-        accelerator.load_state(str(ckpt))
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        start_epoch, best_score, best_epoch = (
-            state["epoch"] + 1,
-            state["best_score"],
-            state["best_epoch"],
-        )
-        best_dev, history = state["best_dev"], state["history"]
-        logger.info("resumed from %s at epoch %d", ckpt, start_epoch)
+    progress = Progress()
+    if run.resume_from is not None:
+        accelerator.load_state(str(run.resume_from))
+        progress = Progress(**json.loads((run.resume_from / TRAINER_STATE).read_text()))
+        logger.info("resumed from %s at epoch %d", run.resume_from, progress.epoch + 2)
 
-    # -- loop --------------------------------------------------------------------------------
     model.train()
-    train_seconds, seen = sum(h["seconds"] for h in history), sum(h["examples"] for h in history)
-    for epoch in range(start_epoch, epochs):
+    history = progress.history
+    train_seconds = sum(h["seconds"] for h in history)
+    seen = sum(h["examples"] for h in history)
+    for epoch in range(progress.epoch + 1, optim.epochs):
         started, epoch_examples, running = time.perf_counter(), 0, 0.0
-        sampler.set_epoch(epoch)
+        # Through the prepared loader: Accelerate keeps its own epoch counter and hands it to
+        # the sampler, so a resumed run draws the order of this epoch, not of epoch 0.
+        batches.set_epoch(epoch)
         bar = tqdm(
-            train_loader,
-            desc=f"epoch {epoch + 1}/{epochs}",
+            batches,
+            desc=f"epoch {epoch + 1}/{optim.epochs}",
             disable=not accelerator.is_local_main_process,
         )
         for step, batch in enumerate(bar):
             with accelerator.accumulate(model):
                 output = model(**batch)
-                loss = output.loss if loss_weighting == "static" else weighting(output.task_losses)
+                loss = combine(output.losses)
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+                if accelerator.sync_gradients and optim.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
                 if accelerator.sync_gradients:
-                    raw_weighting.step()
+                    weighting.step()
             epoch_examples += len(batch["input_ids"]) * accelerator.num_processes
             running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
             elapsed = time.perf_counter() - started
@@ -439,15 +435,16 @@ def train(
             "seconds": round(epoch_seconds, 1),
             "examples": epoch_examples,
         }
-        if sampling != "proportional":
+        if sampler.strategy != "proportional":
+            names = raw_model.index.names
             record["skill_probabilities"] = {
-                labels[k].name: round(p, 4) for k, p in sampler.probabilities().items()
+                names[k]: round(p, 4) for k, p in sampler.probabilities().items()
             }
-        if loss_weighting != "static":
-            record["loss_weights"] = raw_weighting.effective_weights()
-        if dev_examples:
+        if weighting.strategy != "static":
+            record["loss_weights"] = weighting.effective_weights()
+        if dev:
             metrics = evaluate_dev(
-                accelerator, raw_model, tokenizer, dev_loader, dev_examples, max_length
+                accelerator, raw_model, setup.tokenizer, dev_batches, dev, setup.max_length
             )
             overall = metrics["overall"]
             record["dev"] = overall
@@ -459,46 +456,89 @@ def train(
             selection = float(epoch)  # no dev data: keep the last epoch
         history.append(record)
         logger.info("epoch %d: %s", epoch + 1, json.dumps(record))
-        if selection > best_score:
-            best_score, best_epoch, best_dev = selection, epoch + 1, record.get("dev")
+        if selection > progress.best_score:
+            progress.best_score, progress.best_epoch = selection, epoch + 1
+            progress.best_dev = record.get("dev")
             if accelerator.is_main_process:
-                save = saver or raw_model.save_pretrained
-                save(
-                    model_dir,
-                    tokenizer=tokenizer,
-                    max_length=max_length,
-                    training_config=resolved_config,
-                )
-        epoch_ckpt = checkpoints / f"epoch_{epoch + 1:03d}"
-        accelerator.save_state(str(epoch_ckpt))
-        if accelerator.is_main_process:
-            state = {
-                "epoch": epoch,
-                "best_score": best_score,
-                "best_epoch": best_epoch,
-                "best_dev": best_dev,
-                "history": history,
-            }
-            (epoch_ckpt / "trainer_state.json").write_text(json.dumps(state, indent=2))
-            for old in sorted(checkpoints.glob("epoch_*"))[: -max(1, keep_checkpoints)]:
-                shutil.rmtree(old)
-        accelerator.wait_for_everyone()
+                setup.save(run.model_dir, training_config)
+        progress.epoch, progress.history = epoch, history
+        save_checkpoint(accelerator, run.checkpoints, progress, keep=keep_checkpoints)
 
-    result = TrainResult(
-        model_dir=model_dir,
-        best_epoch=best_epoch,
-        best_dev=best_dev,
+    return TrainResult(
+        model_dir=run.model_dir,
+        best_epoch=progress.best_epoch,
+        best_dev=progress.best_dev,
         train_seconds=round(train_seconds, 1),
         examples_per_second=round(seen / max(train_seconds, 1e-9), 1),
         history=history,
     )
+
+
+def save_checkpoint(
+    accelerator: Accelerator, checkpoints: Path, progress: Progress, *, keep: int
+) -> None:
+    target = checkpoints / f"epoch_{progress.epoch + 1:03d}"
+    accelerator.save_state(str(target))
     if accelerator.is_main_process:
-        summary = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    accelerator.end_training()
-    return result
+        (target / TRAINER_STATE).write_text(json.dumps(progress.__dict__, indent=2))
+        for old in sorted(checkpoints.glob("epoch_*"))[: -max(1, keep)]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
 
 
-def _latest_checkpoint(checkpoints: Path) -> Path | None:
+def latest_checkpoint(checkpoints: Path) -> Path | None:
     found = sorted(checkpoints.glob("epoch_*"))
     return found[-1] if found else None
+
+
+# -- the recipe ------------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    resolved = dump_config(cfg)
+    run = setup_run(cfg.output)
+    accelerator = Accelerator(
+        mixed_precision=cfg.optim.mixed_precision,
+        gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
+    )
+    set_seed(cfg.seed)
+    if accelerator.is_main_process:
+        run.root.mkdir(parents=True, exist_ok=True)
+        (run.root / "config.yaml").write_text(resolved)
+    logger.info("%d process(es), %s", accelerator.num_processes, accelerator.device)
+
+    data = load_data(cfg.data, seed=cfg.seed)
+    setup = setup_model(cfg.model, cfg.finetune, data, label_smoothing=cfg.optim.label_smoothing)
+    loader, sampler = setup_batches(
+        data.train,
+        setup,
+        batch_size=cfg.optim.batch_size,
+        mtl=cfg.mtl,
+        epochs=cfg.optim.epochs,
+        seed=cfg.seed,
+    )
+    weighting = LossWeighting.from_config(
+        cfg.mtl, setup.model.task_names(), train_router=setup.train_router
+    )
+    optimizer, scheduler = setup_optimizer(
+        cfg.optim, setup.model, weighting, steps_per_epoch=len(loader)
+    )
+    result = fit(
+        accelerator,
+        setup,
+        loader,
+        sampler,
+        optimizer,
+        scheduler,
+        weighting,
+        dev=data.dev,
+        optim=cfg.optim,
+        run=run,
+        keep_checkpoints=cfg.output.keep_checkpoints,
+        training_config=resolved,
+    )
+    if accelerator.is_main_process:
+        summary = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
+        (run.root / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    accelerator.end_training()
+    return result

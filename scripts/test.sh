@@ -7,5 +7,5 @@ bash scripts/setup.sh
 export HF_HUB_OFFLINE=1
 ruff check .
 ruff format --check .
-mypy nlu data serve
+mypy nlu
 python -m pytest -q "$@"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -47,10 +46,11 @@ def tiny_skill() -> Path:
 @pytest.fixture(scope="session")
 def make_config(tiny_encoder: str, tiny_skill: Path) -> Callable[..., Any]:
     """A training config that overfits the tiny skill in a few seconds; override any field."""
-    from nlu.config import TrainConfig
+    from nlu.config import TrainConfig, replace
 
     def make(output_dir: Path, **changes: Any) -> TrainConfig:
-        cfg = TrainConfig(
+        cfg = replace(
+            TrainConfig(),
             data=[str(tiny_skill)],
             encoder=tiny_encoder,
             samples_per_template=10,
@@ -63,7 +63,7 @@ def make_config(tiny_encoder: str, tiny_skill: Path) -> Callable[..., Any]:
             output_dir=str(output_dir),
             seed=0,
         )
-        return dataclasses.replace(cfg, **changes)
+        return replace(cfg, **changes)
 
     return make
 
@@ -73,13 +73,13 @@ def trained(make_config: Callable[..., Any], tmp_path_factory: pytest.TempPathFa
     """The tiny skill, overfitted (shared by the training, transfer and server tests)."""
     from nlu.train import train
 
-    return train(**dataclasses.asdict(make_config(tmp_path_factory.mktemp("run"))))
+    return train(make_config(tmp_path_factory.mktemp("run")))
 
 
 @pytest.fixture(scope="session")
 def extended(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trained tiny model with a second skill (timer) added by `nlu add-skill`."""
-    from nlu.transfer import add_skill
+    from nlu.add_skill import add_skill
 
     out = tmp_path_factory.mktemp("extended")
     result = add_skill(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,11 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nlu.adapters import ADAPTERS_DIR, adapter_skills, wrap_for_training
+from nlu.adapters import wrap_for_training
 from nlu.data.loaders import read_jsonl
+from nlu.features import encodings_inputs
 from nlu.finetune import FinetuneError
-from nlu.model import MODEL_FILE, JointModel
-from nlu.predict import Parser, pad_batch, torch_forward
+from nlu.model import JointModel
+from nlu.modeldir import ADAPTERS_DIR, adapter_skills
+from nlu.modeldir import WEIGHTS_FILE as MODEL_FILE
+from nlu.predict import Parser, torch_forward
 from nlu.train import train
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -38,7 +40,7 @@ def adapted(
         data=[str(TIMER)],
         epochs=3,
     )
-    return train(**dataclasses.asdict(cfg)).model_dir
+    return train(cfg).model_dir
 
 
 def _texts() -> list[str]:
@@ -58,11 +60,11 @@ def test_other_skills_and_routing_are_bit_identical(extended: Path, adapted: Pat
     after = Parser.from_pretrained(adapted, backend="torch").parse(texts)
     timer_changed = False
     for a, b in zip(before, after, strict=True):
-        assert a["skill"] == b["skill"]  # the router runs on the base encoder
-        if a["skill"]["name"] != "timer":
+        assert a.skill == b.skill  # the router runs on the base encoder
+        if a.skill.name != "timer":
             assert a == b
         else:
-            timer_changed |= a["intents"] != b["intents"]
+            timer_changed |= a.intents != b.intents
     assert timer_changed, "the adapter should change the timer skill's outputs"
     # Forcing the lights skill onto timer texts still uses the base lights heads.
     forced = [t for t in texts if t not in LIGHTS_TEXTS]
@@ -76,10 +78,11 @@ def test_timer_logits_come_from_the_adapted_encoder(adapted: Path) -> None:
     from nlu.alignment import encode
 
     parser = Parser.from_pretrained(adapted, backend="torch")
-    model, tokenizer, max_length = JointModel.from_pretrained(adapted)
-    merged = adapted_model(model, adapted, "timer")
+    model, folder = JointModel.load(adapted)
+    merged = adapted_model(model, "timer", folder.adapters["timer"])
     texts = [e.text for e in read_jsonl(TIMER)][:4]
-    batch = pad_batch(encode(tokenizer, texts, max_length), tokenizer.pad_token_id)
+    tokenizer = folder.tokenizer
+    batch = encodings_inputs(encode(tokenizer, texts, folder.meta.max_length), 0)
     expected = torch_forward(merged)(batch)
     k = model.index.position["timer"]
     results = parser.parse(texts, skill="timer", top_k=10)
@@ -88,8 +91,8 @@ def test_timer_logits_come_from_the_adapted_encoder(adapted: Path) -> None:
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         best = int(probs.argmax())
-        assert result["intent"]["name"] == model.skills[k].intents[best]
-        assert result["intent"]["confidence"] == pytest.approx(float(probs[best]), abs=1e-4)
+        assert result.intent.name == model.skills[k].intents[best]
+        assert result.intent.confidence == pytest.approx(float(probs[best]), abs=1e-4)
 
 
 def test_batch_equals_single(adapted: Path) -> None:
@@ -98,13 +101,11 @@ def test_batch_equals_single(adapted: Path) -> None:
     batched = parser.parse(texts)
     for text, together in zip(texts, batched, strict=True):
         (alone,) = parser.parse([text])
-        assert alone["intent"]["name"] == together["intent"]["name"]
-        assert [(s["slot"], s["start"], s["end"]) for s in alone["slots"]] == [
-            (s["slot"], s["start"], s["end"]) for s in together["slots"]
+        assert alone.intent.name == together.intent.name
+        assert [(s.slot, s.start, s.end) for s in alone.slots] == [
+            (s.slot, s.start, s.end) for s in together.slots
         ]
-        assert alone["intent"]["confidence"] == pytest.approx(
-            together["intent"]["confidence"], abs=1e-3
-        )
+        assert alone.intent.confidence == pytest.approx(together.intent.confidence, abs=1e-3)
 
 
 def test_onnx_export_serves_the_adapter(adapted: Path, tmp_path: Path) -> None:
@@ -117,23 +118,23 @@ def test_onnx_export_serves_the_adapter(adapted: Path, tmp_path: Path) -> None:
     texts = _texts()
     expected = Parser.from_pretrained(adapted, backend="torch").parse(texts)
     for a, b in zip(expected, onnx.parse(texts), strict=True):
-        assert (a["skill"]["name"], a["intent"]["name"]) == (
-            b["skill"]["name"],
-            b["intent"]["name"],
+        assert (a.skill.name, a.intent.name) == (
+            b.skill.name,
+            b.intent.name,
         )
-        assert [(s["slot"], s["start"], s["end"]) for s in a["slots"]] == [
-            (s["slot"], s["start"], s["end"]) for s in b["slots"]
+        assert [(s.slot, s.start, s.end) for s in a.slots] == [
+            (s.slot, s.start, s.end) for s in b.slots
         ]
-        assert a["intent"]["confidence"] == pytest.approx(b["intent"]["confidence"], abs=1e-3)
+        assert a.intent.confidence == pytest.approx(b.intent.confidence, abs=1e-3)
 
 
 def test_continuing_starts_from_the_saved_adapter(adapted: Path) -> None:
     from peft import get_peft_model_state_dict
     from safetensors.torch import load_file
 
-    model, _, _ = JointModel.from_pretrained(adapted)
+    model, folder = JointModel.load(adapted)
     saved = adapted / ADAPTERS_DIR / "timer"
-    wrap_for_training(model, skill="timer", rank=4, start=saved)
+    wrap_for_training(model, skill="timer", rank=4, start=folder.adapters["timer"])
     state = get_peft_model_state_dict(model.encoder)
     expected = load_file(str(saved / "adapter_model.safetensors"))
     assert state.keys() == expected.keys()
@@ -146,7 +147,7 @@ def test_modes_that_would_break_adapters_are_refused(
 ) -> None:
     def finetune(source: Path, **changes: Any) -> None:
         cfg = make_config(tmp_path, init_from=str(source), epochs=1, **changes)
-        train(**dataclasses.asdict(cfg))
+        train(cfg)
 
     with pytest.raises(FinetuneError, match="would invalidate them"):
         finetune(adapted, finetune="full")
@@ -162,9 +163,9 @@ def test_server_reports_and_applies_the_adapter(adapted: Path) -> None:
     from nlu.serve.app import create_app
 
     parser = Parser.from_pretrained(adapted)
-    with TestClient(create_app(parser, model_dir=adapted)) as client:
+    with TestClient(create_app(parser)) as client:
         skills = {s["name"]: s["adapter"] for s in client.get("/skills").json()["skills"]}
         assert skills == {"lights": False, "timer": True}
         text = read_jsonl(TIMER)[0].text
         answer = client.post("/parse", json={"text": text, "skill": "timer"}).json()
-    assert answer == parser.parse([text], skill="timer")[0]
+    assert answer == parser.parse([text], skill="timer")[0].to_dict()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nlu.benchmark import format_report, mean_stderr
-from nlu.data.benchmarks import parse_bracketed
+from nlu.data.corpora import parse_bracketed
 from nlu.data.loaders import has_own_dev_split, load_split
+from nlu.protocol import format_report, mean_stderr
 from nlu.schema import DataError, Example, Span
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -27,7 +27,7 @@ def test_train_then_predict_and_evaluate_through_the_cli(
     summary = json.loads(capsys.readouterr().out)
     assert summary["model_dir"] == str(out / "model")
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["epochs"] == 2 and saved["encoder"] == tiny_encoder  # resolved config is kept
+    assert saved["optim"]["epochs"] == 2 and saved["model"]["encoder"] == tiny_encoder  # resolved
 
     assert main(["predict", "turn on the hall lights", "--model", str(out / "model")]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -54,7 +54,7 @@ def test_train_then_predict_and_evaluate_through_the_cli(
             "does not exist; train one with `nlu train`",
         ),
         (["serve", "/no/such/model"], "does not exist"),
-        (["train", "epochz=3"], "unknown key(s) epochz"),
+        (["train", "epochz=3"], "unknown key 'epochz'"),
         (["train", "data=/no/such/skills", "epochs=1"], "/no/such/skills: no such file"),
         (["evaluate", "/no/such/model", "skills"], "does not exist"),
     ],

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
-from nlu.config import TrainConfig
+from nlu.config import TrainConfig, replace
 from nlu.evaluate import evaluate
 from nlu.train import train
 
@@ -16,7 +15,8 @@ SKILLS = Path(__file__).parents[1] / "skills"
 
 @pytest.mark.slow
 def test_default_encoder_generalises_to_hand_written_tests(tmp_path: Path) -> None:
-    cfg = TrainConfig(
+    cfg = replace(
+        TrainConfig(),
         data=[str(SKILLS)],
         encoder="default",
         samples_per_template=10,
@@ -24,7 +24,7 @@ def test_default_encoder_generalises_to_hand_written_tests(tmp_path: Path) -> No
         output_dir=str(tmp_path),
         seed=0,
     )
-    result = train(**dataclasses.asdict(cfg))
+    result = train(cfg)
     metrics = evaluate(model_dir=result.model_dir, data=[SKILLS], split="test")["overall"]
     assert metrics["n"] >= 150
     # Chance is 1/19 intents; these utterances were never produced by the templates.
@@ -46,9 +46,9 @@ def test_default_encoder_generalises_to_hand_written_tests(tmp_path: Path) -> No
     def decisions(directory: Path) -> list[tuple[str, str, list[tuple[str, int, int]]]]:
         return [
             (
-                r["skill"]["name"],
-                r["intent"]["name"],
-                [(s["slot"], s["start"], s["end"]) for s in r["slots"]],
+                r.skill.name,
+                r.intent.name,
+                [(s.slot, s.start, s.end) for s in r.slots],
             )
             for r in Parser.from_pretrained(directory).parse(texts)
         ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nlu.model import MODEL_FILE, JointModel
+from nlu.model import JointModel
+from nlu.modeldir import WEIGHTS_FILE as MODEL_FILE
 from nlu.schema import DataError
 from nlu.train import TrainResult, train
 
@@ -32,7 +32,7 @@ def _finetune(
     make_config: Callable[..., Any], trained: TrainResult, out: Path, **changes: Any
 ) -> TrainResult:
     cfg = make_config(out, init_from=str(trained.model_dir), epochs=2, **changes)
-    return train(**dataclasses.asdict(cfg))
+    return train(cfg)
 
 
 def test_heads_mode_leaves_the_encoder_alone(
@@ -70,7 +70,7 @@ def test_lora_merged_mode_saves_a_plain_model_and_a_small_adapter(
     encoder = {k for k in changed if k.startswith("encoder.")}
     # The adapter is merged into the attention query/value weights only.
     assert encoder and all(k.endswith(("query.weight", "value.weight")) for k in encoder), encoder
-    model, _, _ = JointModel.from_pretrained(result.model_dir)  # an ordinary model directory
+    model, _ = JointModel.load(result.model_dir)  # an ordinary model directory
     assert model.index.names == ["lights"]
     adapter = result.model_dir / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file()

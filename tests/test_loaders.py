@@ -16,7 +16,8 @@ from nlu.data.loaders import (
     unseen_labels,
     write_jsonl,
 )
-from nlu.schema import DataError, Example, SkillLabels, Span
+from nlu.labels import SkillLabels
+from nlu.schema import DataError, Example, Span
 
 
 def test_jsonl_round_trip_and_dataset(tmp_path: Path) -> None:

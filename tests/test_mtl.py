@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 from nlu.config import ConfigError, load_config
+from nlu.model import TaskLosses
 from nlu.mtl import LossWeighting, SkillSampler, skill_probabilities
 from nlu.train import param_groups, train
 
@@ -51,8 +51,13 @@ def test_sampler_proportional_is_a_shuffle_and_others_rebalance() -> None:
     assert list(again) != drawn
 
 
-def _fake_losses(values: dict[str, float]) -> dict[str, tuple[torch.Tensor, float]]:
-    return {k: (torch.tensor(v, requires_grad=True), 0.5) for k, v in values.items()}
+def _fake_losses(values: dict[str, float]) -> TaskLosses:
+    tasks = {k: (torch.tensor(v, requires_grad=True), 0.5) for k, v in values.items()}
+    kinds: dict[str, torch.Tensor] = {}
+    for task, (loss, share) in tasks.items():
+        kind = task.split("/")[0]
+        kinds[kind] = kinds.get(kind, torch.zeros(())) + share * loss
+    return TaskLosses(by_task=tasks, by_kind=kinds)
 
 
 def test_static_weighting_of_unit_weights_is_the_plain_share_weighted_sum() -> None:
@@ -91,13 +96,11 @@ def test_dwa_raises_the_weight_of_the_task_whose_loss_falls_slowest() -> None:
 
 
 def test_layer_lr_decay_gives_lower_layers_smaller_rates(tiny_encoder: str) -> None:
+    from nlu.labels import SkillLabels
     from nlu.model import build_model
-    from nlu.schema import SkillLabels
 
-    skill = SkillLabels(name="s", intents=["a", "b"], slot_types=["x"])
-    model, _ = build_model(
-        encoder=tiny_encoder, skills=[skill], pooling="mean", dropout=0.1, loss_weights=(1, 1, 1)
-    )
+    skill = SkillLabels(name="s", intents=["a", "b"], slots=["x"])
+    model, _ = build_model(encoder=tiny_encoder, skills=[skill], pooling="mean", dropout=0.1)
     groups = param_groups(
         model, learning_rate=1e-3, head_learning_rate=5e-3, weight_decay=0.0, layer_lr_decay=0.5
     )
@@ -115,12 +118,12 @@ def test_layer_lr_decay_gives_lower_layers_smaller_rates(tiny_encoder: str) -> N
 def test_label_smoothing_applies_to_router_intent_and_slot_losses(tiny_encoder: str) -> None:
     import torch.nn.functional as F
 
+    from nlu.labels import SkillLabels
     from nlu.model import build_model
-    from nlu.schema import SkillLabels
 
     skills = [
-        SkillLabels(name="s", intents=["a", "b", "c"], slot_types=["x"]),
-        SkillLabels(name="t", intents=["d", "e"], slot_types=["y", "z"]),
+        SkillLabels(name="s", intents=["a", "b", "c"], slots=["x"]),
+        SkillLabels(name="t", intents=["d", "e"], slots=["y", "z"]),
     ]
     torch.manual_seed(0)  # the heads' initialisation, whatever ran before
     model, _ = build_model(
@@ -128,7 +131,6 @@ def test_label_smoothing_applies_to_router_intent_and_slot_losses(tiny_encoder: 
         skills=skills,
         pooling="mean",
         dropout=0.0,
-        loss_weights=(1, 1, 1),
     )
     model.label_smoothing = 0.2
     model.eval()
@@ -149,28 +151,26 @@ def test_label_smoothing_applies_to_router_intent_and_slot_losses(tiny_encoder: 
     slot_t = F.cross_entropy(
         out.slot_logits[1, 1:4, 3:8], batch["slot_labels"][1, 1:4], label_smoothing=0.2
     )
-    assert out.router_loss is not None
-    assert out.router_loss.item() == pytest.approx(router.item(), rel=1e-5)
-    assert out.task_losses is not None
-    assert out.task_losses["intent/t"][0].item() == pytest.approx(intent_t.item(), rel=1e-5)
-    assert out.task_losses["slot/t"][0].item() == pytest.approx(slot_t.item(), rel=1e-5)
+    assert out.losses is not None
+    assert out.losses.by_kind["router"].item() == pytest.approx(router.item(), rel=1e-5)
+    assert out.losses.by_task["intent/t"][0].item() == pytest.approx(intent_t.item(), rel=1e-5)
+    assert out.losses.by_task["slot/t"][0].item() == pytest.approx(slot_t.item(), rel=1e-5)
     model.label_smoothing = 0.0
     plain = model(**batch)
     unsmoothed = F.cross_entropy(out.router_logits, batch["skill_ids"])
-    assert plain.router_loss is not None
-    assert plain.router_loss.item() == pytest.approx(unsmoothed.item(), rel=1e-5)
-    assert out.router_loss.item() != pytest.approx(plain.router_loss.item(), rel=1e-4)
+    assert plain.losses is not None
+    plain_router = plain.losses.by_kind["router"].item()
+    assert plain_router == pytest.approx(unsmoothed.item(), rel=1e-5)
+    assert out.losses.by_kind["router"].item() != pytest.approx(plain_router, rel=1e-4)
 
 
 def test_lora_weights_learn_at_the_heads_rate(tiny_encoder: str) -> None:
     from nlu.adapters import wrap_for_training
+    from nlu.labels import SkillLabels
     from nlu.model import build_model
-    from nlu.schema import SkillLabels
 
-    skill = SkillLabels(name="s", intents=["a", "b"], slot_types=["x"])
-    model, _ = build_model(
-        encoder=tiny_encoder, skills=[skill], pooling="mean", dropout=0.1, loss_weights=(1, 1, 1)
-    )
+    skill = SkillLabels(name="s", intents=["a", "b"], slots=["x"])
+    model, _ = build_model(encoder=tiny_encoder, skills=[skill], pooling="mean", dropout=0.1)
     wrap_for_training(model, skill="s", rank=2, start=None)
     groups = param_groups(model, learning_rate=1e-4, head_learning_rate=1e-3, weight_decay=0.0)
     lr_of = {
@@ -211,7 +211,7 @@ def test_training_with_mtl_controls_learns_and_logs_them(
     # A second, much smaller skill next to the fixture skill: unequal sizes.
     small = Path(__file__).parent / "fixtures" / "timer.jsonl"
     cfg = make_config(tmp_path / "run", data=[str(tiny_skill), str(small)], epochs=12, **changes)
-    result = train(**dataclasses.asdict(cfg))
+    result = train(cfg)
     last = result.history[-1]
     assert set(last["skill_probabilities"]) == {"lights", "timer"}
     weights = last[logged]

@@ -10,7 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from nlu.predict import Parser
-from nlu.serve.app import MAX_BATCH, MAX_CHARS, create_app
+from nlu.result import ParseResult
+from nlu.serve.app import create_app
+from nlu.serve.schemas import MAX_BATCH, MAX_CHARS
+from nlu.serve.settings import ServeSettings
 from nlu.train import TrainResult
 
 
@@ -22,7 +25,9 @@ def model_dir(trained: TrainResult) -> Path:
 @pytest.fixture(scope="module")
 def client(model_dir: Path) -> Iterator[TestClient]:
     # The context manager runs the app's lifespan, which starts the micro-batcher.
-    with TestClient(create_app(Parser.from_pretrained(model_dir), model_dir=model_dir)) as c:
+    with TestClient(
+        create_app(Parser.from_pretrained(model_dir), ServeSettings(model_dir=str(model_dir)))
+    ) as c:
         yield c
 
 
@@ -128,7 +133,7 @@ def test_metrics_count_requests_errors_and_batches(client: TestClient) -> None:
 
 
 def test_api_key_guards_everything_but_health(model_dir: Path) -> None:
-    app = create_app(Parser.from_pretrained(model_dir), api_key="s3cret")
+    app = create_app(Parser.from_pretrained(model_dir), ServeSettings(api_key="s3cret"))
     with TestClient(app) as c:
         assert c.get("/health").status_code == 200
         r = c.post("/parse", json={"text": "lights on"})
@@ -144,7 +149,7 @@ def test_concurrent_requests_are_micro_batched_and_matched(model_dir: Path) -> N
     import httpx
 
     parser = Parser.from_pretrained(model_dir)
-    app = create_app(parser, max_batch=16, max_wait_ms=20)
+    app = create_app(parser, ServeSettings(max_batch=16, max_wait_ms=20))
     texts = [f"turn on the {room} lights" for room in ("kitchen", "hall", "bedroom", "living room")]
     texts = [texts[i % 4] for i in range(64)]
     expected = {t: parser.parse([t])[0] for t in set(texts)}
@@ -166,7 +171,7 @@ def test_concurrent_requests_are_micro_batched_and_matched(model_dir: Path) -> N
 
     for text, result in zip(texts, asyncio.run(run()), strict=True):
         assert result["text"] == text
-        assert result["slots"] == expected[text]["slots"]
+        assert result["slots"] == expected[text].to_dict()["slots"]
 
 
 def test_full_queue_answers_503_with_retry_after(model_dir: Path) -> None:
@@ -174,7 +179,9 @@ def test_full_queue_answers_503_with_retry_after(model_dir: Path) -> None:
 
     import httpx
 
-    app = create_app(Parser.from_pretrained(model_dir), max_queue=1, max_wait_ms=50, max_batch=1)
+    app = create_app(
+        Parser.from_pretrained(model_dir), ServeSettings(max_queue=1, max_wait_ms=50, max_batch=1)
+    )
 
     async def run() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
@@ -198,7 +205,7 @@ def test_onnx_export_matches_torch(model_dir: Path, tmp_path: Path) -> None:
 
     from nlu.alignment import encode
     from nlu.export import export_onnx
-    from nlu.predict import pad_batch
+    from nlu.features import encodings_inputs
 
     export_onnx(model_dir=model_dir, out_dir=tmp_path / "onnx")
     export_onnx(model_dir=model_dir, out_dir=tmp_path / "int8", quantize="int8")
@@ -211,16 +218,13 @@ def test_onnx_export_matches_torch(model_dir: Path, tmp_path: Path) -> None:
         "lights on",
         "switch the bedroom light off now please",
     ]
-    batch = pad_batch(encode(torch_parser.tokenizer, texts, torch_parser.max_length), 0)
+    batch = encodings_inputs(encode(torch_parser.tokenizer, texts, torch_parser.max_length), 0)
     a, b = torch_parser.forward(batch), onnx_parser.forward(batch)
     for x, y in ((a.router, b.router), (a.intents, b.intents), (a.slots, b.slots)):
         np.testing.assert_allclose(x, y, atol=1e-4)
 
-    def decisions(results: list[dict[str, Any]]) -> list[Any]:
-        return [
-            (r["intent"]["name"], [(s["slot"], s["start"], s["end"]) for s in r["slots"]])
-            for r in results
-        ]
+    def decisions(results: list[ParseResult]) -> list[Any]:
+        return [(r.intent.name, [(s.slot, s.start, s.end) for s in r.slots]) for r in results]
 
     assert decisions(onnx_parser.parse(texts)) == decisions(torch_parser.parse(texts))
     int8 = Parser.from_pretrained(tmp_path / "int8")

@@ -62,7 +62,7 @@ def test_expansion_is_deterministic_and_fills_slots(tmp_path: Path) -> None:
     # Slot names map to types: `start` is filled from `time`, and "6:30" stays text.
     schedule = [e for e in first if e.intent == "schedule"]
     assert any(e.value(s) == "6:30" and s.slot == "start" for e in schedule for s in e.slots)
-    assert spec.labels.slot_types == ["dish", "start"]
+    assert spec.labels.slots == ["dish", "start"]
 
 
 def test_whitespace_in_templates_is_normalised(tmp_path: Path) -> None:
@@ -146,7 +146,7 @@ def test_shipped_skills_are_valid_and_big_enough() -> None:
     assert len(train.declared) >= 5
     for labels in train.declared:
         assert len(labels.intents) >= 3, labels.name
-        assert len(labels.slot_types) >= 3, labels.name
+        assert len(labels.slots) >= 3, labels.name
         assert sum(e.skill == labels.name for e in test) >= 30, labels.name
     # The hand-written tests are not template outputs: no test text appears in the expansion.
     generated = {e.text for e in train.examples} | {

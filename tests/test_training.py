@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,12 +10,17 @@ import numpy as np
 import pytest
 import torch
 
+import nlu
+from nlu import modeldir
 from nlu.alignment import encode
 from nlu.config import TrainConfig
 from nlu.data.loaders import load_split
+from nlu.decode import softmax
 from nlu.evaluate import evaluate, score
+from nlu.features import encodings_inputs
 from nlu.model import JointModel, ModelDirError
-from nlu.predict import Parser, UnknownSkillError, pad_batch
+from nlu.mtl import LossWeighting
+from nlu.predict import Parser, UnknownSkillError
 from nlu.train import TrainResult, train
 
 
@@ -31,13 +35,13 @@ def test_overfits_tiny_skill_to_100_percent(trained: TrainResult, tiny_skill: Pa
     assert metrics["intent_accuracy"] == 100.0 and metrics["slot_f1"] == 100.0
     # Decoded slots point at the right characters of the original text.
     (result,) = parser.parse(["set the living room lights to warm white"])
-    assert result["intent"]["name"] == "set_color"
-    assert [(s["slot"], s["value"]) for s in result["slots"]] == [
+    assert result.intent.name == "set_color"
+    assert [(s.slot, s.value) for s in result.slots] == [
         ("room", "living room"),
         ("color", "warm white"),
     ]
-    first = result["slots"][0]
-    assert result["text"][first["start"] : first["end"]] == "living room"
+    first = result.slots[0]
+    assert result.text[first.start : first.end] == "living room"
 
 
 def test_model_dir_is_self_contained(trained: TrainResult) -> None:
@@ -53,10 +57,15 @@ def test_model_dir_is_self_contained(trained: TrainResult) -> None:
 def test_save_load_gives_identical_outputs(trained: TrainResult, tmp_path: Path) -> None:
     texts = ["turn on the kitchen lights", "make the hall blue", "switch the bedroom light off"]
     parser = Parser.from_pretrained(trained.model_dir)
-    model, tokenizer, max_length = JointModel.from_pretrained(trained.model_dir)
-    model.save_pretrained(tmp_path / "copy", tokenizer=tokenizer, max_length=max_length)
-    again = Parser.from_pretrained(tmp_path / "copy")
-    batch = pad_batch(encode(parser.tokenizer, texts, parser.max_length), 0)
+    model, folder = JointModel.load(trained.model_dir)
+    modeldir.save(
+        tmp_path / "copy",
+        model.to_folder(
+            tokenizer=folder.tokenizer, max_length=folder.meta.max_length, training_config=None
+        ),
+    )
+    again = nlu.load(tmp_path / "copy")
+    batch = encodings_inputs(encode(parser.tokenizer, texts, parser.max_length), 0)
     a, b = parser.forward(batch), again.forward(batch)
     np.testing.assert_array_equal(a.slots, b.slots)
     np.testing.assert_array_equal(a.intents, b.intents)
@@ -73,23 +82,27 @@ def test_batched_and_single_predictions_agree(trained: TrainResult) -> None:
     batched = parser.parse(texts, batch_size=8)
     single = [parser.parse([t])[0] for t in texts]
     for b, s in zip(batched, single, strict=True):
-        assert b["intent"]["name"] == s["intent"]["name"]
-        assert [(x["slot"], x["start"], x["end"]) for x in b["slots"]] == [
-            (x["slot"], x["start"], x["end"]) for x in s["slots"]
+        assert b.intent.name == s.intent.name
+        assert [(x.slot, x.start, x.end) for x in b.slots] == [
+            (x.slot, x.start, x.end) for x in s.slots
         ]
-        assert b["intent"]["confidence"] == pytest.approx(s["intent"]["confidence"], abs=1e-3)
+        assert b.intent.confidence == pytest.approx(s.intent.confidence, abs=1e-3)
 
 
 def test_forced_skill_and_top_k(trained: TrainResult) -> None:
     parser = Parser.from_pretrained(trained.model_dir)
-    (result,) = parser.parse(["turn on the kitchen lights"], skill="lights", top_k=2)
-    assert result["skill"] == {
-        "name": "lights",
-        "confidence": result["skill"]["confidence"],
-        "forced": True,
-    }
-    assert len(result["intents"]) == 2
-    assert sum(i["confidence"] for i in result["intents"]) <= 1.0001
+    text = "turn on the kitchen lights"
+    (result,) = parser.parse([text], skill="lights", top_k=2)
+    (routed,) = parser.parse([text], top_k=2)
+    assert (result.skill.name, result.skill.forced, routed.skill.forced) == ("lights", True, False)
+    # Forcing keeps the router's own probability of the forced skill as its confidence.
+    logits = parser.forward(encodings_inputs(encode(parser.tokenizer, [text], 64), 0))
+    router = softmax(logits.router[0])
+    assert result.skill.confidence == pytest.approx(float(router[0]), abs=1e-4)
+    assert len(result.intents) == 2
+    assert result.intents[0] == result.intent
+    assert result.intents[0].confidence >= result.intents[1].confidence
+    assert sum(i.confidence for i in result.intents) <= 1.0001
     with pytest.raises(
         UnknownSkillError, match="unknown skill 'weather'; this model knows: lights"
     ):
@@ -111,29 +124,92 @@ def test_evaluate_writes_reports(trained: TrainResult, tiny_skill: Path, tmp_pat
 def test_resume_continues_from_checkpoint(
     make_config: Callable[..., TrainConfig], tmp_path: Path
 ) -> None:
-    first = train(**dataclasses.asdict(make_config(tmp_path, epochs=2)))
+    first = train(make_config(tmp_path, epochs=2))
     assert [h["epoch"] for h in first.history] == [1, 2]
-    resumed = train(**dataclasses.asdict(make_config(tmp_path, epochs=3, resume="latest")))
+    resumed = train(make_config(tmp_path, epochs=3, resume="latest"))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert resumed.history[:2] == first.history
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_003"]
 
 
+def test_an_interrupted_run_resumes_to_the_same_weights(
+    make_config: Callable[..., TrainConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Data order, RNG, optimiser and DWA state all continue: killed after epoch 1 and resumed
+    equals uninterrupted, weights included."""
+    from safetensors.torch import load_file
+
+    import nlu.train as recipe
+
+    def config(out: Path, **extra: object) -> TrainConfig:
+        return make_config(
+            out, epochs=3, loss_weighting="dwa", dwa_period=2, sampling="uniform", **extra
+        )
+
+    whole = train(config(tmp_path / "whole"))
+    real_save = recipe.save_checkpoint
+
+    def killed_after_first(*args: object, **kwargs: object) -> None:
+        real_save(*args, **kwargs)  # type: ignore[arg-type]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recipe, "save_checkpoint", killed_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path / "cut"))
+    monkeypatch.setattr(recipe, "save_checkpoint", real_save)
+    resumed = train(config(tmp_path / "cut", resume="latest"))
+
+    def comparable(history: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+    assert comparable(resumed.history) == comparable(whole.history)
+    assert whole.history[1]["loss_weights"] != whole.history[2]["loss_weights"]  # DWA moved
+    a = load_file(str(tmp_path / "whole" / "checkpoints" / "epoch_003" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "checkpoints" / "epoch_003" / "model.safetensors"))
+    for name, tensor in a.items():
+        torch.testing.assert_close(tensor, b[name], rtol=0, atol=1e-6)
+
+
 def test_missing_or_incomplete_model_dir(tmp_path: Path) -> None:
     with pytest.raises(ModelDirError, match="does not exist"):
-        JointModel.from_pretrained(tmp_path / "nothing")
+        JointModel.load(tmp_path / "nothing")
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(
         ModelDirError, match=r"incomplete: missing nlu.json, tokenizer.json, model.safetensors"
     ):
-        JointModel.from_pretrained(tmp_path)
+        nlu.load(tmp_path)
+
+
+def test_a_failed_save_leaves_the_previous_model(
+    trained: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, folder = JointModel.load(trained.model_dir)
+    target = tmp_path / "model"
+    modeldir.save(target, folder)
+    before = nlu.load(target).parse(["turn on the hall lights"])
+    original = modeldir._write_adapter
+    calls = 0
+
+    def dies_half_way(where: Path, adapter: modeldir.Adapter) -> None:
+        nonlocal calls
+        calls += 1
+        raise KeyboardInterrupt  # as a kill during the save would
+
+    monkeypatch.setattr(modeldir, "_write_adapter", dies_half_way)
+    folder.adapters = {"lights": modeldir.Adapter()}
+    with pytest.raises(KeyboardInterrupt):
+        modeldir.save(target, folder)
+    monkeypatch.setattr(modeldir, "_write_adapter", original)
+    assert calls == 1
+    assert nlu.load(target).parse(["turn on the hall lights"]) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left
 
 
 def test_each_example_is_scored_only_against_its_own_skill(tiny_encoder: str) -> None:
     from torch.nn import functional as F
     from transformers import AutoModel
 
-    from nlu.schema import SkillLabels
+    from nlu.labels import SkillLabels
 
     torch.manual_seed(0)
     model = JointModel(
@@ -159,6 +235,14 @@ def test_each_example_is_scored_only_against_its_own_skill(tiny_encoder: str) ->
         + F.cross_entropy(out.slot_logits[1:2, 1, 1:4], torch.tensor([1]))
     ) / 2
     router = F.cross_entropy(out.router_logits, batch["skill_ids"])
-    assert out.intent_loss.item() == pytest.approx(intent.item(), rel=1e-5)
-    assert out.slot_loss.item() == pytest.approx(slot.item(), rel=1e-5)
-    assert out.loss.item() == pytest.approx((router + intent + slot).item(), rel=1e-5)
+    assert out.losses is not None
+    kinds = out.losses.by_kind
+    assert kinds["intent"].item() == pytest.approx(intent.item(), rel=1e-5)
+    assert kinds["slot"].item() == pytest.approx(slot.item(), rel=1e-5)
+    static = LossWeighting(
+        model.task_names(), strategy="static", static={"router": 1, "intent": 1, "slot": 1}
+    )
+    assert static(out.losses).item() == pytest.approx((router + intent + slot).item(), rel=1e-5)
+    # Σ share · mean over the tasks is the same plain joint loss.
+    mixed = sum(share * loss for loss, share in out.losses.by_task.values())
+    assert float(mixed.detach()) == pytest.approx((router + intent + slot).item(), rel=1e-5)

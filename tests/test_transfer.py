@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nlu.add_skill import AddSkillError, add_skill
 from nlu.cli import main
 from nlu.data.loaders import read_jsonl
+from nlu.features import encodings_inputs
 from nlu.model import JointModel
-from nlu.predict import Parser, pad_batch, torch_forward
+from nlu.predict import Parser, torch_forward
 from nlu.train import TrainResult
-from nlu.transfer import AddSkillError, add_skill
 
 TIMER = Path(__file__).parent / "fixtures" / "timer.jsonl"
 OLD_TEXTS = [
@@ -26,10 +27,11 @@ OLD_TEXTS = [
 
 
 def _logits(model_dir: Path, texts: list[str]) -> tuple[JointModel, dict[str, np.ndarray]]:
-    model, tokenizer, max_length = JointModel.from_pretrained(model_dir)
+    model, folder = JointModel.load(model_dir)
+    tokenizer, max_length = folder.tokenizer, folder.meta.max_length
     from nlu.alignment import encode
 
-    batch = pad_batch(encode(tokenizer, texts, max_length), tokenizer.pad_token_id)
+    batch = encodings_inputs(encode(tokenizer, texts, max_length), tokenizer.pad_token_id)
     out = torch_forward(model)(batch)
     return model, {"intents": out.intents, "slots": out.slots, "router": out.router}
 
@@ -48,22 +50,22 @@ def test_old_skill_outputs_are_bit_identical(trained: TrainResult, extended: Pat
     old_results = Parser.from_pretrained(trained.model_dir).parse(OLD_TEXTS, skill="lights")
     new_results = Parser.from_pretrained(extended).parse(OLD_TEXTS, skill="lights")
     for a, b in zip(old_results, new_results, strict=True):
-        assert (a["intent"], a["intents"], a["slots"]) == (b["intent"], b["intents"], b["slots"])
+        assert (a.intent, a.intents, a.slots) == (b.intent, b.intents, b.slots)
 
 
 def test_new_skill_is_learned_and_routed(extended: Path) -> None:
     parser = Parser.from_pretrained(extended)
     examples = read_jsonl(TIMER)
     results = parser.parse([e.text for e in examples])
-    routed = sum(r["skill"]["name"] == "timer" for r in results) / len(results)
-    intents = sum(
-        r["intent"]["name"] == e.intent for r, e in zip(results, examples, strict=True)
-    ) / len(results)
+    routed = sum(r.skill.name == "timer" for r in results) / len(results)
+    intents = sum(r.intent.name == e.intent for r, e in zip(results, examples, strict=True)) / len(
+        results
+    )
     assert routed >= 0.9 and intents >= 0.9, (routed, intents)
     (result,) = parser.parse(["set a timer for 5 minutes"])
-    assert [(s["slot"], s["value"]) for s in result["slots"]] == [("duration", "5 minutes")]
+    assert [(s.slot, s.value) for s in result.slots] == [("duration", "5 minutes")]
     # Old-skill utterances still route to the old skill.
-    assert all(r["skill"]["name"] == "lights" for r in parser.parse(OLD_TEXTS))
+    assert all(r.skill.name == "lights" for r in parser.parse(OLD_TEXTS))
 
 
 def test_adding_an_existing_skill_is_refused(trained: TrainResult, tmp_path: Path) -> None:

@@ -28,12 +28,14 @@ from typing import Any
 import torch
 import yaml
 from torch import nn
-from torch.nn import functional as F
 
-from nlu.adapters import copy_adapters
-from nlu.alignment import IGNORE_INDEX, Encoding, encode, spans_to_tags, token_labels
-from nlu.model import JointModel
-from nlu.schema import DataError, Example, labels_from_examples
+from nlu import modeldir
+from nlu.alignment import Tokenizer, pad_id
+from nlu.config import DataConfig, parse_config
+from nlu.features import collate, featurize
+from nlu.model import JointModel, task_losses
+from nlu.mtl import LossWeighting
+from nlu.schema import DataError, Example
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +54,10 @@ class AddSkillResult:
     dev: dict[str, Any] | None
 
 
-def _replay_sources(model_dir: Path, replay: Sequence[str] | None) -> list[str]:
-    if replay:
-        return list(replay)
-    config_path = model_dir / "training_config.yaml"
-    if config_path.is_file():
-        recorded = yaml.safe_load(config_path.read_text()) or {}
-        found = [d for d in recorded.get("data", []) if Path(d).exists()]
+def _replay_sources(model_dir: Path, training_config: str | None) -> list[str]:
+    if training_config is not None:
+        recorded = parse_config(training_config, source=str(model_dir))
+        found = [d for d in recorded.data.data if Path(d).exists()]
         if found:
             return found
     raise AddSkillError(
@@ -68,25 +67,41 @@ def _replay_sources(model_dir: Path, replay: Sequence[str] | None) -> list[str]:
     )
 
 
-def _features(
-    model: JointModel, tokenizer: Any, examples: Sequence[Example], max_length: int
-) -> list[tuple[torch.Tensor, torch.Tensor, Encoding]]:
-    """Frozen-encoder outputs per example: (pooled vector, token vectors, encoding)."""
-    from nlu.predict import pad_batch
+@dataclass
+class Cached:
+    """Frozen-encoder features of examples, padded: what the new heads train on."""
 
-    out = []
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pooled: torch.Tensor  # [N, hidden]
+    tokens: torch.Tensor  # [N, longest, hidden]
+    skill_ids: torch.Tensor
+    intent_labels: torch.Tensor
+    slot_labels: torch.Tensor  # [N, longest], -100 where ignored
+
+
+def _cache(
+    model: JointModel, tokenizer: Tokenizer, examples: Sequence[Example], max_length: int
+) -> Cached:
+    rows = list(featurize(examples, tokenizer=tokenizer, index=model.index, max_length=max_length))
+    batch = collate(rows, pad_id=pad_id(tokenizer))
+    pooled, tokens = [], []
     with torch.inference_mode():
-        for start in range(0, len(examples), 64):
-            chunk = examples[start : start + 64]
-            encodings = encode(tokenizer, [e.text for e in chunk], max_length)
-            batch = {k: torch.from_numpy(v) for k, v in pad_batch(encodings, pad_id).items()}
-            hidden = model.encoder(**batch).last_hidden_state
-            pooled = model.pool(hidden, batch["attention_mask"])
-            for row, enc in enumerate(encodings):
-                n = len(enc.input_ids)
-                out.append((pooled[row].clone(), hidden[row, :n].clone(), enc))
-    return out
+        for start in range(0, len(rows), 64):
+            part = slice(start, start + 64)
+            mask = batch["attention_mask"][part]
+            hidden = model.encoder(
+                input_ids=batch["input_ids"][part], attention_mask=mask
+            ).last_hidden_state
+            pooled.append(model.pool(hidden, mask))
+            tokens.append(hidden)
+    width = batch["input_ids"].shape[1]
+    padded = [torch.nn.functional.pad(t, (0, 0, 0, width - t.shape[1])) for t in tokens]
+    return Cached(
+        pooled=torch.cat(pooled),
+        tokens=torch.cat(padded),
+        skill_ids=batch["skill_ids"],
+        intent_labels=batch["intent_labels"],
+        slot_labels=batch["slot_labels"],
+    )
 
 
 def add_skill(
@@ -105,24 +120,22 @@ def add_skill(
     seed: int = 0,
 ) -> AddSkillResult:
     from nlu.data.loaders import load_split
-    from nlu.train import load_training_data
+    from nlu.train import load_data
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     torch.manual_seed(seed)
-    old, tokenizer, max_length = JointModel.from_pretrained(model_dir)
-    old_names = [s.name for s in old.skills]
+    old, base = JointModel.load(model_dir)
+    old_names = old.index.names
 
-    train, dev, _ = load_training_data(
-        data=list(skill_data),
-        dev_data=[],
-        samples_per_template=samples_per_template,
-        dev_fraction=dev_fraction,
+    data = load_data(
+        DataConfig(
+            data=list(skill_data),
+            samples_per_template=samples_per_template,
+            dev_fraction=dev_fraction,
+        ),
         seed=seed,
     )
-    declared = {}
-    for source in skill_data:
-        declared.update({d.name: d for d in load_split(source, "train").declared})
-    new_labels = labels_from_examples(train, declared)
+    train, dev, new_labels = data.train, data.dev, data.labels
     clash = [s.name for s in new_labels if s.name in old_names]
     if clash:
         raise AddSkillError(
@@ -131,7 +144,7 @@ def add_skill(
         )
 
     replay_examples: list[Example] = []
-    for source in _replay_sources(model_dir, replay):
+    for source in replay or _replay_sources(model_dir, base.training_config):
         replay_examples += load_split(source, "train", seed=seed).examples
     unknown = {e.skill for e in replay_examples} - set(old_names)
     if unknown:
@@ -145,16 +158,18 @@ def add_skill(
         raise AddSkillError("no replay examples: the router cannot learn the new skill's bounds")
 
     # -- the extended model: old weights shared, new heads and router rows fresh ------------
-    skills = [*old.skills, *new_labels]
     model = JointModel(
-        encoder=old.encoder, skills=skills, pooling=old.pooling, dropout=old.dropout_rate
+        encoder=old.encoder,
+        skills=[*old.skills, *new_labels],
+        pooling=old.pooling,
+        dropout=old.dropout_rate,
     )
     hidden = old.encoder.config.hidden_size
     for s in old.skills:
         model.intent_heads[s.name] = old.intent_heads[s.name]
         model.slot_heads[s.name] = old.slot_heads[s.name]
     new_router = nn.Linear(hidden, len(new_labels))
-    for p in [*old.parameters()]:
+    for p in old.parameters():
         p.requires_grad_(False)
     trainable = [new_router.weight, new_router.bias]
     for s in new_labels:
@@ -162,60 +177,40 @@ def add_skill(
         trainable += list(model.slot_heads[s.name].parameters())
     model.eval()  # the encoder runs without dropout; head dropout is applied by hand below
 
-    skill_ids = {name: i for i, name in enumerate(model.index.names)}
     started = time.perf_counter()
-    new_feats = _features(model, tokenizer, train, max_length)
-    replay_feats = _features(model, tokenizer, replay_examples, max_length)
-    # Stack the cached features once: new-skill examples (padded tokens, -100 labels) and
-    # replay examples (pooled only: they train the router's new outputs to say "not me").
-    width = max(len(f[1]) for f in new_feats)
-    pooled_new = torch.stack([f[0] for f in new_feats])
-    tokens_new = torch.zeros(len(new_feats), width, hidden)
-    slot_labels = torch.full((len(new_feats), width), IGNORE_INDEX, dtype=torch.long)
-    intent_ids = torch.zeros(len(new_feats), dtype=torch.long)
-    for i, (ex, (_, tokens, enc)) in enumerate(zip(train, new_feats, strict=True)):
-        skill = next(s for s in new_labels if s.name == ex.skill)
-        tags = spans_to_tags(enc.words, ex.slots).tags
-        tag_ids = {tag: j for j, tag in enumerate(skill.tags)}
-        tokens_new[i, : len(tokens)] = tokens
-        slot_labels[i, : len(tokens)] = torch.tensor(token_labels(enc, tags, tag_ids))
-        intent_ids[i] = skill.intents.index(ex.intent)
-    skill_new = torch.tensor([skill_ids[ex.skill] for ex in train])
-    pooled_replay = torch.stack([f[0] for f in replay_feats])
-    skill_replay = torch.tensor([skill_ids[ex.skill] for ex in replay_examples])
-
+    new = _cache(model, base.tokenizer, train, base.meta.max_length)
+    replayed = _cache(model, base.tokenizer, replay_examples, base.meta.max_length)
+    weighting = LossWeighting(
+        model.task_names(), strategy="static", static={"router": 1, "intent": 1, "slot": 1}
+    )
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
     dropout = nn.Dropout(old.dropout_rate)
-    steps = max(1, -(-len(new_feats) // batch_size))
-    replay_per_step = -(-len(replay_feats) // steps)
+    steps = max(1, -(-len(train) // batch_size))
+    replay_per_step = -(-len(replay_examples) // steps)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
-        order = torch.randperm(len(new_feats), generator=generator)
-        replay_order = torch.randperm(len(replay_feats), generator=generator)
+        order = torch.randperm(len(train), generator=generator)
+        replay_order = torch.randperm(len(replay_examples), generator=generator)
         for step in range(steps):
             idx = order[step * batch_size : (step + 1) * batch_size]
             ridx = replay_order[step * replay_per_step : (step + 1) * replay_per_step]
-            pooled, tokens = dropout(pooled_new[idx]), dropout(tokens_new[idx])
-            loss = torch.zeros(())
-            for k in skill_new[idx].unique().tolist():
-                rows = skill_new[idx] == k
-                name = model.index.names[k]
-                loss = loss + F.cross_entropy(
-                    model.intent_heads[name](pooled[rows]), intent_ids[idx][rows], reduction="sum"
-                ) / len(idx)
-                labels = slot_labels[idx][rows]
-                logits = model.slot_heads[name](tokens[rows])
-                loss = loss + F.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]),
-                    labels.reshape(-1),
-                    ignore_index=IGNORE_INDEX,
-                    reduction="sum",
-                ) / (labels != IGNORE_INDEX).sum().clamp(min=1)
-            every = torch.cat([pooled_new[idx], pooled_replay[ridx]])
-            router_logits = torch.cat([old.router(every), new_router(dropout(every))], dim=-1)
-            loss = loss + F.cross_entropy(
-                router_logits, torch.cat([skill_new[idx], skill_replay[ridx]])
+            _, intent_logits, slot_logits = model.heads(
+                dropout(new.pooled[idx]), dropout(new.tokens[idx])
             )
+            # The router's new outputs also learn "not me" from the replayed old skills.
+            every = torch.cat([new.pooled[idx], replayed.pooled[ridx]])
+            router_logits = torch.cat([old.router(every), new_router(dropout(every))], dim=-1)
+            losses = task_losses(
+                index=model.index,
+                router_logits=router_logits,
+                router_targets=torch.cat([new.skill_ids[idx], replayed.skill_ids[ridx]]),
+                intent_logits=intent_logits,
+                slot_logits=slot_logits,
+                skill_ids=new.skill_ids[idx],
+                intent_labels=new.intent_labels[idx],
+                slot_labels=new.slot_labels[idx],
+            )
+            loss = weighting(losses)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -225,7 +220,6 @@ def add_skill(
         model.router.weight.copy_(torch.cat([old.router.weight, new_router.weight]))
         model.router.bias.copy_(torch.cat([old.router.bias, new_router.bias]))
     seconds = time.perf_counter() - started
-    config_path = model_dir / "training_config.yaml"
     note = {
         "add_skill": {
             "base_model": str(model_dir),
@@ -236,22 +230,21 @@ def add_skill(
             "seed": seed,
         }
     }
-    recorded = config_path.read_text() if config_path.is_file() else ""
-    model.save_pretrained(
-        out_dir,
-        tokenizer=tokenizer,
-        max_length=max_length,
-        training_config=recorded + yaml.safe_dump(note, sort_keys=False),
+    folder = model.to_folder(
+        tokenizer=base.tokenizer,
+        max_length=base.meta.max_length,
+        training_config=(base.training_config or "") + yaml.safe_dump(note, sort_keys=False),
     )
     # The encoder is frozen, so adapters of old skills stay valid on the new model.
-    copy_adapters(model_dir, out_dir)
+    folder.adapters = dict(base.adapters)
+    modeldir.save(out_dir, folder)
     dev_metrics = None
     if dev:
         from nlu.evaluate import score
         from nlu.predict import Parser
 
         parser = Parser.from_pretrained(out_dir, backend="torch")
-        dev_metrics = score(dev, parser.parse([e.text for e in dev]), tokenizer=tokenizer)[
+        dev_metrics = score(dev, parser.parse([e.text for e in dev]), tokenizer=base.tokenizer)[
             "overall"
         ]
     logger.info(

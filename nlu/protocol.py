@@ -8,6 +8,7 @@ with the selected model. Slot scores are seqeval's strict IOB2 entity-level F1.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
 import logging
 import math
@@ -18,13 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nlu.config import TrainConfig, load_config
+from nlu.config import TrainConfig, load_config, replace
 from nlu.evaluate import SEQEVAL_MODE, evaluate
 from nlu.train import train
 
 logger = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "benchmarks"
+# Shipped inside the package (nlu/presets/NAME.yaml), so `nlu benchmark` works on a wheel install.
+PRESETS = "presets"
 PROTOCOL = "train on train, select the epoch with the best dev exact match, test once per seed"
 METRICS = ("intent_accuracy", "slot_f1", "exact_match", "router_accuracy")
 
@@ -36,9 +38,10 @@ def mean_stderr(values: Sequence[float]) -> dict[str, float]:
 
 
 def benchmark_config(name: str, overrides: Sequence[str]) -> TrainConfig:
-    """configs/benchmarks/<name>.yaml if it exists, then key=value overrides."""
-    path = CONFIG_DIR / f"{name}.yaml"
-    return load_config(path if path.is_file() else None, list(overrides))
+    """The preset nlu/presets/<name>.yaml if there is one, then key=value overrides."""
+    preset = importlib.resources.files("nlu") / PRESETS / f"{name}.yaml"
+    with importlib.resources.as_file(preset) as path:
+        return load_config(path if path.is_file() else None, list(overrides))
 
 
 def benchmark(
@@ -54,10 +57,10 @@ def benchmark(
     runs = []
     for seed in range(seeds):
         run_dir = out / f"seed_{seed}"
-        cfg = dataclasses.replace(config, data=[data], seed=seed, output_dir=str(run_dir))
+        cfg = replace(config, data=[data], seed=seed, output_dir=str(run_dir))
         logger.info("%s seed %d/%d: training", name, seed + 1, seeds)
         started = time.perf_counter()
-        result = train(**dataclasses.asdict(cfg))
+        result = train(cfg)
         wall = time.perf_counter() - started
         metrics = evaluate(
             model_dir=result.model_dir, data=[data], split="test", out_dir=run_dir / "test"
@@ -82,11 +85,7 @@ def benchmark(
         "seeds": seeds,
         "protocol": PROTOCOL,
         "slot_metric": SEQEVAL_MODE,
-        "config": {
-            k: v
-            for k, v in dataclasses.asdict(config).items()
-            if k not in ("data", "seed", "output_dir")
-        },
+        "config": _reported(config),
         "test": summary,
         "dev": {m: mean_stderr([r["dev"][m] for r in runs if r["dev"]]) for m in METRICS}
         if all(r["dev"] for r in runs)
@@ -99,6 +98,17 @@ def benchmark(
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(format_report(report) + "\n")
     return report
+
+
+def _reported(config: TrainConfig) -> dict[str, Any]:
+    """The config keys that describe the protocol's training (flat), without per-run ones."""
+    flat = {
+        k: v
+        for group in dataclasses.asdict(config).values()
+        if isinstance(group, dict)
+        for k, v in group.items()
+    }
+    return {k: v for k, v in flat.items() if k not in ("data", "output_dir", "resume")}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -118,7 +128,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"Mean ± standard error over seeds. Slot F1: {report['slot_metric']}. "
         f"Protocol: {report['protocol']}.",
         "",
-        "Config: " + ", ".join(f"{k}={v}" for k, v in report["config"].items() if k != "resume"),
+        "Config: " + ", ".join(f"{k}={v}" for k, v in report["config"].items()),
     ]
     unseen = report["runs"][0]["unseen_test_labels"]
     if any(unseen.values()):

@@ -1,4 +1,5 @@
-"""Public benchmark formats: MASSIVE and SLURP (ATIS and SNIPS use the JointBERT loader).
+"""Public corpora in their released formats: MASSIVE and SLURP (ATIS and SNIPS: the JointBERT
+loader in `loaders.py`).
 
 - MASSIVE (one JSONL per locale): `annot_utt` with inline `[slot : value]`, `scenario`, `intent`,
   `partition` in train/dev/test. Each scenario is a skill; `intent` is kept as released

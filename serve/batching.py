@@ -1,0 +1,128 @@
+"""Micro-batching: concurrent requests share one forward pass.
+
+While one forward pass runs, new requests queue; the next pass takes all of them (up to
+`max_batch` texts, optionally waiting `max_wait_ms` for more), runs in a worker thread (the
+event loop never blocks on tokenization or inference), and answers each request with its own
+rows. A lone request never waits. The queue is bounded: a full queue is `Overloaded`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from prometheus_client import Histogram
+
+from nlu.predict import Parser
+from nlu.result import ParseResult
+
+logger = logging.getLogger(__name__)
+
+
+class Overloaded(Exception):
+    pass
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    skill: str | None
+    top_k: int
+    future: asyncio.Future[list[ParseResult]] = field(repr=False)
+
+
+class MicroBatcher:
+    """Collect concurrent requests into one forward pass; bounded queue, one worker thread."""
+
+    def __init__(
+        self,
+        parser: Parser,
+        *,
+        max_batch: int,
+        max_wait_ms: float,
+        max_queue: int,
+        batch_sizes: Histogram,
+    ) -> None:
+        self.parser = parser
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self.batch_sizes = batch_sizes
+        self.queue: asyncio.Queue[_Job] | None = None
+        self.executor: ThreadPoolExecutor | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        # Made per start, not per instance: an app can run its lifespan more than once (a test
+        # client opened twice), each time on a new event loop, and a shut-down executor accepts
+        # no work. One thread: inference already uses every core; more would only contend.
+        self.queue = asyncio.Queue(maxsize=self.max_queue)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlu-infer")
+        self.task = asyncio.get_running_loop().create_task(self._run(self.queue, self.executor))
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+
+    async def submit(self, texts: list[str], skill: str | None, top_k: int) -> list[ParseResult]:
+        if self.queue is None:
+            raise RuntimeError("the batcher is not running: start() it in the app's lifespan")
+        future: asyncio.Future[list[ParseResult]] = asyncio.get_running_loop().create_future()
+        try:
+            self.queue.put_nowait(_Job(texts, skill, top_k, future))
+        except asyncio.QueueFull:
+            raise Overloaded from None
+        return await future
+
+    async def _run(self, queue: asyncio.Queue[_Job], executor: ThreadPoolExecutor) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await queue.get()]
+            size = len(jobs[0].texts)
+            # Requests that arrived while the previous batch ran are already queued, so under
+            # load batches form without any waiting; one yield lets handlers that are ready
+            # enqueue too. An extra wait (max_wait_ms > 0) only trades latency for batch size.
+            await asyncio.sleep(0)
+            deadline = loop.time() + self.max_wait
+            while size < self.max_batch:
+                try:
+                    job = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        job = await asyncio.wait_for(queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                jobs.append(job)
+                size += len(job.texts)
+            texts = [t for job in jobs for t in job.texts]
+            options = [(job.skill, job.top_k) for job in jobs for _ in job.texts]
+            self.batch_sizes.observe(len(texts))
+            try:
+                results = await loop.run_in_executor(
+                    executor,
+                    functools.partial(
+                        self.parser.parse_with_options, texts, options, batch_size=len(texts)
+                    ),
+                )
+            except Exception as err:  # answer every waiting request, then keep serving
+                logger.exception("inference failed")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(err)
+                continue
+            start = 0
+            for job in jobs:
+                if not job.future.done():  # the client may have gone away
+                    job.future.set_result(results[start : start + len(job.texts)])
+                start += len(job.texts)

@@ -1,0 +1,57 @@
+"""`nlu serve`: check the model folder, then run uvicorn with one or more worker processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from fastapi import FastAPI
+
+from nlu import modeldir
+from nlu.predict import Parser
+from nlu.serve.app import create_app
+from nlu.serve.settings import ENV_VAR, ServeSettings
+
+logger = logging.getLogger(__name__)
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def create_app_from_env() -> FastAPI:
+    """App factory for uvicorn's workers: the settings come from one environment variable."""
+    settings = ServeSettings.from_json(os.environ[ENV_VAR])
+    threads = settings.threads or max(1, (os.cpu_count() or 1) // settings.workers)
+    parser = Parser.from_pretrained(settings.model_dir, backend=settings.backend, threads=threads)
+    return create_app(parser, settings)
+
+
+def serve(settings: ServeSettings) -> None:
+    """Fails before the port opens when the folder is missing or incomplete for the backend;
+    the folder is checked, not loaded (each worker loads it once)."""
+    import uvicorn
+
+    backend = modeldir.check(settings.model_dir, settings.backend)
+    meta = modeldir.read_meta(settings.model_dir)
+    if settings.host not in LOCAL_HOSTS and not settings.api_key:
+        logger.warning(
+            "binding to %s without an API key: anyone who can reach it can use it", settings.host
+        )
+    logger.info(
+        "serving %s (%s, %d skills) on http://%s:%d with %d worker(s)",
+        settings.model_dir,
+        backend,
+        len(meta.skills),
+        settings.host,
+        settings.port,
+        settings.workers,
+    )
+    os.environ[ENV_VAR] = ServeSettings(**{**settings.__dict__, "backend": backend}).to_json()
+    uvicorn.run(
+        "nlu.serve.run:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+    )

@@ -1,0 +1,117 @@
+"""The HTTP API's request and error schemas, and the response schema derived from the one
+parse result type (`nlu.result.ParseResult`), so the OpenAPI document cannot drift from what
+the handler returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+from nlu.result import ParseResult
+
+MAX_BATCH = 64  # texts per request
+MAX_CHARS = 1000  # characters per text; longer texts are refused (413)
+MAX_BODY_BYTES = 1 << 20
+
+
+_UTTERANCE: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_CHARS,
+    "pattern": r"\S",  # not only whitespace
+}
+
+
+def _exactly(schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Replace a field's generated JSON schema (keeping title and description)."""
+
+    def replace(generated: dict[str, Any]) -> None:
+        kept = {k: generated[k] for k in ("title", "description") if k in generated}
+        generated.clear()
+        generated.update(schema, **kept)
+
+    return replace
+
+
+class ParseRequest(BaseModel):
+    """Send exactly one of `text` or `texts`; `skill` is one of this server's skills."""
+
+    # The published schema states every rule the validator enforces (lengths, one of
+    # text/texts, no nulls for them, the skill names), so that a request valid by the schema
+    # is never refused and an invalid one never accepted; tests/test_openapi_fuzz.py checks it.
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["text"]}, {"required": ["texts"]}]},
+    )
+
+    text: StrictStr | None = Field(
+        None, description="One utterance.", json_schema_extra=_exactly(_UTTERANCE)
+    )
+    texts: list[StrictStr] | None = Field(
+        None,
+        description=f"Up to {MAX_BATCH} utterances.",
+        json_schema_extra=_exactly(
+            {"type": "array", "items": _UTTERANCE, "minItems": 1, "maxItems": MAX_BATCH}
+        ),
+    )
+    skill: StrictStr | None = Field(None, description="Force this skill instead of routing.")
+    top_k: int = Field(5, ge=1, le=50, strict=True, description="Intents to rank.")
+
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def whole_number(cls, value: Any) -> Any:
+        # JSON does not tell 5 from 5.0; JSON Schema counts both as integers. Strings and
+        # booleans stay errors (strict field).
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+    @model_validator(mode="after")
+    def one_of_text_or_texts(self) -> ParseRequest:
+        for name in ("text", "texts"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"`{name}` is null; leave it out or send a value")
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("send exactly one of `text` (a string) or `texts` (a list of strings)")
+        items = [self.text] if self.text is not None else (self.texts or [])
+        if not items:
+            raise ValueError("`texts` is empty; send at least one utterance")
+        if len(items) > MAX_BATCH:
+            raise ValueError(f"`texts` has {len(items)} items; at most {MAX_BATCH} per request")
+        for i, item in enumerate(items):
+            if not item.strip():
+                raise ValueError(f"utterance {i} is empty or only whitespace")
+        return self
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="What is wrong, and what to send instead.")
+    details: list[Any] | None = None
+
+
+class ParseResults(BaseModel):
+    results: list[ParseResult]
+
+
+def response_components() -> dict[str, Any]:
+    """JSON schemas of ParseResult, ParseResults and their parts for `components/schemas`."""
+    components: dict[str, Any] = {}
+    for name, schema in (
+        ("ParseResult", TypeAdapter(ParseResult)),
+        ("ParseResults", TypeAdapter(ParseResults)),
+    ):
+        extra = schema.json_schema(ref_template="#/components/schemas/{model}")
+        components.update(extra.pop("$defs", {}))
+        components[name] = extra
+    return components
