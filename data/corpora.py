@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,16 +87,27 @@ def slurp_example(row: dict[str, Any]) -> Example:
     return Example(text, row["scenario"], f"{row['scenario']}_{row['action']}", tuple(spans))
 
 
-def read_massive(path: Path, split: str) -> list[Example]:
+def _read(
+    path: Path,
+    fields: tuple[str, ...],
+    make: Callable[[dict[str, Any]], Example],
+    keep: Callable[[dict[str, Any]], bool] = lambda row: True,
+) -> list[Example]:
     examples = []
     for number, row in jsonl_rows(path):
-        _require(path, number, row, ("annot_utt", "scenario", "intent", "partition"))
-        if row["partition"] != split:
+        _require(path, number, row, fields)
+        if not keep(row):
             continue
         try:
-            examples.append(massive_example(row))
+            examples.append(make(row))
         except (ValueError, DataError) as err:
             raise DataError(f"{path}:{number}: {err}") from err
+    return examples
+
+
+def read_massive(path: Path, split: str) -> list[Example]:
+    fields = ("annot_utt", "scenario", "intent", "partition")
+    examples = _read(path, fields, massive_example, lambda row: row["partition"] == split)
     if not examples:
         raise DataError(f"{path}: no examples with partition {split!r}")
     return examples
@@ -109,13 +121,7 @@ def read_slurp(path: Path, split: str) -> list[Example]:
             raise DataError(
                 f"{path}: missing; a SLURP folder holds {', '.join(SLURP_FILES.values())}"
             )
-    examples = []
-    for number, row in jsonl_rows(path):
-        _require(path, number, row, ("sentence_annotation", "scenario", "action"))
-        try:
-            examples.append(slurp_example(row))
-        except (ValueError, DataError) as err:
-            raise DataError(f"{path}:{number}: {err}") from err
+    examples = _read(path, ("sentence_annotation", "scenario", "action"), slurp_example)
     if not examples:
         raise DataError(f"{path}: no examples")
     return examples

@@ -15,6 +15,10 @@ from nlu.modeldir import BACKENDS
 from nlu.serve.settings import DEFAULT_MODEL, ServeSettings
 
 
+def _print(value: object) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
 def _train(args: argparse.Namespace) -> None:
     from nlu.config import load_config
     from nlu.train import train
@@ -28,20 +32,9 @@ def _train(args: argparse.Namespace) -> None:
     result = train(load_config(config, overrides))
     from accelerate import PartialState
 
-    if not PartialState().is_main_process:
-        return
-    print(
-        json.dumps(
-            {
-                "model_dir": str(result.model_dir),
-                "best_epoch": result.best_epoch,
-                "best_dev": result.best_dev,
-                "train_seconds": result.train_seconds,
-                "examples_per_second": result.examples_per_second,
-            },
-            indent=2,
-        )
-    )
+    if PartialState().is_main_process:
+        keys = ("best_epoch", "best_dev", "train_seconds", "examples_per_second")
+        _print({"model_dir": str(result.model_dir), **{k: getattr(result, k) for k in keys}})
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -58,7 +51,7 @@ def _predict(args: argparse.Namespace) -> None:
 
     parser = Parser.from_pretrained(args.model)
     results = [r.to_dict() for r in parser.parse(args.texts, skill=args.skill, top_k=args.top_k)]
-    print(json.dumps(results[0] if len(results) == 1 else results, indent=2, ensure_ascii=False))
+    _print(results[0] if len(results) == 1 else results)
 
 
 def _benchmark(args: argparse.Namespace) -> None:
@@ -94,18 +87,14 @@ def _add_skill(args: argparse.Namespace) -> None:
         learning_rate=args.learning_rate,
         seed=args.seed,
     )
-    print(
-        json.dumps(
-            {
-                "model": str(result.model_dir),
-                "added": result.new_skills,
-                "train_examples": result.train_examples,
-                "replay_examples": result.replay_examples,
-                "seconds": result.seconds,
-                "new_skill_dev": result.dev,
-            },
-            indent=2,
-        )
+    keys = ("train_examples", "replay_examples", "seconds")
+    _print(
+        {
+            "model": str(result.model_dir),
+            "added": result.new_skills,
+            **{k: getattr(result, k) for k in keys},
+            "new_skill_dev": result.dev,
+        }
     )
 
 

@@ -135,13 +135,7 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
     """The ASGI app over a loaded parser; `settings` as `nlu serve` takes them."""
     settings = settings or ServeSettings()
     metrics = Metrics()
-    batcher = MicroBatcher(
-        parser,
-        max_batch=settings.max_batch,
-        max_wait_ms=settings.max_wait_ms,
-        max_queue=settings.max_queue,
-        batch_sizes=metrics.batch_size,
-    )
+    batcher = MicroBatcher(parser, settings, batch_sizes=metrics.batch_size)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

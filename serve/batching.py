@@ -19,6 +19,7 @@ from prometheus_client import Histogram
 
 from nlu.predict import Parser
 from nlu.result import ParseResult
+from nlu.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +42,14 @@ class MicroBatcher:
     def __init__(
         self,
         parser: Parser,
+        settings: ServeSettings,
         *,
-        max_batch: int,
-        max_wait_ms: float,
-        max_queue: int,
         batch_sizes: Histogram,
     ) -> None:
         self.parser = parser
-        self.max_batch = max_batch
-        self.max_wait = max_wait_ms / 1000
-        self.max_queue = max_queue
+        self.max_batch = settings.max_batch
+        self.max_wait = settings.max_wait_ms / 1000
+        self.max_queue = settings.max_queue
         self.batch_sizes = batch_sizes
         self.queue: asyncio.Queue[_Job] | None = None
         self.executor: ThreadPoolExecutor | None = None

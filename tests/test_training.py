@@ -246,3 +246,32 @@ def test_each_example_is_scored_only_against_its_own_skill(tiny_encoder: str) ->
     # Σ share · mean over the tasks is the same plain joint loss.
     mixed = sum(share * loss for loss, share in out.losses.by_task.values())
     assert float(mixed.detach()) == pytest.approx((router + intent + slot).item(), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_gather_every_dev_prediction(
+    make_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    """`accelerate launch` with 2 CPU processes: dev is sharded, then gathered whole, and the
+    dev scores equal a one-process evaluation of the saved model."""
+    import subprocess
+    import sys
+
+    from nlu.config import dump_config
+
+    cfg = make_config(tmp_path / "run", epochs=2, dev_fraction=0.3)
+    config = tmp_path / "config.yaml"
+    config.write_text(dump_config(cfg))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu"]
+    cmd += ["-m", "nlu.cli", "train", str(config)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    dev = load_split(cfg.data.data[0], "dev", samples_per_template=10, dev_fraction=0.3, seed=0)
+    parser = nlu.load(tmp_path / "run" / "model")
+    again = score(
+        dev.examples, parser.parse([e.text for e in dev.examples]), tokenizer=parser.tokenizer
+    )
+    best = summary["history"][summary["best_epoch"] - 1]["dev"]
+    assert best["n"] == len(dev.examples) and best["n"] % 2 == 1  # uneven shards, none lost
+    assert best == again["overall"]

@@ -1,0 +1,96 @@
+"""The micro-batcher's failure path, and `nlu serve --workers 2` as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+
+from nlu.serve.batching import MicroBatcher
+from nlu.serve.settings import ServeSettings
+from nlu.train import TrainResult
+
+
+class FlakyParser:
+    """Answers each text with itself, but fails any batch that holds "boom"."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def parse_with_options(
+        self, texts: Sequence[str], options: Sequence[Any], *, batch_size: int
+    ) -> list[str]:
+        self.batches.append(list(texts))
+        if "boom" in texts:
+            raise RuntimeError("tokenizer exploded")
+        return [t.upper() for t in texts]
+
+
+def test_a_failed_batch_answers_every_waiting_request_and_serving_goes_on() -> None:
+    parser = FlakyParser()
+    sizes = Histogram("sizes", "", registry=CollectorRegistry())
+    batcher = MicroBatcher(parser, ServeSettings(max_wait_ms=50), batch_sizes=sizes)  # type: ignore[arg-type]
+
+    async def run() -> tuple[list[Any], list[str]]:
+        batcher.start()
+        try:
+            together = await asyncio.gather(
+                batcher.submit(["boom"], None, 5),
+                batcher.submit(["fine"], None, 5),
+                return_exceptions=True,
+            )
+            after = await batcher.submit(["later", "too"], None, 5)
+        finally:
+            await batcher.stop()
+        return together, after
+
+    together, after = asyncio.run(run())
+    assert parser.batches[0] == ["boom", "fine"]  # one forward pass for both requests
+    assert all(isinstance(r, RuntimeError) for r in together)  # nobody is left waiting
+    assert after == ["LATER", "TOO"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_worker_processes_serve_the_same_answers(trained: TrainResult) -> None:
+    from nlu.predict import Parser
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "nlu.cli", "serve", str(trained.model_dir)]
+    cmd += ["--port", str(port), "--workers", "2", "--threads", "1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("the two-worker server did not start")
+        texts = [f"turn on the {room} lights" for room in ("kitchen", "hall", "bedroom")] * 4
+        expected = [r.to_dict() for r in Parser.from_pretrained(trained.model_dir).parse(texts)]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            answers = [client.post("/parse", json={"text": t}).json() for t in texts]
+            health = client.get("/health").json()
+        assert answers == expected
+        assert health["model"] == str(trained.model_dir)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
