@@ -30,6 +30,7 @@ from typing import Any
 
 import datasets
 
+from nlu.config import DataConfig
 from nlu.data.corpora import (
     SLURP_FILES,
     jsonl_rows,
@@ -46,7 +47,7 @@ from nlu.data.skills import (
     parse_skill_file,
     parse_tests_file,
 )
-from nlu.labels import SkillLabels
+from nlu.labels import SkillLabels, labels_from_examples
 from nlu.schema import DataError, Example, Span
 
 logger = logging.getLogger(__name__)
@@ -244,6 +245,53 @@ def load_split(
         path, split, samples_per_template=samples_per_template, dev_fraction=dev_fraction, seed=seed
     )
     return Loaded(examples, declared)
+
+
+@dataclass
+class TrainData:
+    train: list[Example]
+    dev: list[Example]
+    labels: list[SkillLabels]
+
+
+def load_train_dev(cfg: DataConfig, *, seed: int) -> TrainData:
+    """Train and dev examples from every source, and the label space they define.
+
+    Dev comes from `dev_data` when given, else from each source's own dev split; a file that is
+    a single split gives a seeded `dev_fraction` of itself."""
+    if not cfg.data:
+        raise DataError(
+            "no training data: set `data` to skill folders, JSONL files or benchmark folders"
+        )
+
+    def split(source: str, name: str) -> Loaded:
+        return load_split(
+            source,
+            name,
+            samples_per_template=cfg.samples_per_template,
+            dev_fraction=cfg.dev_fraction,
+            seed=seed,
+        )
+
+    train: list[Example] = []
+    dev: list[Example] = []
+    declared: list[SkillLabels] = []
+    for source in cfg.data:
+        loaded = split(source, "train")
+        declared += loaded.declared
+        if cfg.dev_data:
+            train += loaded.examples
+        elif not has_own_dev_split(source):
+            kept, held = random_split(loaded.examples, cfg.dev_fraction, seed)
+            train += kept
+            dev += held
+        else:
+            train += loaded.examples
+            dev += split(source, "dev").examples
+    for source in cfg.dev_data:
+        dev += split(source, "dev").examples
+    labels = labels_from_examples(train, {d.name: d for d in declared})
+    return TrainData(train=train, dev=dev, labels=labels)
 
 
 def has_own_dev_split(path: str | Path) -> bool:

@@ -59,14 +59,22 @@ _TextLoader.yaml_implicit_resolvers = {}
 
 def _load_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
     """Parse YAML and remember the line (1-based) of every mapping value and list item."""
+    data = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=_TextLoader)
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not valid UTF-8 ({err})") from err
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: not valid UTF-8 (byte {data[err.start]:#04x}); save the file as UTF-8"
+        ) from err
+    try:
+        node = yaml.compose(text, Loader=_TextLoader)
     except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(err, "problem", None) or str(err)
         hint = ' (quote utterances that start with { or [, e.g. - "{time} works")'
-        raise DataError(f"{path}: invalid YAML: {err}{hint}") from err
+        raise DataError(f"{path}:{line}: invalid YAML: {problem}{hint}") from err
     if node is None:
         raise DataError(f"{path}: file is empty")
     lines: dict[tuple[Any, ...], int] = {}
@@ -74,7 +82,16 @@ def _load_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
     def walk(n: yaml.Node, at: tuple[Any, ...]) -> None:
         lines[at] = n.start_mark.line + 1
         if isinstance(n, yaml.MappingNode):
+            seen: dict[Any, int] = {}
             for key, value in n.value:
+                # A repeated key would silently replace the first one and its contents.
+                if key.value in seen:
+                    where = ".".join(str(p) for p in (*at, key.value))
+                    raise DataError(
+                        f"{path}:{key.start_mark.line + 1}: duplicate key {where!r} (first on "
+                        f"line {seen[key.value]}); merge the two or rename one"
+                    )
+                seen[key.value] = key.start_mark.line + 1
                 walk(value, (*at, key.value))
         elif isinstance(n, yaml.SequenceNode):
             for i, item in enumerate(n.value):

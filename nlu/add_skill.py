@@ -120,7 +120,7 @@ def add_skill(
     seed: int = 0,
 ) -> AddSkillResult:
     from nlu.data.loaders import load_split
-    from nlu.train import load_data
+    from nlu.train import load_data  # the recipe's data stage (logs what it loaded)
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     torch.manual_seed(seed)

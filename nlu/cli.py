@@ -9,10 +9,11 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from nlu.config import FinetuneMode, choices
 from nlu.modeldir import BACKENDS
-from nlu.serve.settings import DEFAULT_MODEL, ServeSettings
+from nlu.serve.settings import DEFAULT_MODEL, LOCAL_HOSTS, ServeSettings
 
 
 def _print(value: object) -> None:
@@ -102,8 +103,36 @@ def _serve(args: argparse.Namespace) -> None:
     from nlu.serve.run import serve
     from nlu.serve.settings import ServeSettings
 
-    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeSettings)}
-    serve(ServeSettings(**{**settings, "api_key": args.api_key or os.environ.get("NLU_API_KEY")}))
+    keys = {f.name for f in dataclasses.fields(ServeSettings)} - {"api_key", "trusted_hosts"}
+    hosts = None
+    if args.allow_host:
+        hosts = (*LOCAL_HOSTS, *args.allow_host) if args.host in LOCAL_HOSTS else args.allow_host
+    serve(
+        ServeSettings(
+            **{k: getattr(args, k) for k in keys},
+            api_key=_api_key(args),
+            trusted_hosts=tuple(hosts) if hosts is not None else None,
+        )
+    )
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """From --api-key-file or NLU_API_KEY (neither shows in `ps`), or --api-key (it does)."""
+    if args.api_key_file:
+        try:
+            key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise FileNotFoundError(f"--api-key-file {args.api_key_file}: {err.strerror}") from err
+        if not key:
+            raise FileNotFoundError(f"--api-key-file {args.api_key_file} is empty")
+        return key
+    if args.api_key:
+        logging.getLogger("nlu").warning(
+            "--api-key on the command line is visible to every local user (ps); prefer "
+            "--api-key-file or the NLU_API_KEY environment variable"
+        )
+        return str(args.api_key)
+    return os.environ.get("NLU_API_KEY") or None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,7 +243,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-queue", type=int, default=defaults.max_queue, help="queued requests before 503"
     )
-    p.add_argument("--api-key", help="require this X-API-Key header (or env NLU_API_KEY)")
+    p.add_argument(
+        "--body-timeout",
+        dest="body_timeout_s",
+        type=float,
+        default=defaults.body_timeout_s,
+        help="seconds a request body may take to arrive (slow clients get 408)",
+    )
+    p.add_argument(
+        "--api-key-file",
+        help="require the X-API-Key header to equal the key in this file (or set NLU_API_KEY)",
+    )
+    p.add_argument(
+        "--api-key",
+        help="the key itself; visible to other local users in `ps`: prefer --api-key-file or "
+        "NLU_API_KEY",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="also answer requests whose Host header is NAME (a local bind answers only "
+        "127.0.0.1, localhost and ::1, against DNS rebinding); repeatable",
+    )
     p.set_defaults(func=_serve)
     return parser
 

@@ -95,13 +95,14 @@ def score(
     by_skill: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_skill[r["skill"]].append(r)
-    per_slot = classification_report(
-        [r["gold_tags"] for r in rows],
-        [r["pred_tags"] for r in rows],
-        mode="strict",
-        scheme=IOB2,
-        output_dict=True,
-        zero_division=0,
+    gold_tags, pred_tags = [r["gold_tags"] for r in rows], [r["pred_tags"] for r in rows]
+    any_span = any(t != "O" for seq in gold_tags + pred_tags for t in seq)
+    per_slot = (
+        classification_report(
+            gold_tags, pred_tags, mode="strict", scheme=IOB2, output_dict=True, zero_division=0
+        )
+        if any_span
+        else {}
     )
     return {
         "slot_metric": SEQEVAL_MODE,

@@ -237,16 +237,28 @@ class JointModel(nn.Module):
         if folder.weights is None:
             raise ModelDirError("this model folder was loaded without its PyTorch weights")
         config = dict(folder.encoder_config)
-        encoder = _without_pooler(
-            AutoModel.from_config(AutoConfig.for_model(config.pop("model_type"), **config))
-        )
+        try:
+            encoder_config = AutoConfig.for_model(config.pop("model_type"), **config)
+        except (KeyError, ValueError, TypeError) as err:
+            raise ModelDirError(
+                f"{modeldir.ENCODER_CONFIG_FILE} is not a usable transformers config: "
+                f"{str(err)[:160]}"
+            ) from err
+        encoder = _without_pooler(AutoModel.from_config(encoder_config))
         model = cls(
             encoder=encoder,
             skills=folder.meta.skills,
             pooling=folder.meta.pooling,
             dropout=folder.meta.dropout,
         )
-        model.load_state_dict(folder.weights, strict=True)
+        try:
+            model.load_state_dict(folder.weights, strict=True)
+        except RuntimeError as err:
+            raise ModelDirError(
+                f"{modeldir.WEIGHTS_FILE} does not fit {modeldir.META_FILE} and "
+                f"{modeldir.ENCODER_CONFIG_FILE} (a folder mixed from two models?): "
+                f"{str(err).splitlines()[0][:300]}; save the model again"
+            ) from err
         return model.eval()
 
     @classmethod

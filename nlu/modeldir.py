@@ -208,8 +208,9 @@ def _replace(staging: Path, directory: Path) -> None:
 
 
 def check(directory: str | Path, backend: str = "auto") -> Backend:
-    """Say what is wrong with a model folder for `backend`, without loading it; returns the
-    backend that `load` would use ('auto': ONNX when the folder has model.onnx)."""
+    """Say what is wrong with a model folder for `backend` (missing, incomplete, or a damaged
+    file, named), without building the model; returns the backend that `load` would use
+    ('auto': ONNX when the folder has model.onnx)."""
     directory = Path(directory)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -235,6 +236,9 @@ def check(directory: str | Path, backend: str = "auto") -> Backend:
             f"model directory {directory} is incomplete: missing {', '.join(missing)}; {hint}"
         )
     skills = {s.name for s in read_meta(directory).skills}
+    _parse_json(directory / ENCODER_CONFIG_FILE, "the encoder's transformers config")
+    _parse_json(directory / TOKENIZER_FILE, "the tokenizer")
+    _check_weights(directory / _WEIGHTS[chosen])
     for skill in adapter_skills(directory, any_file=True):
         if skill not in skills:
             raise ModelDirError(
@@ -259,10 +263,17 @@ def load(directory: str | Path, backend: str = "auto") -> ModelFolder:
 
     directory = Path(directory)
     chosen = check(directory, backend)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    except Exception as err:  # transformers raises many types for a bad tokenizer folder
+        raise ModelDirError(
+            f"{directory / TOKENIZER_FILE}: the tokenizer cannot be loaded "
+            f"({type(err).__name__}: {str(err)[:200]}); {_REMEDY}"
+        ) from err
     folder = ModelFolder(
         meta=read_meta(directory),
-        tokenizer=AutoTokenizer.from_pretrained(str(directory)),
-        encoder_config=json.loads((directory / ENCODER_CONFIG_FILE).read_text()),
+        tokenizer=tokenizer,
+        encoder_config=_parse_json(directory / ENCODER_CONFIG_FILE, "the encoder config"),
         backend=chosen,
         training_config=read_training_config(directory),
     )
@@ -294,7 +305,60 @@ def _read_adapter(source: Path, backend: Backend) -> Adapter:
 
 def read_meta(directory: str | Path) -> ModelMeta:
     path = Path(directory) / META_FILE
-    return ModelMeta.from_json(path.read_text(), where=Path(directory))
+    text = _read_text(path, "the model's labels")
+    try:
+        return ModelMeta.from_json(text, where=Path(directory))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        if isinstance(err, ModelDirError):
+            raise
+        raise ModelDirError(f"{path} is damaged: {_why(err)}; {_REMEDY}") from err
+
+
+_REMEDY = "save or export the model again (or restore the folder from a copy)"
+
+
+def _why(err: BaseException) -> str:
+    if isinstance(err, KeyError):
+        return f"the field {err.args[0]!r} is missing"
+    if isinstance(err, json.JSONDecodeError):
+        return f"not valid JSON (line {err.lineno}: {err.msg})"
+    return f"{type(err).__name__}: {err}"
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ModelDirError(f"{path} ({what}) is damaged: not UTF-8 text; {_REMEDY}") from err
+
+
+def _parse_json(path: Path, what: str) -> Any:
+    text = _read_text(path, what)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ModelDirError(f"{path} ({what}) is damaged: {_why(err)}; {_REMEDY}") from err
+    if not isinstance(value, dict):
+        raise ModelDirError(f"{path} ({what}) is damaged: not a JSON object; {_REMEDY}")
+    return value
+
+
+def _check_weights(path: Path) -> None:
+    """The weights file opens and is complete (a truncated file fails here, not mid-load)."""
+    try:
+        if path.suffix == ".onnx":
+            import onnx
+
+            onnx.load_model(str(path), load_external_data=False)
+        else:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="np") as handle:
+                handle.keys()
+    except Exception as err:  # each library raises its own error types for a damaged file
+        raise ModelDirError(
+            f"{path} is damaged or truncated ({type(err).__name__}: {str(err)[:200]}); " + _REMEDY
+        ) from err
 
 
 def read_training_config(directory: str | Path) -> str | None:

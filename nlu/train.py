@@ -39,15 +39,14 @@ from nlu.config import (
     TrainConfig,
     dump_config,
 )
-from nlu.data.loaders import Loaded, has_own_dev_split, load_split, random_split, unseen_labels
+from nlu.data.loaders import TrainData, load_train_dev, unseen_labels
 from nlu.evaluate import score
 from nlu.features import collate, featurize
 from nlu.finetune import Saver, check_labels, freeze_for
-from nlu.labels import SkillLabels, labels_from_examples
 from nlu.model import JointModel, build_model, layer_of
 from nlu.mtl import LossWeighting, SkillSampler
 from nlu.predict import parse_batch, torch_forward
-from nlu.schema import DataError, Example
+from nlu.schema import Example
 
 # Logs once, from the main process, however many processes `accelerate launch` starts.
 logger = get_logger(__name__)
@@ -71,7 +70,8 @@ class TrainResult:
 @dataclass
 class RunDir:
     root: Path
-    resume_from: Path | None
+    # Checkpoints to resume from, newest first: resume takes the first that loads.
+    resume_from: list[Path] = field(default_factory=list)
 
     @property
     def model_dir(self) -> Path:
@@ -85,74 +85,37 @@ class RunDir:
 def setup_run(cfg: OutputConfig) -> RunDir:
     """Where the run writes, and the checkpoint to resume from; fails before any data loading
     or training when there is nothing to resume."""
-    run = RunDir(Path(cfg.output_dir), None)
+    run = RunDir(Path(cfg.output_dir))
     if cfg.resume:
-        found = latest_checkpoint(run.checkpoints) if cfg.resume == "latest" else Path(cfg.resume)
-        if found is None or not found.is_dir():
+        if cfg.resume == "latest":
+            run.resume_from = checkpoints_newest_first(run.checkpoints)
+        elif Path(cfg.resume).is_dir():
+            run.resume_from = [Path(cfg.resume)]
+        if not run.resume_from:
             raise FileNotFoundError(
                 f"no checkpoint to resume from at {cfg.resume!r} (looked in {run.checkpoints}); "
                 "resume needs the output_dir of an earlier run of the same config"
             )
-        run.resume_from = found
     return run
 
 
 # -- stage: data -----------------------------------------------------------------------------------
 
 
-@dataclass
-class TrainData:
-    train: list[Example]
-    dev: list[Example]
-    labels: list[SkillLabels]
-
-
 def load_data(cfg: DataConfig, *, seed: int) -> TrainData:
-    """Train and dev examples from every source, and the label space they define."""
-    if not cfg.data:
-        raise DataError(
-            "no training data: set `data` to skill folders, JSONL files or benchmark folders"
-        )
-
-    def split(source: str, name: str) -> Loaded:
-        return load_split(
-            source,
-            name,
-            samples_per_template=cfg.samples_per_template,
-            dev_fraction=cfg.dev_fraction,
-            seed=seed,
-        )
-
-    train: list[Example] = []
-    dev: list[Example] = []
-    declared: list[SkillLabels] = []
-    for source in cfg.data:
-        loaded = split(source, "train")
-        declared += loaded.declared
-        if cfg.dev_data:
-            train += loaded.examples
-        elif not has_own_dev_split(source):
-            # A file that is one split: hold out a fraction of it for model selection.
-            kept, held = random_split(loaded.examples, cfg.dev_fraction, seed)
-            train += kept
-            dev += held
-        else:
-            train += loaded.examples
-            dev += split(source, "dev").examples
-    for source in cfg.dev_data:
-        dev += split(source, "dev").examples
-    labels = labels_from_examples(train, {d.name: d for d in declared})
+    """The data stage: train and dev examples and their label space, logged."""
+    data = load_train_dev(cfg, seed=seed)
     logger.info(
         "%d train / %d dev examples, %d skills: %s",
-        len(train),
-        len(dev),
-        len(labels),
-        ", ".join(s.name for s in labels),
+        len(data.train),
+        len(data.dev),
+        len(data.labels),
+        ", ".join(s.name for s in data.labels),
     )
-    unseen = unseen_labels(labels, dev)
+    unseen = unseen_labels(data.labels, data.dev)
     if any(unseen.values()):
         logger.warning("dev labels never seen in training (they count as errors): %s", unseen)
-    return TrainData(train=train, dev=dev, labels=labels)
+    return data
 
 
 # -- stage: model ----------------------------------------------------------------------------------
@@ -387,11 +350,7 @@ def fit(
     accelerator.register_for_checkpointing(weighting.dwa)
     raw_model: JointModel = accelerator.unwrap_model(model)
 
-    progress = Progress()
-    if run.resume_from is not None:
-        accelerator.load_state(str(run.resume_from))
-        progress = Progress(**json.loads((run.resume_from / TRAINER_STATE).read_text()))
-        logger.info("resumed from %s at epoch %d", run.resume_from, progress.epoch + 2)
+    progress = resume(accelerator, run.resume_from) if run.resume_from else Progress()
 
     model.train()
     history = progress.history
@@ -474,21 +433,53 @@ def fit(
     )
 
 
+class CheckpointError(FileNotFoundError):
+    """No checkpoint could be resumed from."""
+
+
+def resume(accelerator: Accelerator, candidates: Sequence[Path]) -> Progress:
+    """Load the first checkpoint that loads whole (newest first); say which were skipped."""
+    problems = []
+    for checkpoint in candidates:
+        try:
+            progress = Progress(**json.loads((checkpoint / TRAINER_STATE).read_text()))
+            accelerator.load_state(str(checkpoint))
+        except Exception as err:  # torch, safetensors and pickle each raise their own types
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+            problems.append(f"{checkpoint.name} ({reason})")
+            logger.warning("skipping checkpoint %s, it does not load: %s", checkpoint, reason)
+            continue
+        logger.info("resumed from %s at epoch %d", checkpoint, progress.epoch + 2)
+        return progress
+    raise CheckpointError(
+        "no checkpoint could be resumed from: " + "; ".join(problems) + ". Start the run again "
+        "without --resume (or point --resume at an intact checkpoint folder)"
+    )
+
+
 def save_checkpoint(
     accelerator: Accelerator, checkpoints: Path, progress: Progress, *, keep: int
 ) -> None:
-    target = checkpoints / f"epoch_{progress.epoch + 1:03d}"
-    accelerator.save_state(str(target))
+    """Written under a temporary name and renamed when complete, so an `epoch_*` folder is
+    always whole; older ones are removed only after that."""
+    name = f"epoch_{progress.epoch + 1:03d}"
+    staging = checkpoints / f".{name}.partial"
+    accelerator.save_state(str(staging))
     if accelerator.is_main_process:
-        (target / TRAINER_STATE).write_text(json.dumps(progress.__dict__, indent=2))
-        for old in sorted(checkpoints.glob("epoch_*"))[: -max(1, keep)]:
+        (staging / TRAINER_STATE).write_text(json.dumps(progress.__dict__, indent=2))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        target = checkpoints / name
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+        for old in checkpoints_newest_first(checkpoints)[max(1, keep) :]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
 
 
-def latest_checkpoint(checkpoints: Path) -> Path | None:
-    found = sorted(checkpoints.glob("epoch_*"))
-    return found[-1] if found else None
+def checkpoints_newest_first(checkpoints: Path) -> list[Path]:
+    return sorted(checkpoints.glob("epoch_*"), reverse=True)
 
 
 # -- the recipe ------------------------------------------------------------------------------------

@@ -12,11 +12,13 @@ The model folder written by `nlu train` (PyTorch) or `nlu export` (ONNX) is all 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,10 +31,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nlu.predict import Parser
-from nlu.serve.batching import MicroBatcher, Overloaded
+from nlu.serve.batching import InferenceFailed, MicroBatcher, Overloaded
 from nlu.serve.schemas import (
     MAX_BODY_BYTES,
-    MAX_CHARS,
     ErrorBody,
     ParseRequest,
     response_components,
@@ -84,12 +85,15 @@ def _json_error(
 
 
 class _Guard:
-    """Pure ASGI middleware: metrics, API key and body-size limit, before any parsing."""
+    """Pure ASGI middleware, before any parsing: metrics, trusted Host header, API key, and the
+    body limit (on the bytes received, whatever the transfer encoding, with a read timeout)."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, api_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, settings: ServeSettings) -> None:
         self.app = app
         self.metrics = metrics
-        self.api_key = api_key.encode() if api_key else None
+        self.api_key = settings.api_key.encode() if settings.api_key else None
+        self.hosts = {h.lower() for h in settings.trusted_hosts or ()}
+        self.body_timeout = settings.body_timeout_s
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,6 +111,16 @@ class _Guard:
 
         headers = dict(scope.get("headers") or [])
         try:
+            host = _host_name(headers.get(b"host", b""))
+            if self.hosts and host not in self.hosts:
+                response = _json_error(
+                    400,
+                    f"Host header {host!r} is not one of this server's names "
+                    f"({', '.join(sorted(self.hosts))}); a local server answers only requests "
+                    "addressed to it (DNS-rebinding protection; see `nlu serve --allow-host`)",
+                )
+                await response(scope, receive, send_and_record)
+                return
             if self.api_key is not None and scope["path"] != "/health":
                 given = headers.get(b"x-api-key", b"")
                 if not hmac.compare_digest(given, self.api_key):
@@ -120,12 +134,61 @@ class _Guard:
                 response = _json_error(413, f"request body over {MAX_BODY_BYTES} bytes")
                 await response(scope, receive, send_and_record)
                 return
-            await self.app(scope, receive, send_and_record)
+            await self.app(scope, self._limited(receive), send_and_record)
         finally:
             self.metrics.requests.labels(route, str(status)).inc()
             if status >= 400:
                 self.metrics.errors.labels(route).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+    def _limited(self, receive: Receive) -> Receive:
+        received = 0
+
+        async def limited() -> MutableMapping[str, Any]:
+            nonlocal received
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except TimeoutError:
+                raise StarletteHTTPException(
+                    408, f"the request body did not arrive within {self.body_timeout:g} s"
+                ) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    # An HTTPException, so FastAPI's body reading passes it on as it is.
+                    raise StarletteHTTPException(413, f"request body over {MAX_BODY_BYTES} bytes")
+            return message
+
+        return limited
+
+
+def _host_name(header: bytes) -> str:
+    """The host of a Host header, without the port ("[::1]:8000" -> "::1")."""
+    host = header.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """/docs with Swagger UI served from the installed swagger-ui-bundle package, not a CDN, so
+    it works on a machine without internet access."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), "assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="nlu API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
 
 KNOWN_ROUTES = {"/parse", "/skills", "/health", "/metrics", "/docs", "/openapi.json"}
@@ -149,8 +212,10 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
         summary="Joint multi-skill intent detection and slot filling.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,
     )
-    app.add_middleware(_Guard, metrics=metrics, api_key=settings.api_key)
+    app.add_middleware(_Guard, metrics=metrics, settings=settings)
+    _offline_docs(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -169,7 +234,8 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
         return {
             "status": "ok",
             "model_loaded": True,
-            "model": settings.model_dir,
+            # The folder's name only: /health answers without the API key.
+            "model": Path(settings.model_dir).name,
             "backend": parser.backend,
             "skills": len(parser.skill_names),
         }
@@ -187,10 +253,12 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
     errors: dict[int | str, dict[str, Any]] = {
         code: {"model": ErrorBody, "description": description}
         for code, description in (
-            (400, "Unknown skill."),
             (401, "Missing or wrong API key (only with --api-key)."),
-            (413, f"An utterance over {MAX_CHARS} characters, or a body over 1 MiB."),
+            (400, "Unknown skill, or a Host header that is not this server's."),
+            (408, "The request body did not arrive in time."),
+            (413, "A request body over 1 MiB."),
             (422, "The body is not a valid request (the message says which rule)."),
+            (500, "Inference failed for this request (other requests are not affected)."),
             (503, "The request queue is full; retry after Retry-After seconds."),
         )
     }
@@ -216,17 +284,14 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
             known = ", ".join(parser.skill_names)
             return _json_error(400, f"unknown skill {request.skill!r}; known skills: {known}")
         texts = [request.text] if request.text is not None else list(request.texts or [])
-        too_long = [i for i, t in enumerate(texts) if len(t) > MAX_CHARS]
-        if too_long:
-            return _json_error(
-                413, f"utterance(s) {too_long} exceed {MAX_CHARS} characters; split them up"
-            )
         try:
             results = await batcher.submit(texts, request.skill, request.top_k)
         except Overloaded:
             return _json_error(
                 503, "server busy: request queue is full", headers={"Retry-After": "1"}
             )
+        except InferenceFailed as err:
+            return _json_error(500, f"inference failed for this request: {err}")
         # orjson serialises the result dataclasses natively; FastAPI's generic encoder costs
         # more than the int8 forward pass for a single utterance.
         payload = results[0] if request.text is not None else {"results": results}

@@ -28,6 +28,10 @@ class Overloaded(Exception):
     pass
 
 
+class InferenceFailed(RuntimeError):
+    """Inference failed for this request alone (its batch-mates were answered)."""
+
+
 @dataclass
 class _Job:
     texts: list[str]
@@ -104,24 +108,43 @@ class MicroBatcher:
                         break
                 jobs.append(job)
                 size += len(job.texts)
-            texts = [t for job in jobs for t in job.texts]
-            options = [(job.skill, job.top_k) for job in jobs for _ in job.texts]
-            self.batch_sizes.observe(len(texts))
+            self.batch_sizes.observe(sum(len(job.texts) for job in jobs))
             try:
-                results = await loop.run_in_executor(
-                    executor,
-                    functools.partial(
-                        self.parser.parse_with_options, texts, options, batch_size=len(texts)
-                    ),
-                )
-            except Exception as err:  # answer every waiting request, then keep serving
-                logger.exception("inference failed")
+                await self._answer(jobs, loop, executor)
+            except Exception as err:
+                if len(jobs) == 1:
+                    self._fail(jobs[0], err)
+                    continue
+                # One request can break a whole batch (a text the tokenizer cannot encode):
+                # answer each request on its own, so only the one that fails gets an error.
+                logger.warning("a batch of %d requests failed; retrying them one by one", len(jobs))
                 for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(err)
-                continue
-            start = 0
-            for job in jobs:
-                if not job.future.done():  # the client may have gone away
-                    job.future.set_result(results[start : start + len(job.texts)])
-                start += len(job.texts)
+                    try:
+                        await self._answer([job], loop, executor)
+                    except Exception as alone:
+                        self._fail(job, alone)
+
+    @staticmethod
+    def _fail(job: _Job, err: Exception) -> None:
+        # One line per failed request, no traceback: a client sending bad input repeatedly
+        # must not flood the log.
+        logger.error("inference failed for one request: %s: %s", type(err).__name__, err)
+        if not job.future.done():
+            job.future.set_exception(InferenceFailed(f"{type(err).__name__}: {err}"))
+
+    async def _answer(
+        self, jobs: list[_Job], loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor
+    ) -> None:
+        texts = [t for job in jobs for t in job.texts]
+        options = [(job.skill, job.top_k) for job in jobs for _ in job.texts]
+        results = await loop.run_in_executor(
+            executor,
+            functools.partial(
+                self.parser.parse_with_options, texts, options, batch_size=len(texts)
+            ),
+        )
+        start = 0
+        for job in jobs:
+            if not job.future.done():  # the client may have gone away
+                job.future.set_result(results[start : start + len(job.texts)])
+            start += len(job.texts)

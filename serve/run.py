@@ -10,11 +10,9 @@ from fastapi import FastAPI
 from nlu import modeldir
 from nlu.predict import Parser
 from nlu.serve.app import create_app
-from nlu.serve.settings import ENV_VAR, ServeSettings
+from nlu.serve.settings import ENV_VAR, LOCAL_HOSTS, ServeSettings
 
 logger = logging.getLogger(__name__)
-
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def create_app_from_env() -> FastAPI:

@@ -20,16 +20,44 @@ from pydantic import (
 from nlu.result import ParseResult
 
 MAX_BATCH = 64  # texts per request
-MAX_CHARS = 1000  # characters per text; longer texts are refused (413)
+MAX_CHARS = 1000  # characters per text; longer texts are refused (422)
 MAX_BODY_BYTES = 1 << 20
 
+
+# JSON Schema patterns are ECMA-262 regular expressions, whose \s is exactly this set (Python's
+# str.isspace also counts the separators \x1c-\x1f): the validator uses the schema's definition,
+# so a request is valid by the published schema exactly when the server accepts it.
+ECMA_SPACE = frozenset(
+    "\t\n\v\f\r \u00a0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+)
+# Lone UTF-16 surrogates are legal in JSON strings ("\ud800") but not text: no tokenizer can
+# encode them. A valid pair is one character once parsed.
+NO_LONE_SURROGATES = r"^(?:[^\ud800-\udfff]|[\ud800-\udbff][\udc00-\udfff])*$"
 
 _UTTERANCE: dict[str, Any] = {
     "type": "string",
     "minLength": 1,
     "maxLength": MAX_CHARS,
-    "pattern": r"\S",  # not only whitespace
+    # Not only whitespace, and encodable as UTF-8.
+    "allOf": [{"pattern": r"\S"}, {"pattern": NO_LONE_SURROGATES}],
 }
+
+
+def utterance_problem(text: str) -> str | None:
+    """Why `text` is not an utterance the model can read, or None."""
+    if all(ch in ECMA_SPACE for ch in text):
+        return "is empty or only whitespace"
+    if len(text) > MAX_CHARS:
+        return f"has {len(text)} characters; at most {MAX_CHARS} per utterance: split it up"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return (
+            f"is not valid text: a lone UTF-16 surrogate {text[err.start]!r} at character "
+            f"{err.start}; send UTF-8 text (surrogates only as valid pairs)"
+        )
+    return None
 
 
 def _exactly(schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
@@ -90,8 +118,10 @@ class ParseRequest(BaseModel):
         if len(items) > MAX_BATCH:
             raise ValueError(f"`texts` has {len(items)} items; at most {MAX_BATCH} per request")
         for i, item in enumerate(items):
-            if not item.strip():
-                raise ValueError(f"utterance {i} is empty or only whitespace")
+            problem = utterance_problem(item)
+            if problem:
+                where = "`text`" if self.text is not None else f"`texts[{i}]`"
+                raise ValueError(f"{where} {problem}")
         return self
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 DEFAULT_MODEL = "runs/demo/model"
 # How uvicorn's worker processes receive the settings (they import the app factory anew).
 ENV_VAR = "NLU_SERVE_SETTINGS"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,16 @@ class ServeSettings:
     max_wait_ms: float = 0.0
     max_queue: int = 1024  # queued requests before 503
     api_key: str | None = None
+    # Host header names the server answers to; None: any. `nlu serve` sets the loopback names
+    # when it binds to a loopback address, against DNS rebinding.
+    trusted_hosts: tuple[str, ...] | None = None
+    body_timeout_s: float = 10.0  # a request body must arrive within this
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> ServeSettings:
-        return cls(**json.loads(text))
+        values = json.loads(text)
+        hosts = values.get("trusted_hosts")
+        return cls(**{**values, "trusted_hosts": tuple(hosts) if hosts is not None else None})
