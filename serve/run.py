@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -43,7 +44,11 @@ def serve(settings: ServeSettings) -> None:
         settings.port,
         settings.workers,
     )
-    os.environ[ENV_VAR] = ServeSettings(**{**settings.__dict__, "backend": backend}).to_json()
+    hosts = settings.trusted_hosts
+    if hosts is None and settings.host in LOCAL_HOSTS:
+        hosts = LOCAL_HOSTS  # against DNS rebinding: a web page cannot reach a local server
+    resolved = dataclasses.replace(settings, backend=backend, trusted_hosts=hosts)
+    os.environ[ENV_VAR] = resolved.to_json()
     uvicorn.run(
         "nlu.serve.run:create_app_from_env",
         factory=True,

@@ -92,6 +92,9 @@ def test_two_worker_processes_serve_the_same_answers(trained: TrainResult) -> No
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             answers = [client.post("/parse", json={"text": t}).json() for t in texts]
             health = client.get("/health").json()
+            rebound = client.get("/health", headers={"host": "evil.example"})
+        # A local bind answers only requests addressed to a loopback name (DNS rebinding).
+        assert rebound.status_code == 400
         assert answers == expected
         assert health["model"] == trained.model_dir.name  # no absolute path without a key
     finally:
