@@ -143,23 +143,38 @@ class _Guard:
 
     def _limited(self, receive: Receive) -> Receive:
         received = 0
+        deadline: float | None = None
 
         async def limited() -> MutableMapping[str, Any]:
-            nonlocal received
+            # One deadline for the whole body, so a client trickling a byte at a time cannot
+            # hold a request open by staying just under a per-read timeout.
+            nonlocal received, deadline
+            loop = asyncio.get_running_loop()
+            if deadline is None:
+                deadline = loop.time() + self.body_timeout
             try:
-                message = await asyncio.wait_for(receive(), self.body_timeout)
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except TimeoutError:
                 raise StarletteHTTPException(
-                    408, f"the request body did not arrive within {self.body_timeout:g} s"
+                    408,
+                    f"the request body did not arrive within {self.body_timeout:g} s",
+                    headers=_CLOSE,
                 ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > MAX_BODY_BYTES:
                     # An HTTPException, so FastAPI's body reading passes it on as it is.
-                    raise StarletteHTTPException(413, f"request body over {MAX_BODY_BYTES} bytes")
+                    raise StarletteHTTPException(
+                        413, f"request body over {MAX_BODY_BYTES} bytes", headers=_CLOSE
+                    )
             return message
 
         return limited
+
+
+# The rest of the body is never read, so the connection cannot carry another request: say so,
+# or a keep-alive client sends its next request into a connection the server closes.
+_CLOSE = {"connection": "close"}
 
 
 def _host_name(header: bytes) -> str:
@@ -227,7 +242,8 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _json_error(exc.status_code, str(exc.detail))
+        headers = dict(exc.headers) if exc.headers else None
+        return _json_error(exc.status_code, str(exc.detail), headers=headers)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

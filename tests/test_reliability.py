@@ -140,6 +140,7 @@ def test_a_chunked_body_over_the_limit_through_http_is_413(client: TestClient) -
 
     r = client.post("/parse", content=body(), headers={"content-type": "application/json"})
     assert r.status_code == 413 and "over 1048576 bytes" in r.json()["error"]
+    assert r.headers["connection"] == "close"  # keep-alive clients must not reuse it
 
 
 def test_a_body_that_never_arrives_times_out_with_408(parser: Parser) -> None:
@@ -150,6 +151,19 @@ def test_a_body_that_never_arrives_times_out_with_408(parser: Parser) -> None:
     sent = _call(create_app(parser, ServeSettings(body_timeout_s=0.2)), receive)
     assert sent[0]["status"] == 408
     assert b"did not arrive within 0.2 s" in sent[1]["body"]
+
+
+def test_a_body_trickled_a_byte_at_a_time_times_out_as_a_whole(parser: Parser) -> None:
+    calls = 0
+
+    async def receive() -> dict[str, Any]:  # one byte every 0.1 s, each well inside 0.3 s
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.1)
+        return {"type": "http.request", "body": b" ", "more_body": True}
+
+    sent = _call(create_app(parser, ServeSettings(body_timeout_s=0.3)), receive)
+    assert sent[0]["status"] == 408 and calls <= 4
 
 
 def test_a_local_server_refuses_foreign_host_headers(parser: Parser) -> None:
