@@ -127,6 +127,50 @@ def read_slurp(path: Path, split: str) -> list[Example]:
     return examples
 
 
+CLINC_FILE = "data_full.json"
+CLINC_DOMAINS = "domains.json"
+CLINC_SPLITS = {"train": "train", "dev": "val", "test": "test"}
+
+
+def read_clinc(path: Path, split: str) -> list[Example]:
+    """CLINC150 ("full"): a folder with data_full.json and domains.json, or data_full.json.
+
+    Each of the 10 domains is a skill with its 15 intents; no slots. The `oos` rows of the split
+    (oos_train, oos_val, oos_test) are out-of-scope examples (skill and intent None)."""
+    folder = path if path.is_dir() else path.parent
+    data_file = folder / CLINC_FILE if path.is_dir() else path
+    domains_file = folder / CLINC_DOMAINS
+    for needed in (data_file, domains_file):
+        if not needed.is_file():
+            raise DataError(
+                f"{needed}: missing; a CLINC150 folder holds {CLINC_FILE} and {CLINC_DOMAINS}"
+            )
+    try:
+        data = json.loads(data_file.read_text(encoding="utf-8"))
+        domains = json.loads(domains_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{data_file}: not a CLINC150 JSON file ({err})") from err
+    skill_of = {intent: domain for domain, intents in domains.items() for intent in intents}
+    key = CLINC_SPLITS[split]
+    examples = []
+    for name, rows in ((key, data.get(key)), (f"oos_{key}", data.get(f"oos_{key}"))):
+        if not isinstance(rows, list):
+            raise DataError(f"{data_file}: no {name!r} list")
+        for number, row in enumerate(rows):
+            if not (
+                isinstance(row, list) and len(row) == 2 and all(isinstance(v, str) for v in row)
+            ):
+                raise DataError(f"{data_file}: {name}[{number}] is not [text, intent]")
+            text, intent = row
+            if intent == "oos":
+                examples.append(Example(text, None, None))
+            elif intent in skill_of:
+                examples.append(Example(text, skill_of[intent], intent))
+            else:
+                raise DataError(f"{data_file}: {name}[{number}]: intent {intent!r} is in no domain")
+    return examples
+
+
 def sniff_jsonl(path: Path) -> str:
     """'massive', 'slurp' or 'nlu' from the first record's fields."""
     with path.open(encoding="utf-8", errors="replace") as handle:

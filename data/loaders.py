@@ -7,7 +7,10 @@ Formats:
 - skill folder (or a folder of skill folders): `skill.yaml` templates -> train/dev,
   hand-written `tests.yaml` -> test. See `nlu.data.skills`.
 - JSONL: one object per line, `{"text", "skill", "intent", "slots": [{"start", "end", "slot"}]}`
-  with character offsets (end exclusive). A file is one split.
+  with character offsets (end exclusive); `{"text", "skill": null}` is an out-of-scope example
+  (something the assistant should refuse). A file is one split.
+- CLINC150 (`data_full.json` or its folder): each domain is a skill, no slots; `oos` rows are
+  out-of-scope examples. See `nlu.data.corpora`.
 - JointBERT / Slot-Gated directory (ATIS, SNIPS): `<split>/seq.in`, `seq.out` (BIO per
   whitespace token), `label`. The skill is the directory name.
 - MASSIVE locale file (`en-US.jsonl`, all partitions) and SLURP files or folder: see
@@ -32,18 +35,22 @@ import datasets
 
 from nlu.config import DataConfig
 from nlu.data.corpora import (
+    CLINC_FILE,
     SLURP_FILES,
     jsonl_rows,
+    read_clinc,
     read_hub,
     read_massive,
     read_slurp,
     sniff_jsonl,
 )
 from nlu.data.skills import (
+    OUT_OF_SCOPE_FILE,
     TESTS_FILE,
     SkillSpec,
     expand_skill,
     find_skill_dirs,
+    parse_out_of_scope_file,
     parse_skill_file,
     parse_tests_file,
 )
@@ -61,10 +68,19 @@ SPLITS = ("train", "dev", "test")
 def read_jsonl(path: Path) -> list[Example]:
     examples = []
     for number, row in jsonl_rows(path):
-        missing = [k for k in ("text", "skill", "intent") if not isinstance(row.get(k), str)]
+        # `"skill": null` (intent null or absent) marks an out-of-scope example.
+        out_of_scope = "skill" in row and row["skill"] is None
+        needed = ("text",) if out_of_scope else ("text", "skill", "intent")
+        missing = [k for k in needed if not isinstance(row.get(k), str)]
         if missing:
             raise DataError(
-                f"{path}:{number}: missing or non-string field(s): {', '.join(missing)}"
+                f"{path}:{number}: missing or non-string field(s): {', '.join(missing)} "
+                '(an out-of-scope example has "skill": null)'
+            )
+        if out_of_scope and (row.get("intent") is not None or row.get("slots")):
+            raise DataError(
+                f'{path}:{number}: an out-of-scope example ("skill": null) has no intent and no '
+                "slots"
             )
         unknown = set(row) - {"text", "skill", "intent", "slots", "id"}
         if unknown:
@@ -186,20 +202,27 @@ def read_skills(
             examples += parse_tests_file(tests, spec)
         else:
             examples += _template_split(spec, split, samples_per_template, dev_fraction, seed)
+    negatives = path / OUT_OF_SCOPE_FILE
+    if negatives.is_file():
+        texts = parse_out_of_scope_file(negatives)
+        if split == "test":
+            examples += [Example(t, None, None) for t in texts["test"]]
+        else:
+            pool = [Example(t, None, None) for t in texts["train"]]
+            examples += [e for e in pool if _is_dev(e, dev_fraction, seed) == (split == "dev")]
     return examples, labels
+
+
+def _is_dev(ex: Example, dev_fraction: float, seed: int) -> bool:
+    # A stable per-text coin decides train vs dev, so the split does not depend on file order.
+    return zlib.crc32(f"{seed}:{ex.text}".encode()) / 2**32 < dev_fraction
 
 
 def _template_split(
     spec: SkillSpec, split: str, samples_per_template: int, dev_fraction: float, seed: int
 ) -> list[Example]:
     generated = expand_skill(spec, samples_per_template=samples_per_template, seed=seed)
-
-    # A stable per-text coin decides train vs dev, so the split does not depend on file order.
-    def is_dev(ex: Example) -> bool:
-        coin = zlib.crc32(f"{seed}:{ex.text}".encode()) / 2**32
-        return coin < dev_fraction
-
-    return [ex for ex in generated if is_dev(ex) == (split == "dev")]
+    return [ex for ex in generated if _is_dev(ex, dev_fraction, seed) == (split == "dev")]
 
 
 # -- dispatch ------------------------------------------------------------------------------------
@@ -228,6 +251,8 @@ def load_split(
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
+    if path.name == CLINC_FILE or (path / CLINC_FILE).is_file():
+        return Loaded(read_clinc(path, split))
     if path.is_file():
         if path.suffix not in (".jsonl", ".json"):
             raise DataError(f"{path}: expected a .jsonl file, a skill folder or a JointBERT folder")
@@ -290,6 +315,8 @@ def load_train_dev(cfg: DataConfig, *, seed: int) -> TrainData:
             dev += split(source, "dev").examples
     for source in cfg.dev_data:
         dev += split(source, "dev").examples
+    if not cfg.train_negatives:
+        train = [e for e in train if e.in_scope]
     labels = labels_from_examples(train, {d.name: d for d in declared})
     return TrainData(train=train, dev=dev, labels=labels)
 
@@ -299,6 +326,8 @@ def has_own_dev_split(path: str | Path) -> bool:
     if str(path).startswith("hub:"):
         return True
     path = Path(path)
+    if path.name == CLINC_FILE:
+        return True
     return path.is_dir() or (path.is_file() and sniff_jsonl(path) == "massive")
 
 
@@ -322,6 +351,8 @@ def unseen_labels(train: Sequence[SkillLabels], examples: Sequence[Example]) -> 
     intents: Counter[str] = Counter()
     slots: Counter[str] = Counter()
     for ex in examples:
+        if ex.skill is None:
+            continue
         labels = known.get(ex.skill)
         if labels is None:
             skills[ex.skill] += 1

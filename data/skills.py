@@ -384,6 +384,30 @@ def parse_tests_file(path: Path, spec: SkillSpec) -> list[Example]:
     return examples
 
 
+OUT_OF_SCOPE_FILE = "out_of_scope.yaml"
+
+
+def parse_out_of_scope_file(path: Path) -> dict[str, list[str]]:
+    """`out_of_scope.yaml` beside the skill folders: `train:` and `test:` lists of texts that
+    no skill handles (the assistant should refuse them)."""
+    doc, lines = _load_yaml(path)
+    where = _Where(path, lines)
+    doc = _mapping(where, (), doc, "an out-of-scope file")
+    unknown = sorted(set(doc) - {"train", "test"})
+    if unknown:
+        raise where.error((unknown[0],), "unknown key; an out-of-scope file has train and test")
+    out: dict[str, list[str]] = {}
+    for key in ("train", "test"):
+        texts = doc.get(key, [])
+        if not isinstance(texts, list):
+            raise where.error((key,), "must be a list of utterances")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip() or STRAY.search(text):
+                raise where.error((key, i), f"{text!r} must be plain non-empty text")
+        out[key] = [" ".join(t.split()) for t in texts]
+    return out
+
+
 def find_skill_dirs(path: Path) -> list[Path]:
     """A skill folder itself, or a folder whose sub-folders are skills."""
     if (path / SKILL_FILE).is_file():

@@ -31,7 +31,7 @@ from torch import nn
 
 from nlu import modeldir
 from nlu.alignment import Tokenizer, pad_id
-from nlu.config import DataConfig, parse_config
+from nlu.config import DataConfig, OodConfig, parse_config
 from nlu.features import collate, featurize
 from nlu.model import JointModel, task_losses
 from nlu.mtl import LossWeighting
@@ -146,7 +146,8 @@ def add_skill(
     replay_examples: list[Example] = []
     for source in replay or _replay_sources(model_dir, base.training_config):
         replay_examples += load_split(source, "train", seed=seed).examples
-    unknown = {e.skill for e in replay_examples} - set(old_names)
+    replay_examples = [e for e in replay_examples if e.in_scope]  # only old skills teach bounds
+    unknown = {e.skill for e in replay_examples if e.skill} - set(old_names)
     if unknown:
         raise DataError(
             f"replay data has skill(s) {', '.join(sorted(unknown))} that {model_dir} does not "
@@ -237,7 +238,22 @@ def add_skill(
     )
     # The encoder is frozen, so adapters of old skills stay valid on the new model.
     folder.adapters = dict(base.adapters)
+    folder.ood = None  # its statistics and threshold know nothing of the new skill
     modeldir.save(out_dir, folder)
+    if base.ood is not None:
+        # Refit (encoder unchanged, so this is cheap) rather than reject the new skill's texts:
+        # statistics from the new and replayed texts, threshold on the new skill's dev texts
+        # and a held-out share of the replayed ones.
+        from nlu.calibrate import fit_out_of_scope
+
+        held = replay_examples[: max(1, len(replay_examples) // 10)]
+        fit_out_of_scope(
+            OodConfig(oos_method=base.ood.method, target_recall=base.ood.target_recall),  # type: ignore[arg-type]
+            out_dir,
+            [*train, *replay_examples],
+            [*dev, *held],
+            seed=seed,
+        )
     dev_metrics = None
     if dev:
         from nlu.evaluate import score

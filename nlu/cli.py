@@ -51,7 +51,12 @@ def _predict(args: argparse.Namespace) -> None:
     from nlu.predict import Parser
 
     parser = Parser.from_pretrained(args.model)
-    results = [r.to_dict() for r in parser.parse(args.texts, skill=args.skill, top_k=args.top_k)]
+    results = [
+        r.to_dict()
+        for r in parser.parse(
+            args.texts, skill=args.skill, top_k=args.top_k, oos_threshold=args.oos_threshold
+        )
+    ]
     _print(results[0] if len(results) == 1 else results)
 
 
@@ -193,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--skill", help="force this skill instead of routing")
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--oos-threshold", type=float, help="out-of-scope threshold (see nlu serve)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser(
@@ -244,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-queue", type=int, default=defaults.max_queue, help="queued requests before 503"
     )
     p.add_argument(
+        "--oos-threshold",
+        type=float,
+        help="out-of-scope threshold instead of the one saved in the model (texts scoring above "
+        "it are rejected; msp/temperature methods: in [0, 1])",
+    )
+    p.add_argument(
         "--body-timeout",
         dest="body_timeout_s",
         type=float,
@@ -292,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nlu.config import ConfigError
     from nlu.finetune import FinetuneError
     from nlu.model import ModelDirError
-    from nlu.predict import UnknownSkillError
+    from nlu.predict import OptionError, UnknownSkillError
     from nlu.schema import DataError
 
     try:
@@ -304,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         FinetuneError,
         ModelDirError,
         UnknownSkillError,
+        OptionError,
         FileNotFoundError,
     ) as err:
         print(f"nlu {args.command}: error: {err}", file=sys.stderr)

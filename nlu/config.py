@@ -1,6 +1,6 @@
 """Typed training configuration: YAML file + `key=value` overrides; unknown keys are errors.
 
-The config is grouped (data, model, optim, mtl, finetune, output); each training stage takes
+The config is grouped (data, model, optim, mtl, finetune, ood, output); each training stage takes
 only its group. Users write flat keys (`epochs: 4`, `data=skills,my.jsonl`) or nested groups
 (`optim: {epochs: 4}`, `optim.epochs=4`); every key name is unique across groups. The resolved
 config is saved nested with each run and inside the model folder.
@@ -26,6 +26,7 @@ Sampling = Literal["proportional", "temperature", "uniform", "annealed"]
 Weighting = Literal["static", "uncertainty", "dwa"]
 Precision = Literal["no", "fp16", "bf16"]
 FinetuneMode = Literal["full", "top_layers", "heads", "lora", "lora_merged"]
+OodMethod = Literal["none", "msp", "temperature", "energy", "mahalanobis"]
 
 
 class ConfigError(ValueError):
@@ -40,6 +41,9 @@ class DataConfig:
     dev_data: list[str] = field(default_factory=list)
     samples_per_template: int = 20
     dev_fraction: float = 0.1
+    # Out-of-scope examples in the training data (skill null; skills/out_of_scope.yaml) train
+    # the router to refuse (outlier exposure). False: they only serve dev and test.
+    train_negatives: bool = True
 
 
 @dataclass
@@ -82,6 +86,9 @@ class MultiTaskConfig:
     slot_loss_weight: float = 1.0
     dwa_temperature: float = 2.0
     dwa_period: int = 100  # optimizer steps per DWA period
+    # Out-of-scope examples in the data (skill null) train the router towards a uniform
+    # distribution over skills (outlier exposure); this weighs that loss.
+    oos_loss_weight: float = 0.5
 
 
 @dataclass
@@ -92,6 +99,16 @@ class FinetuneConfig:
     finetune: FinetuneMode = "full"
     unfreeze_layers: int = 2  # top_layers: how many of the top encoder layers train
     lora_rank: int = 8
+
+
+@dataclass
+class OodConfig:
+    # Out-of-scope rejection (nlu/ood.py), fitted after training without retraining: the score
+    # the threshold applies to ("none": every text is in scope), and the share of in-scope dev
+    # texts the threshold keeps. The default method comes from the CLINC150 comparison in
+    # docs/experiments.md.
+    oos_method: OodMethod = "mahalanobis"
+    target_recall: float = 0.98
 
 
 @dataclass
@@ -108,6 +125,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     mtl: MultiTaskConfig = field(default_factory=MultiTaskConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    ood: OodConfig = field(default_factory=OodConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     seed: int = 42
 
@@ -211,6 +229,10 @@ def replace(cfg: TrainConfig, *, source: str = "overrides", **changes: Any) -> T
         **top,
         **{g: dataclasses.replace(getattr(cfg, g), **kv) for g, kv in groups.items()},
     )
+    if not 0.0 < new.ood.target_recall <= 1.0:
+        raise ConfigError(
+            f"{source}: target_recall={new.ood.target_recall}; use a share in (0, 1], e.g. 0.98"
+        )
     if not 0.0 <= new.optim.label_smoothing < 1.0:
         raise ConfigError(
             f"{source}: label_smoothing={new.optim.label_smoothing}; use a value in [0, 1), "

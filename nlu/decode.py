@@ -79,19 +79,42 @@ def decode(
     index: LabelIndex,
     skill: str | None = None,
     top_k: int = 5,
+    oos_score: float | None = None,
+    in_scope: bool = True,
+    router_temperature: float = 1.0,
+    intent_temperature: float = 1.0,
 ) -> ParseResult:
     """One row of model output -> its ParseResult.
 
     router_logits [S], intent_logits [total intents], slot_logits [tokens, total tags].
-    `skill` forces the skill instead of taking the router's choice.
+    `skill` forces the skill instead of taking the router's choice. Temperatures (fitted on dev,
+    see `nlu.ood`) make the confidences calibrated; 1.0 leaves the softmax as it is.
     """
-    router_probs = softmax(router_logits)
+    router_probs = softmax(router_logits / router_temperature)
     k = chosen_skill(router_logits, index, skill)
     labels = index.skills[k]
+    depth = max(1, top_k)
+    skills = [
+        Scored(index.names[int(i)], round(float(router_probs[i]), 4))
+        for i in np.argsort(-router_probs, kind="stable")[:depth]
+    ]
 
-    intent_probs = softmax(intent_logits[index.intent_slices[k]])
-    ranking = np.argsort(-intent_probs, kind="stable")[: max(1, top_k)]
+    intent_probs = softmax(intent_logits[index.intent_slices[k]] / intent_temperature)
+    ranking = np.argsort(-intent_probs, kind="stable")[:depth]
     intents = [Scored(labels.intents[int(i)], round(float(intent_probs[i]), 4)) for i in ranking]
+    score = None if oos_score is None else round(float(oos_score), 4)
+    if not in_scope:
+        return ParseResult(
+            text=text,
+            skill=None,
+            intent=None,
+            intents=intents,
+            slots=[],
+            truncated=encoding.truncated,
+            in_scope=False,
+            oos_score=score,
+            skills=skills,
+        )
 
     word_logits = slot_logits[encoding.word_starts][:, index.tag_slices[k]]
     log_probs = np.log(softmax(word_logits) + 1e-12)
@@ -120,4 +143,7 @@ def decode(
         intents=intents,
         slots=slots,
         truncated=encoding.truncated,
+        in_scope=True,
+        oos_score=score,
+        skills=skills,
     )

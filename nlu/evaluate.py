@@ -7,6 +7,7 @@ alignment function (`nlu.alignment.spans_to_tags`) used in training.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import defaultdict
@@ -20,6 +21,7 @@ from seqeval.scheme import IOB2
 from nlu import modeldir
 from nlu.alignment import Tokenizer, encode, spans_to_tags
 from nlu.config import ConfigError, parse_config
+from nlu.ood import auroc, expected_calibration_error, fpr_at_95, reliability_bins
 from nlu.result import ParseResult
 from nlu.schema import Example, Span
 
@@ -52,13 +54,18 @@ def score(
     full = getattr(tokenizer, "model_max_length", 512)
     encodings = encode(tokenizer, [ex.text for ex in examples], min(int(full), 4096))
     rows: list[dict[str, Any]] = []
+    rejected: list[tuple[bool, ParseResult]] = []  # (gold in scope, prediction) per row
     lost = 0
     for ex, pred, enc in zip(examples, predictions, encodings, strict=True):
+        rejected.append((ex.in_scope, pred))
+        if not ex.in_scope:
+            continue  # out-of-scope gold: scored by `out_of_scope` below
         gold = spans_to_tags(enc.words, ex.slots)
         lost += len(gold.lost)
         guess = spans_to_tags(enc.words, [Span(s.start, s.end, s.slot) for s in pred.slots])
-        skill_ok = pred.skill.name == ex.skill
-        intent_ok = skill_ok and pred.intent.name == ex.intent
+        # A wrongly rejected in-scope text is wrong on every count.
+        skill_ok = pred.skill is not None and pred.skill.name == ex.skill
+        intent_ok = skill_ok and pred.intent is not None and pred.intent.name == ex.intent
         rows.append(
             {
                 "skill": ex.skill,
@@ -68,7 +75,7 @@ def score(
                 "intent": intent_ok,
                 "exact": intent_ok and gold.tags == guess.tags and not gold.lost,
                 "gold_intent": f"{ex.skill}/{ex.intent}",
-                "pred_intent": f"{pred.skill.name}/{pred.intent.name}",
+                "pred_intent": _frame(pred),
             }
         )
     if lost:
@@ -104,17 +111,89 @@ def score(
         if any_span
         else {}
     )
+    confusion_rows = rows + [
+        {"gold_intent": OUT_OF_SCOPE, "pred_intent": _frame(pred)}
+        for in_scope, pred in rejected
+        if not in_scope
+    ]
     return {
         "slot_metric": SEQEVAL_MODE,
-        "overall": block(rows),
+        "overall": block(rows) if rows else None,
         "per_skill": {skill: block(subset) for skill, subset in sorted(by_skill.items())},
+        "out_of_scope": out_of_scope_metrics(rejected),
+        "calibration": calibration_metrics(examples, predictions),
         "per_slot_type": {
             k: {m: round(float(v), 4) for m, v in vals.items()}
             for k, vals in per_slot.items()
             if "avg" not in k
         },
         "gold_spans_not_on_tokens": lost,
-        "confusion": _confusion(rows),
+        "confusion": _confusion(confusion_rows),
+    }
+
+
+OUT_OF_SCOPE = "out_of_scope"
+
+
+def _frame(pred: ParseResult) -> str:
+    if pred.skill is None or pred.intent is None:
+        return OUT_OF_SCOPE
+    return f"{pred.skill.name}/{pred.intent.name}"
+
+
+def out_of_scope_metrics(rows: Sequence[tuple[bool, ParseResult]]) -> dict[str, Any] | None:
+    """Rejection quality when the data has out-of-scope rows or the model rejects anything:
+    in-scope texts wrongly rejected, out-of-scope recall and precision, and (with scores) AUROC
+    and the share of out-of-scope texts accepted at 95 % in-scope recall (FPR@95)."""
+    gold_oos = [not in_scope for in_scope, _ in rows]
+    said_oos = [not pred.in_scope for _, pred in rows]
+    if not any(gold_oos) and not any(said_oos):
+        return None
+    n_oos, n_in = sum(gold_oos), len(rows) - sum(gold_oos)
+    caught = sum(g and s for g, s in zip(gold_oos, said_oos, strict=True))
+    out: dict[str, Any] = {
+        "n_out_of_scope": n_oos,
+        "n_in_scope": n_in,
+        "recall": _pct(caught / n_oos) if n_oos else None,
+        "precision": _pct(caught / sum(said_oos)) if any(said_oos) else None,
+        "in_scope_rejected": _pct(
+            sum(s and not g for g, s in zip(gold_oos, said_oos, strict=True)) / n_in
+        )
+        if n_in
+        else None,
+    }
+    scores_in = [p.oos_score for in_scope, p in rows if in_scope and p.oos_score is not None]
+    scores_oos = [p.oos_score for in_scope, p in rows if not in_scope and p.oos_score is not None]
+    if scores_in and scores_oos:
+        out["auroc"] = round(auroc(scores_in, scores_oos), 4)
+        out["fpr_at_95"] = _pct(fpr_at_95(scores_in, scores_oos))
+    return out
+
+
+def calibration_metrics(
+    examples: Sequence[Example], predictions: Sequence[ParseResult]
+) -> dict[str, Any]:
+    """ECE (15 bins) of the router's and the intent head's top confidence on in-scope rows."""
+    router_conf: list[float] = []
+    router_ok: list[bool] = []
+    intent_conf: list[float] = []
+    intent_ok: list[bool] = []
+    for ex, pred in zip(examples, predictions, strict=True):
+        if not ex.in_scope or not pred.skills or not pred.intents:
+            continue
+        top = pred.skills[0]
+        router_conf.append(top.confidence)
+        router_ok.append(top.name == ex.skill)
+        if top.name == ex.skill:  # the intent head's confidence, given the right skill
+            intent_conf.append(pred.intents[0].confidence)
+            intent_ok.append(pred.intents[0].name == ex.intent)
+    if not router_conf:
+        return {}
+    return {
+        "router_ece": _pct(expected_calibration_error(router_conf, router_ok)),
+        "intent_ece": _pct(expected_calibration_error(intent_conf, intent_ok)),
+        "router_bins": reliability_bins(router_conf, router_ok),
+        "intent_bins": reliability_bins(intent_conf, intent_ok),
     }
 
 
@@ -138,12 +217,66 @@ def format_table(metrics: dict[str, Any]) -> str:
         "exact_match",
     ]
     heads = ["skill", "n", "router acc", "intent acc", "slot P", "slot R", "slot F1", "exact match"]
-    body = [["overall", *(metrics["overall"][c] for c in columns)]]
+    body = []
+    if metrics["overall"] is not None:
+        body.append(["overall (in scope)", *(metrics["overall"][c] for c in columns)])
     body += [[skill, *(m[c] for c in columns)] for skill, m in metrics["per_skill"].items()]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in body]
     lines.append(f"\nSlot scores: {metrics['slot_metric']}.")
+    oos = metrics.get("out_of_scope")
+    if oos:
+        lines.append(
+            "\nOut of scope: "
+            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in oos.items() if v is not None)
+            + " (recall: out-of-scope texts rejected; in scope rejected: in-scope texts "
+            "wrongly rejected, counted as errors above)."
+        )
+    calibration = metrics.get("calibration")
+    if calibration:
+        parts = [
+            f"router ECE {calibration['router_ece']}",
+            f"intent ECE {calibration['intent_ece']}",
+        ]
+        raw = metrics.get("calibration_uncalibrated")
+        if raw:
+            parts.append(
+                f"before temperature scaling: router {raw['router_ece']}, intent "
+                f"{raw['intent_ece']}"
+            )
+        lines.append("\nCalibration (15-bin ECE, %): " + "; ".join(parts) + ".")
     return "\n".join(lines)
+
+
+def plot_reliability(calibration: dict[str, Any], path: Path) -> None:
+    """Reliability diagram: accuracy against confidence per bin, router and intent."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
+    for ax, key, title in ((axes[0], "router", "Router"), (axes[1], "intent", "Intent")):
+        bins = calibration[f"{key}_bins"]
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+        ax.bar(
+            [(b["low"] + b["high"]) / 2 for b in bins],
+            [b["accuracy"] for b in bins],
+            width=[b["high"] - b["low"] for b in bins],
+            edgecolor="black",
+            alpha=0.7,
+        )
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="C1")
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1),
+            xlabel="confidence",
+            ylabel="accuracy",
+            title=f"{title} (ECE {calibration[f'{key}_ece']} %)",
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_confusion(confusion: dict[str, Any], path: Path) -> None:
@@ -207,8 +340,21 @@ def evaluate(
     unseen = unseen_labels(parser.skills, examples)
     if any(unseen.values()):
         logger.warning("labels absent from the model (they count as errors): %s", unseen)
-    predictions = parser.parse([ex.text for ex in examples], batch_size=batch_size)
+    texts = [ex.text for ex in examples]
+    predictions = parser.parse(texts, batch_size=batch_size)
     metrics = score(examples, predictions, tokenizer=parser.tokenizer)
+    if parser.ood is not None:
+        # The same model with plain softmax confidences: what temperature scaling changed.
+        metrics["out_of_scope_detector"] = parser.ood.to_json()
+        calibrated = parser.ood
+        parser.ood = dataclasses.replace(calibrated, router_temperature=1.0, intent_temperature=1.0)
+        try:
+            raw = parser.parse(texts, batch_size=batch_size)
+        finally:
+            parser.ood = calibrated
+        metrics["calibration_uncalibrated"] = {
+            k: v for k, v in calibration_metrics(examples, raw).items() if k.endswith("_ece")
+        }
     metrics["unseen_labels"] = unseen
     metrics["split"] = split
     metrics["data"] = [str(d) for d in data]
@@ -220,6 +366,8 @@ def evaluate(
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (out / "metrics.md").write_text(format_table(metrics) + "\n")
         plot_confusion(metrics["confusion"], out / "confusion.png")
+        if metrics["calibration"]:
+            plot_reliability(metrics["calibration"], out / "reliability.png")
         with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
             for ex, pred in zip(examples, predictions, strict=True):
                 handle.write(

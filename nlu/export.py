@@ -1,8 +1,9 @@
 """`nlu export MODEL OUT --format onnx [--quantize int8]`.
 
-One ONNX graph computes router, intent and slot logits for every skill (inputs `input_ids`,
-`attention_mask`; dynamic batch and sequence axes). The output directory keeps the tokenizer,
-labels (`nlu.json`) and configs beside `model.onnx`, so `nlu serve OUT` needs nothing else.
+One ONNX graph computes router, intent and slot logits for every skill and the pooled sentence
+vector (inputs `input_ids`, `attention_mask`; dynamic batch and sequence axes). The output
+directory keeps the tokenizer, labels (`nlu.json`), the out-of-scope detector and configs beside
+`model.onnx`, so `nlu serve OUT` needs nothing else.
 
 int8 uses ONNX Runtime dynamic quantization of the MatMul weights with per-channel scales.
 Measured on the demo skills (hand-written tests + dev, 525 utterances) against fp32 ONNX:
@@ -33,7 +34,7 @@ from nlu.model import JointModel
 logger = logging.getLogger(__name__)
 
 INPUTS = ("input_ids", "attention_mask")
-OUTPUTS = ("router_logits", "intent_logits", "slot_logits")
+OUTPUTS = ("router_logits", "intent_logits", "slot_logits", "pooled")
 
 
 class _Logits(torch.nn.Module):
@@ -45,9 +46,10 @@ class _Logits(torch.nn.Module):
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
-        return out.router_logits, out.intent_logits, out.slot_logits
+        # The pooled sentence vector too: out-of-scope detection (nlu.ood) measures on it.
+        return out.router_logits, out.intent_logits, out.slot_logits, out.pooled
 
 
 def export_onnx(

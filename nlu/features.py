@@ -74,6 +74,11 @@ def featurize(
             if enc.truncated:
                 problems["truncated"].append(repr(ex.text))
             out["input_ids"].append(enc.input_ids)
+            if ex.skill is None or ex.intent is None:  # out of scope: no skill, intent or slot
+                out["skill_ids"].append(IGNORE_INDEX)
+                out["intent_labels"].append(IGNORE_INDEX)
+                out["slot_labels"].append([IGNORE_INDEX] * len(enc.input_ids))
+                continue
             out["skill_ids"].append(index.position[ex.skill])
             out["intent_labels"].append(index.intent_ids[ex.skill][ex.intent])
             out["slot_labels"].append(token_labels(enc, tags.tags, index.tag_ids[ex.skill]))

@@ -112,6 +112,8 @@ def labels_from_examples(
     intents: dict[str, set[str]] = {}
     slots: dict[str, set[str]] = {}
     for ex in examples:
+        if ex.skill is None or ex.intent is None:
+            continue  # out of scope: no label space of its own
         intents.setdefault(ex.skill, set()).add(ex.intent)
         slots.setdefault(ex.skill, set()).update(s.slot for s in ex.slots)
     out = []

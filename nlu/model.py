@@ -77,13 +77,37 @@ def task_losses(
 ) -> TaskLosses:
     """Cross-entropies where each example is scored only against its own skill's labels (and
     smoothed over them only). The router may see other rows than the heads (add-skill trains
-    it on replayed examples of the old skills too)."""
-    router_loss = F.cross_entropy(router_logits, router_targets, label_smoothing=label_smoothing)
+    it on replayed examples of the old skills too).
+
+    Out-of-scope rows (target -100) train only the router, towards a uniform distribution over
+    the skills (outlier exposure, Hendrycks et al. 2019): the "oos" task."""
+    in_scope = router_targets != IGNORE_INDEX
+    n_in = int(in_scope.sum())
+    if n_in == len(router_targets):
+        router_loss = F.cross_entropy(
+            router_logits, router_targets, label_smoothing=label_smoothing
+        )
+    elif n_in:
+        router_loss = F.cross_entropy(
+            router_logits[in_scope], router_targets[in_scope], label_smoothing=label_smoothing
+        )
+    else:
+        router_loss = router_logits.new_zeros(())
     labelled = (slot_labels != IGNORE_INDEX).sum().clamp(min=1)
-    tasks: dict[str, tuple[torch.Tensor, float]] = {"router": (router_loss, 1.0)}
+    tasks: dict[str, tuple[torch.Tensor, float]] = {
+        "router": (router_loss, n_in / len(router_targets))
+    }
+    kinds: dict[str, torch.Tensor] = {}
+    if n_in < len(router_targets):
+        log_probs = F.log_softmax(router_logits[~in_scope], dim=-1)
+        kinds["oos"] = -log_probs.mean(-1).mean()
+        tasks["oos"] = (kinds["oos"], 1 - n_in / len(router_targets))
+    rows_in = max(1, int((skill_ids != IGNORE_INDEX).sum()))
     intent_sum = router_logits.new_zeros(())
     slot_sum = router_logits.new_zeros(())
     for k in skill_ids.unique().tolist():
+        if k == IGNORE_INDEX:
+            continue
         rows = skill_ids == k
         name = index.names[k]
         intents = intent_logits[rows][:, index.intent_slices[k]]
@@ -100,15 +124,17 @@ def task_losses(
         )
         n_rows = int(rows.sum())
         n_tokens = int((slot_labels[rows] != IGNORE_INDEX).sum())
-        tasks[f"intent/{name}"] = (intent_k / n_rows, n_rows / len(skill_ids))
+        tasks[f"intent/{name}"] = (intent_k / n_rows, n_rows / rows_in)
         if n_tokens:
             tasks[f"slot/{name}"] = (slot_k / n_tokens, n_tokens / float(labelled))
         intent_sum = intent_sum + intent_k
         slot_sum = slot_sum + slot_k
+    # Plain joint loss per kind; an "oos" entry only when the batch has out-of-scope rows.
     kinds = {
         "router": router_loss,
-        "intent": intent_sum / len(skill_ids),
+        "intent": intent_sum / rows_in,
         "slot": slot_sum / labelled,
+        **kinds,
     }
     return TaskLosses(by_task=tasks, by_kind=kinds)
 
@@ -120,6 +146,9 @@ class JointOutput(ModelOutput):
     intent_logits: torch.Tensor | None = None
     # All skills' slot-tag logits side by side [batch, tokens, total tags].
     slot_logits: torch.Tensor | None = None
+    # The sentence vector the router and intent heads read (before dropout) [batch, hidden]:
+    # out-of-scope detection measures distances on it.
+    pooled: torch.Tensor | None = None
     # With labels: the unweighted losses (nlu.mtl.LossWeighting turns them into one loss).
     losses: TaskLosses | None = None
 
@@ -181,10 +210,14 @@ class JointModel(nn.Module):
         slot_labels: torch.Tensor | None = None,
     ) -> JointOutput:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = self.dropout(self.pool(hidden, attention_mask))
+        sentence = self.pool(hidden, attention_mask)
+        pooled = self.dropout(sentence)
         router_logits, intent_logits, slot_logits = self.heads(pooled, self.dropout(hidden))
         out = JointOutput(
-            router_logits=router_logits, intent_logits=intent_logits, slot_logits=slot_logits
+            router_logits=router_logits,
+            intent_logits=intent_logits,
+            slot_logits=slot_logits,
+            pooled=sentence,
         )
         if skill_ids is None:
             return out

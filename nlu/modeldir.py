@@ -11,6 +11,8 @@ neither); each backend's files are read only when that backend is loaded.
     adapters/<skill>/         per-skill LoRA adapter: adapter_config.json,
                               adapter_model.safetensors, heads.safetensors[, model.onnx]
     adapter/                  the LoRA adapter merged into the encoder (finetune=lora_merged)
+    ood.json, ood.safetensors the out-of-scope detector and calibration temperatures (nlu.ood);
+                              a folder without them accepts every text (in scope)
 
 `save` writes the whole folder into a temporary sibling and renames it into place when it is
 complete, so a killed save leaves the previous model (or nothing), never a half-written folder
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from nlu.labels import SkillLabels
+from nlu.ood import OutOfScope
 
 if TYPE_CHECKING:
     import torch
@@ -47,6 +50,8 @@ MERGED_ADAPTER_DIR = "adapter"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 HEADS_FILE = "heads.safetensors"
+OOD_FILE = "ood.json"
+OOD_ARRAYS_FILE = "ood.safetensors"
 
 Backend = Literal["torch", "onnx"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
@@ -125,6 +130,7 @@ class ModelFolder:
     adapters: dict[str, Adapter] = field(default_factory=dict)
     merged_adapter: Adapter | None = None
     training_config: str | None = None
+    ood: OutOfScope | None = None
 
 
 # -- save ------------------------------------------------------------------------------------------
@@ -164,6 +170,13 @@ def _write(target: Path, folder: ModelFolder) -> None:
         _write_adapter(target / ADAPTERS_DIR / skill, adapter)
     if folder.merged_adapter is not None:
         _write_adapter(target / MERGED_ADAPTER_DIR, folder.merged_adapter)
+    if folder.ood is not None:
+        from safetensors.numpy import save_file as save_arrays
+
+        (target / OOD_FILE).write_text(json.dumps(folder.ood.to_json(), indent=2) + "\n")
+        arrays = folder.ood.arrays()
+        if arrays:
+            save_arrays(arrays, str(target / OOD_ARRAYS_FILE))
 
 
 def _write_adapter(target: Path, adapter: Adapter) -> None:
@@ -287,7 +300,30 @@ def load(directory: str | Path, backend: str = "auto") -> ModelFolder:
         folder.adapters[skill] = _read_adapter(directory / ADAPTERS_DIR / skill, chosen)
     if (directory / MERGED_ADAPTER_DIR / ADAPTER_CONFIG_FILE).is_file():
         folder.merged_adapter = _read_adapter(directory / MERGED_ADAPTER_DIR, chosen)
+    folder.ood = read_ood(directory)
     return folder
+
+
+def read_ood(directory: str | Path) -> OutOfScope | None:
+    """The folder's out-of-scope detector; None for folders saved before there was one."""
+    path = Path(directory) / OOD_FILE
+    if not path.is_file():
+        return None
+    row = _parse_json(path, "the out-of-scope detector")
+    arrays: dict[str, Any] = {}
+    if (Path(directory) / OOD_ARRAYS_FILE).is_file():
+        from safetensors.numpy import load_file as load_arrays
+
+        try:
+            arrays = load_arrays(str(Path(directory) / OOD_ARRAYS_FILE))
+        except Exception as err:  # safetensors' own error type for a damaged file
+            raise ModelDirError(
+                f"{Path(directory) / OOD_ARRAYS_FILE} is damaged ({err}); {_REMEDY}"
+            ) from err
+    try:
+        return OutOfScope.from_json(row, arrays)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelDirError(f"{path} is damaged: {_why(err)}; {_REMEDY}") from err
 
 
 def _read_adapter(source: Path, backend: Backend) -> Adapter:

@@ -163,16 +163,24 @@ class LossWeighting(nn.Module):
 
     @classmethod
     def from_config(
-        cls, cfg: MultiTaskConfig, tasks: Sequence[str], *, train_router: bool = True
+        cls,
+        cfg: MultiTaskConfig,
+        tasks: Sequence[str],
+        *,
+        train_router: bool = True,
+        negatives: bool = False,
     ) -> LossWeighting:
-        """`train_router=False` (a single skill's data): the router's loss is left out."""
+        """`train_router=False` (a single skill's data): the router's loss is left out.
+        `negatives`: the data has out-of-scope examples (the "oos" task)."""
+        routed = [t for t in tasks if train_router or t != "router"]
         return cls(
-            [t for t in tasks if train_router or t != "router"],
+            routed + (["oos"] if negatives and train_router else []),
             strategy=cfg.loss_weighting,
             static={
                 "router": cfg.router_loss_weight if train_router else 0.0,
                 "intent": cfg.intent_loss_weight,
                 "slot": cfg.slot_loss_weight,
+                "oos": cfg.oos_loss_weight if train_router else 0.0,
             },
             dwa_temperature=cfg.dwa_temperature,
             period=cfg.dwa_period,

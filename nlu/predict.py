@@ -8,6 +8,7 @@ floating-point noise in the logits.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ from nlu.decode import chosen_skill, decode
 from nlu.features import encodings_inputs
 from nlu.labels import LabelIndex, SkillLabels
 from nlu.modeldir import ModelDirError, ModelFolder
-from nlu.result import ParseResult
+from nlu.ood import OutOfScope, check_threshold
+from nlu.result import ParseOptions, ParseResult
 
 if TYPE_CHECKING:
     from nlu.model import JointModel
@@ -31,11 +33,17 @@ class UnknownSkillError(ValueError):
     pass
 
 
+class OptionError(ValueError):
+    """A parse option that does not fit the model (e.g. a threshold it cannot use)."""
+
+
 @dataclass
 class Logits:
     router: np.ndarray  # [batch, skills]
     intents: np.ndarray  # [batch, total intents]
     slots: np.ndarray  # [batch, tokens, total tags]
+    # The pooled sentence vectors [batch, hidden]; None from graphs exported before they were.
+    pooled: np.ndarray | None = None
 
 
 Forward = Callable[[dict[str, np.ndarray]], Logits]
@@ -53,6 +61,7 @@ def torch_forward(model: JointModel) -> Forward:
             router=out.router_logits.float().cpu().numpy(),
             intents=out.intent_logits.float().cpu().numpy(),
             slots=out.slot_logits.float().cpu().numpy(),
+            pooled=out.pooled.float().cpu().numpy(),
         )
 
     return forward
@@ -68,9 +77,16 @@ def onnx_forward(path: Path | None, *, threads: int | None = None) -> Forward:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
+    names = [o.name for o in session.get_outputs()]
+
     def forward(batch: dict[str, np.ndarray]) -> Logits:
-        router, intents, slots = session.run(None, batch)
-        return Logits(router=router, intents=intents, slots=slots)
+        out = dict(zip(names, session.run(None, batch), strict=True))
+        return Logits(
+            router=out["router_logits"],
+            intents=out["intent_logits"],
+            slots=out["slot_logits"],
+            pooled=out.get("pooled"),
+        )
 
     return forward
 
@@ -108,40 +124,49 @@ def parse_batch(
     texts: Sequence[str],
     *,
     max_length: int,
-    skill: str | None = None,
-    top_k: int = 5,
-    options: Sequence[tuple[str | None, int]] | None = None,
+    options: Sequence[ParseOptions] | None = None,
     adapters: Mapping[str, Forward] | None = None,
+    ood: OutOfScope | None = None,
 ) -> list[ParseResult]:
     """One forward pass over `texts`; the single code path for evaluation and serving.
 
-    `options` gives each text its own (forced skill, top_k), so the server can answer several
-    requests from one micro-batch; otherwise `skill` and `top_k` apply to all. `adapters`:
-    per-skill adapted forwards (a second pass for the texts decoded as those skills).
+    `options` gives each text its own (forced skill, top_k, threshold), so the server can answer
+    several requests from one micro-batch. `adapters`: per-skill adapted forwards (a second pass
+    for the texts decoded as those skills). `ood`: the out-of-scope detector and calibration.
     """
     encodings = encode(tokenizer, texts, max_length)
     batch = encodings_inputs(encodings, pad_id(tokenizer))
     logits = forward(batch)
-    per_text = options if options is not None else [(skill, top_k)] * len(texts)
+    per_text = list(options) if options is not None else [ParseOptions()] * len(texts)
     if adapters:
         apply_adapters(
-            logits, batch, adapters=adapters, index=index, forced=[s for s, _ in per_text]
+            logits, batch, adapters=adapters, index=index, forced=[o.skill for o in per_text]
         )
-    return [
-        decode(
-            text=text,
-            encoding=enc,
-            router_logits=logits.router[row],
-            intent_logits=logits.intents[row],
-            slot_logits=logits.slots[row],
-            index=index,
-            skill=text_skill,
-            top_k=text_top_k,
+    scores = ood.scores(logits.router, logits.pooled) if ood is not None else None
+    results = []
+    for row, (text, enc, opts) in enumerate(zip(texts, encodings, per_text, strict=True)):
+        oos_score = None if scores is None else float(scores[row])
+        in_scope = True
+        if oos_score is not None and ood is not None and opts.skill is None:
+            threshold = ood.threshold if opts.oos_threshold is None else opts.oos_threshold
+            in_scope = oos_score <= threshold
+        results.append(
+            decode(
+                text=text,
+                encoding=enc,
+                router_logits=logits.router[row],
+                intent_logits=logits.intents[row],
+                slot_logits=logits.slots[row],
+                index=index,
+                skill=opts.skill,
+                top_k=opts.top_k,
+                oos_score=oos_score,
+                in_scope=in_scope,
+                router_temperature=ood.router_temperature if ood else 1.0,
+                intent_temperature=ood.intent_temperature if ood else 1.0,
+            )
         )
-        for row, (text, enc, (text_skill, text_top_k)) in enumerate(
-            zip(texts, encodings, per_text, strict=True)
-        )
-    ]
+    return results
 
 
 class Parser:
@@ -156,8 +181,10 @@ class Parser:
         max_length: int,
         backend: str,
         adapters: Mapping[str, Forward] | None = None,
+        ood: OutOfScope | None = None,
     ) -> None:
         check_tokenizer(tokenizer)
+        self.ood = ood
         self.forward = forward
         self.adapters = dict(adapters or {})
         self.index = LabelIndex.of(skills)
@@ -195,6 +222,7 @@ class Parser:
             max_length=folder.meta.max_length,
             backend=folder.backend,
             adapters=adapters,
+            ood=folder.ood,
         )
 
     @classmethod
@@ -218,26 +246,47 @@ class Parser:
                 f"unknown skill {skill!r}; this model knows: {', '.join(self.skill_names)}"
             )
 
+    def check_options(self, options: ParseOptions) -> None:
+        self.check_skill(options.skill)
+        if options.oos_threshold is None:
+            return
+        if self.ood is None:
+            raise OptionError(
+                "this model has no out-of-scope detector, so an out-of-scope threshold means "
+                "nothing: train it again (nlu train fits one) or leave the threshold out"
+            )
+        problem = check_threshold(self.ood.method, options.oos_threshold)
+        if problem:
+            raise OptionError(problem)
+
+    def use_threshold(self, threshold: float) -> None:
+        """Replace the model's out-of-scope threshold (`nlu serve --oos-threshold`)."""
+        self.check_options(ParseOptions(oos_threshold=threshold))
+        assert self.ood is not None  # check_options refuses a threshold without a detector
+        self.ood = dataclasses.replace(self.ood, threshold=threshold)
+
     def parse(
         self,
         texts: Sequence[str],
         *,
         skill: str | None = None,
         top_k: int = 5,
+        oos_threshold: float | None = None,
         batch_size: int = 64,
     ) -> list[ParseResult]:
-        return self.parse_with_options(texts, [(skill, top_k)] * len(texts), batch_size=batch_size)
+        options = ParseOptions(skill=skill, top_k=top_k, oos_threshold=oos_threshold)
+        return self.parse_with_options(texts, [options] * len(texts), batch_size=batch_size)
 
     def parse_with_options(
         self,
         texts: Sequence[str],
-        options: Sequence[tuple[str | None, int]],
+        options: Sequence[ParseOptions],
         *,
         batch_size: int = 64,
     ) -> list[ParseResult]:
-        """Each text with its own (forced skill or None, top_k)."""
-        for skill, _ in set(options):
-            self.check_skill(skill)
+        """Each text with its own options."""
+        for distinct in set(options):
+            self.check_options(distinct)
         results: list[ParseResult] = []
         for start in range(0, len(texts), batch_size):
             results += parse_batch(
@@ -248,5 +297,6 @@ class Parser:
                 max_length=self.max_length,
                 options=options[start : start + batch_size],
                 adapters=self.adapters,
+                ood=self.ood,
             )
         return results

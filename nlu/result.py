@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import Field
+
+
+@dataclass(frozen=True)
+class ParseOptions:
+    """Per-text parse options (the server batches texts of requests with different ones)."""
+
+    skill: str | None = None  # force this skill (then never out of scope)
+    top_k: int = 5  # intents and skills to rank
+    oos_threshold: float | None = None  # None: the model's own threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +48,38 @@ class SlotValue:
 
 @dataclass(frozen=True, slots=True)
 class ParseResult:
+    """What one text means. When the text is out of scope (`in_scope` false), `skill` and
+    `intent` are null and `slots` empty; `skills` and `intents` still rank the candidates."""
+
     text: str
-    skill: SkillChoice
-    intent: Scored
-    intents: Annotated[list[Scored], Field(description="Top-k intents of the skill, best first.")]
+    skill: Annotated[
+        SkillChoice | None, Field(description="The chosen skill; null when out of scope.")
+    ]
+    intent: Annotated[Scored | None, Field(description="The intent; null when out of scope.")]
+    intents: Annotated[
+        list[Scored], Field(description="Top-k intents of the (best) skill, best first.")
+    ]
     slots: list[SlotValue]
     truncated: Annotated[
         bool, Field(description="The text was longer than the model's max_length.")
     ]
+    in_scope: Annotated[
+        bool,
+        Field(
+            description="False: the text is like nothing the model was trained on (its "
+            "out-of-scope score is above the threshold); a forced skill is always in scope."
+        ),
+    ] = True
+    oos_score: Annotated[
+        float | None,
+        Field(
+            description="Out-of-scope score (higher: less like the training data); null when "
+            "the model has no out-of-scope detector."
+        ),
+    ] = None
+    skills: Annotated[
+        list[Scored], Field(description="Top-k skills by router probability, best first.")
+    ] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -56,9 +89,12 @@ class ParseResult:
         """The inverse of `to_dict` (and of the server's JSON answer)."""
         return cls(
             text=row["text"],
-            skill=SkillChoice(**row["skill"]),
-            intent=Scored(**row["intent"]),
+            skill=SkillChoice(**row["skill"]) if row.get("skill") is not None else None,
+            intent=Scored(**row["intent"]) if row.get("intent") is not None else None,
             intents=[Scored(**i) for i in row["intents"]],
             slots=[SlotValue(**s) for s in row["slots"]],
             truncated=bool(row["truncated"]),
+            in_scope=bool(row.get("in_scope", True)),
+            oos_score=row.get("oos_score"),
+            skills=[Scored(**s) for s in row.get("skills", [])],
         )

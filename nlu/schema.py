@@ -27,15 +27,23 @@ class Span:
 
 @dataclass(frozen=True)
 class Example:
+    """A text with its skill, intent and slot spans. An out-of-scope example (something the
+    assistant should refuse) has skill and intent None and no slots."""
+
     text: str
-    skill: str
-    intent: str
+    skill: str | None
+    intent: str | None
     slots: tuple[Span, ...] = ()
 
     def __post_init__(self) -> None:
         problem = _span_problem(self.text, self.slots)
         if problem:
             raise DataError(f"{problem} in example {self.text!r}")
+        if (self.skill is None) != (self.intent is None) or (self.skill is None and self.slots):
+            raise DataError(
+                f"example {self.text!r}: an out-of-scope example has skill and intent null and "
+                "no slots; an in-scope one has both"
+            )
         # Sorted spans make examples comparable and the BIO derivation order-independent.
         object.__setattr__(self, "slots", tuple(sorted(self.slots)))
 
@@ -51,10 +59,16 @@ class Example:
     def from_dict(cls, row: Mapping[str, Any]) -> Example:
         return cls(
             text=row["text"],
-            skill=row["skill"],
-            intent=row["intent"],
-            slots=tuple(Span(int(s["start"]), int(s["end"]), str(s["slot"])) for s in row["slots"]),
+            skill=row.get("skill"),
+            intent=row.get("intent"),
+            slots=tuple(
+                Span(int(s["start"]), int(s["end"]), str(s["slot"])) for s in row.get("slots") or []
+            ),
         )
+
+    @property
+    def in_scope(self) -> bool:
+        return self.skill is not None
 
     def value(self, span: Span) -> str:
         return self.text[span.start : span.end]

@@ -29,6 +29,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from nlu import modeldir
 from nlu.alignment import Tokenizer, check_tokenizer, pad_id
+from nlu.calibrate import fit_out_of_scope
 from nlu.config import (
     DataConfig,
     FinetuneConfig,
@@ -62,6 +63,8 @@ class TrainResult:
     train_seconds: float
     examples_per_second: float
     history: list[dict[str, Any]]
+    # What fitting the out-of-scope detector measured on dev (nlu.calibrate), per method.
+    out_of_scope: dict[str, Any] | None = None
 
 
 # -- stage: run folder -----------------------------------------------------------------------------
@@ -140,7 +143,7 @@ def setup_model(
     if finetune.init_from:
         model, folder = JointModel.load(finetune.init_from)
         check_labels(model, data.labels, finetune.init_from)
-        data_skills = sorted({e.skill for e in data.train})
+        data_skills = sorted({e.skill for e in data.train if e.skill is not None})
         train_router = len(data_skills) > 1
         if not train_router:
             logger.info("one skill in the data: the router is frozen and its loss is off")
@@ -509,7 +512,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         seed=cfg.seed,
     )
     weighting = LossWeighting.from_config(
-        cfg.mtl, setup.model.task_names(), train_router=setup.train_router
+        cfg.mtl,
+        setup.model.task_names(),
+        train_router=setup.train_router,
+        negatives=any(not e.in_scope for e in data.train),
     )
     optimizer, scheduler = setup_optimizer(
         cfg.optim, setup.model, weighting, steps_per_epoch=len(loader)
@@ -529,6 +535,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         training_config=resolved,
     )
     if accelerator.is_main_process:
+        # Out-of-scope rejection and calibration, fitted on the selected model (no retraining).
+        detector = fit_out_of_scope(cfg.ood, run.model_dir, data.train, data.dev, seed=cfg.seed)
+        result.out_of_scope = detector.report if detector else None
         summary = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
         (run.root / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.end_training()

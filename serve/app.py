@@ -30,7 +30,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nlu.predict import Parser
+from nlu.ood import PROBABILITY_METHODS
+from nlu.predict import OptionError, Parser
+from nlu.result import ParseOptions
 from nlu.serve.batching import InferenceFailed, MicroBatcher, Overloaded
 from nlu.serve.schemas import (
     MAX_BODY_BYTES,
@@ -212,6 +214,8 @@ KNOWN_ROUTES = {"/parse", "/skills", "/health", "/metrics", "/docs", "/openapi.j
 def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI:
     """The ASGI app over a loaded parser; `settings` as `nlu serve` takes them."""
     settings = settings or ServeSettings()
+    if settings.oos_threshold is not None:
+        parser.use_threshold(settings.oos_threshold)
     metrics = Metrics()
     batcher = MicroBatcher(parser, settings, batch_sizes=metrics.batch_size)
 
@@ -254,6 +258,10 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
             "model": Path(settings.model_dir).name,
             "backend": parser.backend,
             "skills": len(parser.skill_names),
+            # Without a detector (a model saved before there was one) every text is in scope.
+            "out_of_scope": {"method": parser.ood.method, "threshold": parser.ood.threshold}
+            if parser.ood is not None
+            else None,
         }
 
     @app.get("/skills")
@@ -300,8 +308,13 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
             known = ", ".join(parser.skill_names)
             return _json_error(400, f"unknown skill {request.skill!r}; known skills: {known}")
         texts = [request.text] if request.text is not None else list(request.texts or [])
+        options = ParseOptions(request.skill, request.top_k, request.oos_threshold)
         try:
-            results = await batcher.submit(texts, request.skill, request.top_k)
+            parser.check_options(options)
+        except OptionError as err:
+            return _json_error(422, f"invalid request: oos_threshold: {err}")
+        try:
+            results = await batcher.submit(texts, options)
         except Overloaded:
             return _json_error(
                 503, "server busy: request queue is full", headers={"Retry-After": "1"}
@@ -321,9 +334,13 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
             components = schema["components"]["schemas"]
             components.update(response_components())
             # This server's skills, so clients (and schema-driven fuzzers) know them.
-            components["ParseRequest"]["properties"]["skill"]["anyOf"][0]["enum"] = list(
-                parser.skill_names
-            )
+            request = components["ParseRequest"]["properties"]
+            request["skill"]["anyOf"][0]["enum"] = list(parser.skill_names)
+            # And the thresholds its detector can use (none without a detector).
+            if parser.ood is None:
+                del request["oos_threshold"]
+            elif parser.ood.method in PROBABILITY_METHODS:
+                request["oos_threshold"]["anyOf"][0].update(minimum=0, maximum=1)
             app.openapi_schema = schema
         return app.openapi_schema
 

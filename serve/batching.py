@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from prometheus_client import Histogram
 
 from nlu.predict import Parser
-from nlu.result import ParseResult
+from nlu.result import ParseOptions, ParseResult
 from nlu.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ class InferenceFailed(RuntimeError):
 @dataclass
 class _Job:
     texts: list[str]
-    skill: str | None
-    top_k: int
+    options: ParseOptions
     future: asyncio.Future[list[ParseResult]] = field(repr=False)
 
 
@@ -75,12 +74,12 @@ class MicroBatcher:
         if self.executor is not None:
             self.executor.shutdown(wait=True)
 
-    async def submit(self, texts: list[str], skill: str | None, top_k: int) -> list[ParseResult]:
+    async def submit(self, texts: list[str], options: ParseOptions) -> list[ParseResult]:
         if self.queue is None:
             raise RuntimeError("the batcher is not running: start() it in the app's lifespan")
         future: asyncio.Future[list[ParseResult]] = asyncio.get_running_loop().create_future()
         try:
-            self.queue.put_nowait(_Job(texts, skill, top_k, future))
+            self.queue.put_nowait(_Job(texts, options, future))
         except asyncio.QueueFull:
             raise Overloaded from None
         return await future
@@ -136,7 +135,7 @@ class MicroBatcher:
         self, jobs: list[_Job], loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor
     ) -> None:
         texts = [t for job in jobs for t in job.texts]
-        options = [(job.skill, job.top_k) for job in jobs for _ in job.texts]
+        options = [job.options for job in jobs for _ in job.texts]
         results = await loop.run_in_executor(
             executor,
             functools.partial(

@@ -94,7 +94,14 @@ class ParseRequest(BaseModel):
         ),
     )
     skill: StrictStr | None = Field(None, description="Force this skill instead of routing.")
-    top_k: int = Field(5, ge=1, le=50, strict=True, description="Intents to rank.")
+    top_k: int = Field(5, ge=1, le=50, strict=True, description="Intents and skills to rank.")
+    oos_threshold: float | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="Out-of-scope threshold for this request instead of the model's: a text "
+        "whose out-of-scope score is above it is rejected. For the msp and temperature methods "
+        "a number in [0, 1]. Absent when the model has no out-of-scope detector.",
+    )
 
     @field_validator("top_k", mode="before")
     @classmethod

@@ -29,6 +29,9 @@ class ServeSettings:
     # when it binds to a loopback address, against DNS rebinding.
     trusted_hosts: tuple[str, ...] | None = None
     body_timeout_s: float = 10.0  # a request body must arrive within this
+    # Replaces the model's out-of-scope threshold for every request (a request may still send
+    # its own); None: the threshold saved in the model folder.
+    oos_threshold: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -1,0 +1,201 @@
+"""The recipe's last stage: fit out-of-scope rejection and confidence calibration on a trained
+model, without retraining, and save them inside its folder.
+
+From the training set: the Mahalanobis statistics (one mean per intent, a shared covariance) of
+the pooled sentence vectors. From the dev set: the router's and the intent heads' temperatures
+(calibrated confidences), and for every method of `nlu.ood` the threshold that keeps
+`target_recall` of the in-scope dev texts in scope; with out-of-scope dev texts also what each
+method would reject and its AUROC. The configured method is saved; the others are reported in
+`ood.json` so a user can compare them on their own data.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nlu import modeldir
+from nlu.alignment import Tokenizer, encode, pad_id
+from nlu.config import OodConfig
+from nlu.features import encodings_inputs
+from nlu.labels import LabelIndex
+from nlu.model import JointModel
+from nlu.ood import (
+    METHODS,
+    OutOfScope,
+    auroc,
+    expected_calibration_error,
+    fit_mahalanobis,
+    fit_temperature,
+    log_softmax,
+    score,
+    threshold_for_recall,
+)
+from nlu.predict import Forward, torch_forward
+from nlu.schema import Example
+
+logger = logging.getLogger(__name__)
+
+MAX_FIT_EXAMPLES = 20_000  # training texts for the Mahalanobis statistics (a random sample)
+
+
+@dataclass
+class Outputs:
+    router: np.ndarray  # [N, skills]
+    intents: np.ndarray  # [N, all intents]
+    pooled: np.ndarray  # [N, hidden]
+
+
+def model_outputs(
+    forward: Forward, tokenizer: Tokenizer, texts: Sequence[str], max_length: int
+) -> Outputs:
+    router, intents, pooled = [], [], []
+    for start in range(0, len(texts), 64):
+        chunk = texts[start : start + 64]
+        logits = forward(encodings_inputs(encode(tokenizer, chunk, max_length), pad_id(tokenizer)))
+        if logits.pooled is None:
+            raise ValueError("the model's forward pass returns no pooled features")
+        router.append(logits.router)
+        intents.append(logits.intents)
+        pooled.append(logits.pooled)
+    return Outputs(np.concatenate(router), np.concatenate(intents), np.concatenate(pooled))
+
+
+def intent_classes(index: LabelIndex, examples: Sequence[Example]) -> np.ndarray:
+    """Each in-scope example's intent as one id over all skills' intents."""
+    offsets = {s.name: index.intent_slices[i].start for i, s in enumerate(index.skills)}
+    return np.array(
+        [offsets[e.skill] + index.intent_ids[e.skill][e.intent] for e in examples if e.skill]  # type: ignore[index]
+    )
+
+
+def intent_logits_of_own_skill(
+    index: LabelIndex, intents: np.ndarray, examples: Sequence[Example]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per skill: its intent logits on its own dev texts, and their intent ids."""
+    groups = []
+    for k, skill in enumerate(index.skills):
+        rows = [i for i, e in enumerate(examples) if e.skill == skill.name]
+        if rows:
+            ids = np.array([index.intent_ids[skill.name][examples[i].intent] for i in rows])  # type: ignore[index]
+            groups.append((intents[rows][:, index.intent_slices[k]], ids))
+    return groups
+
+
+def fit_out_of_scope(
+    cfg: OodConfig,
+    model_dir: Path,
+    train: Sequence[Example],
+    dev: Sequence[Example],
+    *,
+    seed: int,
+) -> OutOfScope | None:
+    """Fit on the saved model in `model_dir` and save the detector into it."""
+    if cfg.oos_method == "none":
+        return None
+    dev_in = [e for e in dev if e.in_scope]
+    dev_oos = [e for e in dev if not e.in_scope]
+    if not dev_in:
+        logger.warning("no in-scope dev examples: no out-of-scope threshold can be chosen")
+        return None
+    model, folder = JointModel.load(model_dir)
+    index, forward = model.index, torch_forward(model)
+    max_length = folder.meta.max_length
+
+    fit_on = [e for e in train if e.in_scope]
+    if len(fit_on) > MAX_FIT_EXAMPLES:
+        fit_on = random.Random(seed).sample(fit_on, MAX_FIT_EXAMPLES)
+    seen = model_outputs(forward, folder.tokenizer, [e.text for e in fit_on], max_length)
+    means, precision = fit_mahalanobis(seen.pooled, intent_classes(index, fit_on))
+
+    outputs = model_outputs(forward, folder.tokenizer, [e.text for e in dev_in], max_length)
+    skills = np.array([index.position[e.skill] for e in dev_in if e.skill])
+    router_t = fit_temperature(outputs.router, skills)
+    intent_groups = intent_logits_of_own_skill(index, outputs.intents, dev_in)
+    intent_t = _fit_grouped_temperature(intent_groups)
+    oos_outputs = (
+        model_outputs(forward, folder.tokenizer, [e.text for e in dev_oos], max_length)
+        if dev_oos
+        else None
+    )
+
+    report: dict[str, Any] = {
+        "dev_in_scope": len(dev_in),
+        "dev_out_of_scope": len(dev_oos),
+        "calibration": {
+            "router_temperature": round(router_t, 4),
+            "intent_temperature": round(intent_t, 4),
+            "router_ece_before": _ece(outputs.router, skills, 1.0),
+            "router_ece_after": _ece(outputs.router, skills, router_t),
+            "intent_ece_before": _grouped_ece(intent_groups, 1.0),
+            "intent_ece_after": _grouped_ece(intent_groups, intent_t),
+        },
+        "methods": {},
+    }
+    for method in METHODS:
+        kwargs: dict[str, Any] = {"temperature": router_t, "means": means, "precision": precision}
+        in_scores = score(method, outputs.router, outputs.pooled, **kwargs)
+        threshold = threshold_for_recall(in_scores, cfg.target_recall)
+        row: dict[str, Any] = {
+            "threshold": round(threshold, 6),
+            "in_scope_recall": round(100 * float((in_scores <= threshold).mean()), 2),
+        }
+        if oos_outputs is not None:
+            oos_scores = score(method, oos_outputs.router, oos_outputs.pooled, **kwargs)
+            row["out_of_scope_recall"] = round(100 * float((oos_scores > threshold).mean()), 2)
+            row["auroc"] = round(auroc(in_scores, oos_scores), 4)
+        report["methods"][method] = row
+    chosen = report["methods"][cfg.oos_method]
+    detector = OutOfScope(
+        method=cfg.oos_method,
+        threshold=chosen["threshold"],
+        target_recall=cfg.target_recall,
+        router_temperature=router_t,
+        intent_temperature=intent_t,
+        means=means if cfg.oos_method == "mahalanobis" else None,
+        precision=precision if cfg.oos_method == "mahalanobis" else None,
+        report=report,
+    )
+    folder.ood = detector
+    modeldir.save(model_dir, folder)
+    logger.info(
+        "out-of-scope detector (%s, threshold %.4g for %.0f%% in-scope dev recall); dev: %s",
+        cfg.oos_method,
+        detector.threshold,
+        100 * cfg.target_recall,
+        report["methods"],
+    )
+    return detector
+
+
+def _fit_grouped_temperature(groups: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """One temperature for all skills' intent heads (each row against its own skill's)."""
+    if not groups:
+        return 1.0
+    width = max(g[0].shape[1] for g in groups)
+    # Pad every skill's logits to one matrix with -inf columns: they add nothing to a softmax.
+    logits = np.concatenate(
+        [np.pad(g, ((0, 0), (0, width - g.shape[1])), constant_values=-np.inf) for g, _ in groups]
+    )
+    return fit_temperature(logits, np.concatenate([t for _, t in groups]))
+
+
+def _ece(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
+    probs = np.exp(log_softmax(logits.astype(np.float64) / temperature))
+    return round(100 * expected_calibration_error(probs.max(-1), probs.argmax(-1) == targets), 2)
+
+
+def _grouped_ece(groups: list[tuple[np.ndarray, np.ndarray]], temperature: float) -> float:
+    confidences: list[float] = []
+    correct: list[bool] = []
+    for logits, targets in groups:
+        probs = np.exp(log_softmax(logits.astype(np.float64) / temperature))
+        confidences += probs.max(-1).tolist()
+        correct += (probs.argmax(-1) == targets).tolist()
+    return round(100 * expected_calibration_error(confidences, correct), 2)
