@@ -116,6 +116,7 @@ def freeze_for(
             training_config=training_config,
         )
         folder.adapters = dict(base.adapters)
+        folder.ood = base.ood  # refitted by the recipe when the data covers every skill
         modeldir.save(directory, folder)
 
     save: Saver = save_model
@@ -147,6 +148,7 @@ def freeze_for(
                 training_config=training_config,
             )
             folder.merged_adapter = adapters.extract(model, skill=None)
+            folder.ood = base.ood  # refitted by the recipe when the data covers every skill
             modeldir.save(directory, folder)
 
         save = save_merged

@@ -189,11 +189,14 @@ class LossWeighting(nn.Module):
     def forward(self, losses: TaskLosses) -> torch.Tensor:
         if self.strategy == "static":
             kinds, w = losses.by_kind, self.kind_weights
-            return (
+            total = (
                 w["router"] * kinds["router"]
                 + w["intent"] * kinds["intent"]
                 + w["slot"] * kinds["slot"]
             )
+            if "oos" in kinds:  # only batches with out-of-scope rows have this loss
+                total = total + w.get("oos", 1.0) * kinds["oos"]
+            return total
         tasks = {t: v for t, v in losses.by_task.items() if t in self.position}
         total = next(iter(tasks.values()))[0].new_zeros(())
         for task, (loss, share) in tasks.items():

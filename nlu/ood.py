@@ -137,12 +137,15 @@ def score(
         if pooled is None or means is None or precision is None:
             raise ValueError("mahalanobis scores need pooled features and fitted statistics")
         x = pooled.astype(np.float64)
-        projected = x @ precision  # [B, H]
-        # (x - m)ᵀ P (x - m) = xᵀPx - 2 mᵀPx + mᵀPm, for every class mean at once.
+        m = means.astype(np.float64)
+        p = precision.astype(np.float64)
+        projected = x @ p  # [B, H]
+        # (x - m)ᵀ P (x - m) = xᵀPx - 2 mᵀPx + mᵀPm, for every class mean at once (float64:
+        # the expansion cancels); rounding can still dip a hair below zero.
         quadratic = (projected * x).sum(-1)[:, None]
-        cross = projected @ means.T
-        constant = ((means @ precision) * means).sum(-1)[None, :]
-        distances: np.ndarray = (quadratic - 2 * cross + constant).min(-1)
+        cross = projected @ m.T
+        constant = ((m @ p) * m).sum(-1)[None, :]
+        distances: np.ndarray = np.maximum(quadratic - 2 * cross + constant, 0.0).min(-1)
         return distances
     raise ValueError(f"unknown out-of-scope method {method!r}")
 
@@ -174,9 +177,11 @@ def fit_mahalanobis(features: np.ndarray, classes: np.ndarray) -> tuple[np.ndarr
     means = np.stack([x[classes == c].mean(0) for c in labels])
     centred = x - means[np.searchsorted(labels, classes)]
     covariance = centred.T @ centred / len(x)
-    # pinv: with few examples per class the covariance can be singular.
-    precision = np.linalg.pinv(covariance, hermitian=True)
-    return means.astype(np.float32), precision.astype(np.float32)
+    # A small ridge keeps the precision bounded where the covariance is (nearly) singular: few
+    # examples per intent, or directions the encoder never uses.
+    ridge = 1e-3 * float(np.trace(covariance)) / len(covariance) + 1e-12
+    precision = np.linalg.inv(covariance + ridge * np.eye(len(covariance)))
+    return means, precision
 
 
 def threshold_for_recall(in_scope_scores: np.ndarray, recall: float) -> float:

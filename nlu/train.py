@@ -400,7 +400,8 @@ def fit(
         if sampler.strategy != "proportional":
             names = raw_model.index.names
             record["skill_probabilities"] = {
-                names[k]: round(p, 4) for k, p in sampler.probabilities().items()
+                (names[k] if k >= 0 else "out_of_scope"): round(p, 4)
+                for k, p in sampler.probabilities().items()
             }
         if weighting.strategy != "static":
             record["loss_weights"] = weighting.effective_weights()
@@ -488,6 +489,18 @@ def checkpoints_newest_first(checkpoints: Path) -> list[Path]:
 # -- the recipe ------------------------------------------------------------------------------------
 
 
+def _keeps_detector(finetune: FinetuneConfig, model: JointModel, data: TrainData) -> str | None:
+    """Why a fine-tuned model keeps its base model's detector, or None to refit it."""
+    if not finetune.init_from:
+        return None
+    if finetune.finetune == "lora":
+        return "a per-skill adapter leaves the base encoder and router unchanged"
+    missing = set(model.index.names) - {e.skill for e in data.train if e.skill}
+    if missing:
+        return f"the data has no examples of {', '.join(sorted(missing))}"
+    return None
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     resolved = dump_config(cfg)
     run = setup_run(cfg.output)
@@ -535,9 +548,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         training_config=resolved,
     )
     if accelerator.is_main_process:
-        # Out-of-scope rejection and calibration, fitted on the selected model (no retraining).
-        detector = fit_out_of_scope(cfg.ood, run.model_dir, data.train, data.dev, seed=cfg.seed)
-        result.out_of_scope = detector.report if detector else None
+        # Out-of-scope rejection and calibration, fitted on the selected model (no retraining),
+        # unless fine-tuning saw only some skills: their statistics would then miss the others.
+        keep = _keeps_detector(cfg.finetune, setup.model, data)
+        if keep:
+            logger.info("keeping the base model's out-of-scope detector: %s", keep)
+        else:
+            detector = fit_out_of_scope(cfg.ood, run.model_dir, data.train, data.dev, seed=cfg.seed)
+            result.out_of_scope = detector.report if detector else None
         summary = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
         (run.root / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.end_training()

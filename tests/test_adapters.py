@@ -61,6 +61,7 @@ def test_other_skills_and_routing_are_bit_identical(extended: Path, adapted: Pat
     timer_changed = False
     for a, b in zip(before, after, strict=True):
         assert a.skill == b.skill  # the router runs on the base encoder
+        assert a.skill is not None
         if a.skill.name != "timer":
             assert a == b
         else:

@@ -37,7 +37,7 @@ def test_train_then_predict_and_evaluate_through_the_cli(
         main(["evaluate", str(out / "model"), str(tiny_skill), "--out", str(tmp_path / "eval")])
         == 0
     )
-    assert "| overall | 3 |" in capsys.readouterr().out
+    assert "| overall (in scope) | 3 |" in capsys.readouterr().out
 
     # --resume continues the same run from its last checkpoint: only the third epoch trains.
     assert main([*args, "epochs=3", "--resume"]) == 0

@@ -60,6 +60,10 @@ class Poisoned:
         self.skills = parser.skills
         self.adapters = parser.adapters
         self.backend = parser.backend
+        self.ood = parser.ood
+
+    def check_options(self, options: Any) -> None:
+        self.parser.check_options(options)
 
     def parse_with_options(self, texts: Any, options: Any, *, batch_size: int) -> Any:
         if self.POISON in texts:

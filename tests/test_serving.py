@@ -16,6 +16,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
+from nlu.result import ParseOptions
 from nlu.serve.batching import InferenceFailed, MicroBatcher
 from nlu.serve.settings import ServeSettings
 from nlu.train import TrainResult
@@ -45,11 +46,11 @@ def test_only_the_request_that_breaks_a_batch_gets_an_error() -> None:
         batcher.start()
         try:
             together = await asyncio.gather(
-                batcher.submit(["boom"], None, 5),
-                batcher.submit(["fine"], None, 5),
+                batcher.submit(["boom"], ParseOptions()),
+                batcher.submit(["fine"], ParseOptions()),
                 return_exceptions=True,
             )
-            after = await batcher.submit(["later", "too"], None, 5)
+            after = await batcher.submit(["later", "too"], ParseOptions())
         finally:
             await batcher.stop()
         return together, after
