@@ -107,6 +107,10 @@ def fit_out_of_scope(
     model, folder = JointModel.load(model_dir)
     index, forward = model.index, torch_forward(model)
     max_length = folder.meta.max_length
+    # Dev labels the model never saw cannot calibrate it (they count as errors elsewhere).
+    dev_in = [
+        e for e in dev_in if e.skill in index.position and e.intent in index.intent_ids[e.skill]
+    ]
 
     fit_on = [e for e in train if e.in_scope]
     if len(fit_on) > MAX_FIT_EXAMPLES:

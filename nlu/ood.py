@@ -219,7 +219,9 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def fpr_at_95(in_scope_scores: Sequence[float], oos_scores: Sequence[float]) -> float:
+def fpr_at_95(
+    in_scope_scores: Sequence[float] | np.ndarray, oos_scores: Sequence[float] | np.ndarray
+) -> float:
     """Share of out-of-scope texts accepted when the threshold keeps 95 % of in-scope texts."""
     if not len(in_scope_scores) or not len(oos_scores):
         return float("nan")

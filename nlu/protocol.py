@@ -65,10 +65,18 @@ def benchmark(
         metrics = evaluate(
             model_dir=result.model_dir, data=[data], split="test", out_dir=run_dir / "test"
         )
+        oos_methods = out_of_scope_by_method(result.model_dir, data)
         runs.append(
             {
                 "seed": seed,
                 "test": metrics["overall"],
+                "out_of_scope": metrics.get("out_of_scope"),
+                "out_of_scope_by_method": oos_methods,
+                "calibration": {
+                    "test_after": {k: v for k, v in metrics["calibration"].items() if "ece" in k},
+                    "test_before": metrics.get("calibration_uncalibrated"),
+                    "dev": (result.out_of_scope or {}).get("calibration"),
+                },
                 "dev": result.best_dev,
                 "best_epoch": result.best_epoch,
                 "train_seconds": result.train_seconds,
@@ -79,6 +87,15 @@ def benchmark(
         )
         logger.info("%s seed %d test: %s", name, seed, json.dumps(metrics["overall"]))
     summary = {m: mean_stderr([r["test"][m] for r in runs]) for m in METRICS}
+    by_method = None
+    if all(r["out_of_scope_by_method"] for r in runs):
+        by_method = {
+            method: {
+                key: mean_stderr([r["out_of_scope_by_method"][method][key] for r in runs])
+                for key in runs[0]["out_of_scope_by_method"][method]
+            }
+            for method in runs[0]["out_of_scope_by_method"]
+        }
     report = {
         "benchmark": name,
         "data": data,
@@ -87,6 +104,7 @@ def benchmark(
         "slot_metric": SEQEVAL_MODE,
         "config": _reported(config),
         "test": summary,
+        "out_of_scope_by_method": by_method,
         "dev": {m: mean_stderr([r["dev"][m] for r in runs if r["dev"]]) for m in METRICS}
         if all(r["dev"] for r in runs)
         else None,
@@ -98,6 +116,62 @@ def benchmark(
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(format_report(report) + "\n")
     return report
+
+
+def out_of_scope_by_method(model_dir: Path, data: str) -> dict[str, dict[str, float]] | None:
+    """Every scoring method on the test split of `data`, each at its own threshold chosen on dev
+    (saved by `nlu.calibrate`): in-scope accuracy (a rejected in-scope text is an error),
+    out-of-scope recall, AUROC and FPR@95, all in %. None without out-of-scope test rows."""
+    import numpy as np
+
+    from nlu import modeldir, ood
+    from nlu.calibrate import model_outputs
+    from nlu.data.loaders import load_split
+    from nlu.model import JointModel
+    from nlu.predict import torch_forward
+
+    detector = modeldir.read_ood(model_dir)
+    test = load_split(data, "test").examples
+    inside = [e for e in test if e.in_scope]
+    outside = [e for e in test if not e.in_scope]
+    if detector is None or not outside or detector.means is None:
+        return None
+    model, folder = JointModel.load(model_dir)
+    forward, index = torch_forward(model), model.index
+    out_in = model_outputs(
+        forward, folder.tokenizer, [e.text for e in inside], folder.meta.max_length
+    )
+    out_oos = model_outputs(
+        forward, folder.tokenizer, [e.text for e in outside], folder.meta.max_length
+    )
+    skill_ok = out_in.router.argmax(-1) == np.array(
+        [index.position[e.skill] for e in inside if e.skill]
+    )
+    intent_ok = np.array(
+        [
+            index.skills[k].intents[int(out_in.intents[row, index.intent_slices[k]].argmax())]
+            == e.intent
+            for row, (k, e) in enumerate(zip(out_in.router.argmax(-1), inside, strict=True))
+        ]
+    )
+    correct = skill_ok & intent_ok
+    table = {}
+    for method, row in detector.report["methods"].items():
+        kwargs: dict[str, Any] = {
+            "temperature": detector.router_temperature,
+            "means": detector.means,
+            "precision": detector.precision,
+        }
+        s_in = ood.score(method, out_in.router, out_in.pooled, **kwargs)
+        s_oos = ood.score(method, out_oos.router, out_oos.pooled, **kwargs)
+        threshold = row["threshold"]
+        table[method] = {
+            "in_scope_accuracy": round(100 * float((correct & (s_in <= threshold)).mean()), 2),
+            "oos_recall": round(100 * float((s_oos > threshold).mean()), 2),
+            "auroc": round(100 * ood.auroc(s_in, s_oos), 2),
+            "fpr_at_95": round(100 * ood.fpr_at_95(s_in, s_oos), 2),
+        }
+    return table
 
 
 def _reported(config: TrainConfig) -> dict[str, Any]:
@@ -130,6 +204,21 @@ def format_report(report: dict[str, Any]) -> str:
         "",
         "Config: " + ", ".join(f"{k}={v}" for k, v in report["config"].items()),
     ]
+    by_method = report.get("out_of_scope_by_method")
+    if by_method:
+        lines += [
+            "",
+            "Out of scope, per scoring method (threshold chosen on dev for "
+            f"{100 * report['config'].get('target_recall', 0.98):g} % in-scope recall; %):",
+            "",
+            "| method | in-scope accuracy | out-of-scope recall | AUROC | FPR@95 |",
+            "|---|---|---|---|---|",
+        ]
+        for method, m in by_method.items():
+            lines.append(
+                f"| {method} | {cell(m['in_scope_accuracy'])} | {cell(m['oos_recall'])} "
+                f"| {cell(m['auroc'])} | {cell(m['fpr_at_95'])} |"
+            )
     unseen = report["runs"][0]["unseen_test_labels"]
     if any(unseen.values()):
         lines += [
