@@ -1,6 +1,10 @@
 """Single-utterance latency of `Parser.parse` in-process, against the bare encoder forward.
 
     python benchmarks/predict_latency.py runs/demo/model [--calls 200]
+    python benchmarks/predict_latency.py runs/demo/int8 --backend onnx   # the int8 export
+
+When the model has an out-of-scope detector, the same run also times the same parser with the
+detector switched off: the ratio is what rejection adds to a parse.
 
 The baseline, measured in the same run on the same utterances, is one eager forward pass of the
 encoder alone (tokenizer + AutoModel, no heads, no decoding): the ratio shows what routing,
@@ -43,6 +47,7 @@ def main() -> None:
     )
     ap.add_argument("model", nargs="?", default="runs/demo/model")
     ap.add_argument("--calls", type=int, default=200)
+    ap.add_argument("--backend", default="torch", choices=["torch", "onnx"])
     ap.add_argument("--out", default="benchmarks/results/predict_latency.json")
     args = ap.parse_args()
 
@@ -51,26 +56,58 @@ def main() -> None:
     from nlu.model import JointModel
     from nlu.predict import Parser
 
-    parser = Parser.from_pretrained(args.model, backend="torch")
+    parser = Parser.from_pretrained(args.model, backend=args.backend)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    encoder = JointModel.load(args.model)[0].encoder
+    if args.backend == "torch":
+        encoder = JointModel.load(args.model)[0].encoder
+    else:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(
+            str(Path(args.model) / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
 
     @torch.inference_mode()
     def bare(text: str) -> None:
-        batch = tokenizer([text], return_tensors="pt")
-        encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        if args.backend == "torch":
+            batch = tokenizer([text], return_tensors="pt")
+            encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        else:  # the whole graph: ONNX Runtime has no encoder-only session
+            batch = tokenizer([text], return_tensors="np")
+            session.run(
+                None, {k: batch[k].astype("int64") for k in ("input_ids", "attention_mask")}
+            )
 
     def ours(text: str) -> None:
         parser.parse([text])
 
-    # Interleave the two so machine noise hits both alike.
+    detector = parser.ood
+    plain = Parser(
+        forward=parser.forward,
+        skills=parser.skills,
+        tokenizer=parser.tokenizer,
+        max_length=parser.max_length,
+        backend=parser.backend,
+        adapters=parser.adapters,
+        ood=None,
+    )
+
+    def without_rejection(text: str) -> None:
+        plain.parse([text])
+
+    # Interleave them so machine noise hits all alike.
     ours_ms: list[float] = []
     bare_ms: list[float] = []
+    plain_ms: list[float] = []
     for _ in range(4):
         ours_ms += time_calls(ours, args.calls // 4)
         bare_ms += time_calls(bare, args.calls // 4)
+        if detector is not None:
+            plain_ms += time_calls(without_rejection, args.calls // 4)
     rows = {}
-    named = (("nlu parse (in-process)", ours_ms), ("baseline: bare encoder forward", bare_ms))
+    named = [("nlu parse (in-process)", ours_ms), ("baseline: bare forward", bare_ms)]
+    if detector is not None:
+        named.append((f"nlu parse without {detector.method} rejection", plain_ms))
     for name, values in named:
         rows[name] = {
             "p50_ms": round(statistics.median(values), 3),
@@ -87,10 +124,15 @@ def main() -> None:
         "latency": rows,
         "p50_ratio_ours_over_baseline": round(ratio, 3),
     }
+    if detector is not None:
+        added = rows[named[0][0]]["p50_ms"] / rows[named[2][0]]["p50_ms"]
+        result["p50_ratio_with_over_without_rejection"] = round(added, 3)
     print(f"{'':32} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8}")
     for name, r in rows.items():
         print(f"{name:32} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['mean_ms']:8.2f}")
-    print(f"p50 ratio (ours / bare encoder): {ratio:.2f}")
+    print(f"p50 ratio (ours / bare forward): {ratio:.2f}")
+    if detector is not None:
+        print(f"p50 ratio (with / without out-of-scope rejection): {added:.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -120,9 +120,19 @@ def fit_out_of_scope(
 
     outputs = model_outputs(forward, folder.tokenizer, [e.text for e in dev_in], max_length)
     skills = np.array([index.position[e.skill] for e in dev_in if e.skill])
-    router_t = fit_temperature(outputs.router, skills)
     intent_groups = intent_logits_of_own_skill(index, outputs.intents, dev_in)
-    intent_t = _fit_grouped_temperature(intent_groups)
+    # A dev set the model gets entirely right (template-generated skill data often is) carries
+    # no evidence of miscalibration: fitting would only sharpen every confidence to 1.
+    router_t = (
+        fit_temperature(outputs.router, skills)
+        if (outputs.router.argmax(-1) != skills).any()
+        else 1.0
+    )
+    intent_t = (
+        _fit_grouped_temperature(intent_groups)
+        if any((logits.argmax(-1) != ids).any() for logits, ids in intent_groups)
+        else 1.0
+    )
     oos_outputs = (
         model_outputs(forward, folder.tokenizer, [e.text for e in dev_oos], max_length)
         if dev_oos
@@ -169,13 +179,30 @@ def fit_out_of_scope(
     folder.ood = detector
     modeldir.save(model_dir, folder)
     logger.info(
-        "out-of-scope detector (%s, threshold %.4g for %.0f%% in-scope dev recall); dev: %s",
+        "out-of-scope detector (%s, threshold %.4g for %.1f%% in-scope dev recall); dev: %s",
         cfg.oos_method,
         detector.threshold,
         100 * cfg.target_recall,
         report["methods"],
     )
     return detector
+
+
+def recalibrate(model_dir: Path, ood_cfg: OodConfig) -> OutOfScope | None:
+    """`nlu calibrate`: refit a saved model's detector (another method or target) on the data
+    recorded in its training config, without retraining."""
+    from nlu.config import parse_config
+    from nlu.data.loaders import load_train_dev
+
+    saved = modeldir.read_training_config(model_dir)
+    if saved is None:
+        raise modeldir.ModelDirError(
+            f"{model_dir} has no {modeldir.TRAINING_CONFIG_FILE}: the training data to fit on is "
+            "unknown"
+        )
+    cfg = parse_config(saved, source=str(model_dir / modeldir.TRAINING_CONFIG_FILE))
+    data = load_train_dev(cfg.data, seed=cfg.seed)
+    return fit_out_of_scope(ood_cfg, model_dir, data.train, data.dev, seed=cfg.seed)
 
 
 def _fit_grouped_temperature(groups: list[tuple[np.ndarray, np.ndarray]]) -> float:

@@ -73,6 +73,15 @@ def _benchmark(args: argparse.Namespace) -> None:
     print(f"\nwrote {out}/report.json and report.md")
 
 
+def _calibrate(args: argparse.Namespace) -> None:
+    from nlu.calibrate import recalibrate
+    from nlu.config import load_config
+
+    cfg = load_config(None, list(args.overrides))
+    detector = recalibrate(Path(args.model), cfg.ood)
+    _print(detector.report if detector else {"out_of_scope": "none: every text is in scope"})
+
+
 def _export(args: argparse.Namespace) -> None:
     from nlu.export import export_onnx
 
@@ -217,6 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=1e-2)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_add_skill)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="refit a trained model's out-of-scope detector and confidence calibration",
+    )
+    p.add_argument("model", help="model directory written by `nlu train`")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="oos_method=mahalanobis|energy|msp|temperature|none, target_recall=0.98",
+    )
+    p.set_defaults(func=_calibrate)
 
     p = sub.add_parser("export", help="export a model to ONNX (optionally int8)")
     p.add_argument("model", help="model directory written by `nlu train`")

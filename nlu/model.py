@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -100,7 +101,9 @@ def task_losses(
     kinds: dict[str, torch.Tensor] = {}
     if n_in < len(router_targets):
         log_probs = F.log_softmax(router_logits[~in_scope], dim=-1)
-        kinds["oos"] = -log_probs.mean(-1).mean()
+        # KL(uniform || router): cross-entropy to the uniform distribution less its entropy,
+        # so a perfectly undecided router scores 0 (same gradient).
+        kinds["oos"] = -log_probs.mean(-1).mean() - math.log(router_logits.shape[-1])
         tasks["oos"] = (kinds["oos"], 1 - n_in / len(router_targets))
     rows_in = max(1, int((skill_ids != IGNORE_INDEX).sum()))
     intent_sum = router_logits.new_zeros(())

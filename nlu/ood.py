@@ -164,7 +164,7 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     def nll(t: float) -> float:
         return float(-log_softmax(logits / t)[rows, targets].mean())
 
-    grid = np.exp(np.linspace(math.log(0.05), math.log(20.0), 241))
+    grid = np.exp(np.linspace(math.log(0.1), math.log(20.0), 241))
     best = min(grid, key=nll)
     fine = best * np.exp(np.linspace(-0.03, 0.03, 61))
     return float(min(fine, key=nll))
