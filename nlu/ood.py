@@ -56,12 +56,20 @@ class OutOfScope:
             raise ValueError(f"out-of-scope method must be one of {METHODS}, not {self.method!r}")
         if self.method == "mahalanobis" and (self.means is None or self.precision is None):
             raise ValueError("the mahalanobis method needs its fitted means and precision")
+        self._prepared: _Mahalanobis | None = None
 
     @property
     def needs_features(self) -> bool:
         return self.method == "mahalanobis"
 
     def scores(self, router_logits: np.ndarray, pooled: np.ndarray | None) -> np.ndarray:
+        if self.method == "mahalanobis" and self.means is not None and self.precision is not None:
+            # Everything that does not depend on the text is computed once, not per parse.
+            if self._prepared is None:
+                self._prepared = _Mahalanobis.of(self.means, self.precision)
+            if pooled is None:
+                raise ValueError("mahalanobis scores need the pooled features")
+            return self._prepared.distances(pooled)
         return score(
             self.method,
             router_logits,
@@ -101,6 +109,29 @@ class OutOfScope:
         return out
 
 
+@dataclass
+class _Mahalanobis:
+    precision: np.ndarray  # [H, H] float64
+    means: np.ndarray  # [C, H] float64
+    constant: np.ndarray  # [C]: mᵀPm per class
+
+    @classmethod
+    def of(cls, means: np.ndarray, precision: np.ndarray) -> _Mahalanobis:
+        m, p = means.astype(np.float64), precision.astype(np.float64)
+        return cls(precision=p, means=m, constant=((m @ p) * m).sum(-1))
+
+    def distances(self, pooled: np.ndarray) -> np.ndarray:
+        x = pooled.astype(np.float64)
+        projected = x @ self.precision
+        # (x - m)ᵀ P (x - m) = xᵀPx - 2 mᵀPx + mᵀPm for every class mean at once (float64: the
+        # expansion cancels); rounding can still dip a hair below zero.
+        quadratic = (projected * x).sum(-1)[:, None]
+        out: np.ndarray = np.maximum(
+            quadratic - 2 * projected @ self.means.T + self.constant[None, :], 0.0
+        ).min(-1)
+        return out
+
+
 def check_threshold(method: str, threshold: float) -> str | None:
     """Why `threshold` cannot be a threshold for `method`, or None."""
     if not math.isfinite(threshold):
@@ -136,17 +167,7 @@ def score(
     if method == "mahalanobis":
         if pooled is None or means is None or precision is None:
             raise ValueError("mahalanobis scores need pooled features and fitted statistics")
-        x = pooled.astype(np.float64)
-        m = means.astype(np.float64)
-        p = precision.astype(np.float64)
-        projected = x @ p  # [B, H]
-        # (x - m)ᵀ P (x - m) = xᵀPx - 2 mᵀPx + mᵀPm, for every class mean at once (float64:
-        # the expansion cancels); rounding can still dip a hair below zero.
-        quadratic = (projected * x).sum(-1)[:, None]
-        cross = projected @ m.T
-        constant = ((m @ p) * m).sum(-1)[None, :]
-        distances: np.ndarray = np.maximum(quadratic - 2 * cross + constant, 0.0).min(-1)
-        return distances
+        return _Mahalanobis.of(means, precision).distances(pooled)
     raise ValueError(f"unknown out-of-scope method {method!r}")
 
 
