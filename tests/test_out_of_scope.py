@@ -152,6 +152,7 @@ def test_in_scope_texts_score_lower_than_out_of_scope_ones(parser: Parser) -> No
     assert max(r.oos_score or 0 for r in inside) < min(r.oos_score or 0 for r in outside)
 
 
+@pytest.mark.slow
 def test_onnx_and_int8_make_the_same_decisions(guarded: TrainResult, tmp_path: Path) -> None:
     from nlu.export import export_onnx
 

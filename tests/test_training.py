@@ -248,6 +248,7 @@ def test_each_example_is_scored_only_against_its_own_skill(tiny_encoder: str) ->
     assert float(mixed.detach()) == pytest.approx((router + intent + slot).item(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_two_processes_gather_every_dev_prediction(
     make_config: Callable[..., TrainConfig], tmp_path: Path
 ) -> None:
