@@ -23,6 +23,9 @@ def test_default_encoder_generalises_to_hand_written_tests(tmp_path: Path) -> No
         epochs=2,
         output_dir=str(tmp_path),
         seed=0,
+        # This test is about the classifier and export parity; rejection on the demo skills is
+        # measured in docs/experiments.md §4 and tested in tests/test_out_of_scope.py.
+        oos_method="none",
     )
     result = train(cfg)
     metrics = evaluate(model_dir=result.model_dir, data=[SKILLS], split="test")["overall"]
@@ -46,8 +49,8 @@ def test_default_encoder_generalises_to_hand_written_tests(tmp_path: Path) -> No
     def decisions(directory: Path) -> list[tuple[str, str, list[tuple[str, int, int]]]]:
         return [
             (
-                r.skill.name,
-                r.intent.name,
+                r.skill.name if r.skill else "",
+                r.intent.name if r.intent else "",
                 [(s.slot, s.start, s.end) for s in r.slots],
             )
             for r in Parser.from_pretrained(directory).parse(texts)
