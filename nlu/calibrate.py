@@ -119,7 +119,7 @@ def fit_out_of_scope(
     means, precision = fit_mahalanobis(seen.pooled, intent_classes(index, fit_on))
 
     outputs = model_outputs(forward, folder.tokenizer, [e.text for e in dev_in], max_length)
-    skills = np.array([index.position[e.skill] for e in dev_in if e.skill])
+    skills = np.array([index.position[e.skill] for e in dev_in])  # type: ignore[index]
     intent_groups = intent_logits_of_own_skill(index, outputs.intents, dev_in)
     # A dev set the model gets entirely right (template-generated skill data often is) carries
     # no evidence of miscalibration: fitting would only sharpen every confidence to 1.
@@ -145,10 +145,10 @@ def fit_out_of_scope(
         "calibration": {
             "router_temperature": round(router_t, 4),
             "intent_temperature": round(intent_t, 4),
-            "router_ece_before": _ece(outputs.router, skills, 1.0),
-            "router_ece_after": _ece(outputs.router, skills, router_t),
-            "intent_ece_before": _grouped_ece(intent_groups, 1.0),
-            "intent_ece_after": _grouped_ece(intent_groups, intent_t),
+            "router_ece_before": _ece([(outputs.router, skills)], 1.0),
+            "router_ece_after": _ece([(outputs.router, skills)], router_t),
+            "intent_ece_before": _ece(intent_groups, 1.0),
+            "intent_ece_after": _ece(intent_groups, intent_t),
         },
         "methods": {},
     }
@@ -172,8 +172,9 @@ def fit_out_of_scope(
         target_recall=cfg.target_recall,
         router_temperature=router_t,
         intent_temperature=intent_t,
-        means=means if cfg.oos_method == "mahalanobis" else None,
-        precision=precision if cfg.oos_method == "mahalanobis" else None,
+        # Kept whatever the method, so every method can be scored again later.
+        means=means,
+        precision=precision,
         report=report,
     )
     folder.ood = detector
@@ -217,12 +218,8 @@ def _fit_grouped_temperature(groups: list[tuple[np.ndarray, np.ndarray]]) -> flo
     return fit_temperature(logits, np.concatenate([t for _, t in groups]))
 
 
-def _ece(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
-    probs = np.exp(log_softmax(logits.astype(np.float64) / temperature))
-    return round(100 * expected_calibration_error(probs.max(-1), probs.argmax(-1) == targets), 2)
-
-
-def _grouped_ece(groups: list[tuple[np.ndarray, np.ndarray]], temperature: float) -> float:
+def _ece(groups: list[tuple[np.ndarray, np.ndarray]], temperature: float) -> float:
+    """ECE (%) of the top softmax confidence over (logits, targets) groups."""
     confidences: list[float] = []
     correct: list[bool] = []
     for logits, targets in groups:

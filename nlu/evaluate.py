@@ -347,11 +347,16 @@ def evaluate(
         # The same model with plain softmax confidences: what temperature scaling changed.
         metrics["out_of_scope_detector"] = parser.ood.to_json()
         calibrated = parser.ood
-        parser.ood = dataclasses.replace(calibrated, router_temperature=1.0, intent_temperature=1.0)
-        try:
-            raw = parser.parse(texts, batch_size=batch_size)
-        finally:
-            parser.ood = calibrated
+        raw = predictions
+        if (calibrated.router_temperature, calibrated.intent_temperature) != (1.0, 1.0):
+            # A second pass only when temperatures changed the confidences.
+            parser.ood = dataclasses.replace(
+                calibrated, router_temperature=1.0, intent_temperature=1.0
+            )
+            try:
+                raw = parser.parse(texts, batch_size=batch_size)
+            finally:
+                parser.ood = calibrated
         metrics["calibration_uncalibrated"] = {
             k: v for k, v in calibration_metrics(examples, raw).items() if k.endswith("_ece")
         }

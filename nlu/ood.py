@@ -132,6 +132,16 @@ class _Mahalanobis:
         return out
 
 
+def threshold_problem(detector: OutOfScope | None, threshold: float) -> str | None:
+    """Why `threshold` cannot override `detector`'s own (None: it can)."""
+    if detector is None:
+        return (
+            "this model has no out-of-scope detector (a model saved before nlu fitted one), so "
+            "an out-of-scope threshold means nothing: train it again or leave the threshold out"
+        )
+    return check_threshold(detector.method, threshold)
+
+
 def check_threshold(method: str, threshold: float) -> str | None:
     """Why `threshold` cannot be a threshold for `method`, or None."""
     if not math.isfinite(threshold):

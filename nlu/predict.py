@@ -22,7 +22,7 @@ from nlu.decode import chosen_skill, decode
 from nlu.features import encodings_inputs
 from nlu.labels import LabelIndex, SkillLabels
 from nlu.modeldir import ModelDirError, ModelFolder
-from nlu.ood import OutOfScope, check_threshold
+from nlu.ood import OutOfScope, threshold_problem
 from nlu.result import ParseOptions, ParseResult
 
 if TYPE_CHECKING:
@@ -250,12 +250,7 @@ class Parser:
         self.check_skill(options.skill)
         if options.oos_threshold is None:
             return
-        if self.ood is None:
-            raise OptionError(
-                "this model has no out-of-scope detector, so an out-of-scope threshold means "
-                "nothing: train it again (nlu train fits one) or leave the threshold out"
-            )
-        problem = check_threshold(self.ood.method, options.oos_threshold)
+        problem = threshold_problem(self.ood, options.oos_threshold)
         if problem:
             raise OptionError(problem)
 

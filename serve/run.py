@@ -9,7 +9,7 @@ import os
 from fastapi import FastAPI
 
 from nlu import modeldir
-from nlu.ood import check_threshold
+from nlu.ood import threshold_problem
 from nlu.predict import OptionError, Parser
 from nlu.serve.app import create_app
 from nlu.serve.settings import ENV_VAR, LOCAL_HOSTS, ServeSettings
@@ -33,13 +33,7 @@ def serve(settings: ServeSettings) -> None:
     backend = modeldir.check(settings.model_dir, settings.backend)
     meta = modeldir.read_meta(settings.model_dir)
     if settings.oos_threshold is not None:
-        ood = modeldir.read_ood(settings.model_dir)
-        if ood is None:
-            raise OptionError(
-                f"{settings.model_dir} has no out-of-scope detector (a model saved before nlu "
-                "fitted one): --oos-threshold needs one; train the model again"
-            )
-        problem = check_threshold(ood.method, settings.oos_threshold)
+        problem = threshold_problem(modeldir.read_ood(settings.model_dir), settings.oos_threshold)
         if problem:
             raise OptionError(f"--oos-threshold: {problem}")
     if settings.host not in LOCAL_HOSTS and not settings.api_key:
