@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nlu.schema import DataError, Example, Span
+from nlu.schema import DataError, Example, Span, raise_collected
 
 # `[type : filler]`; MASSIVE/SLURP use exactly " : " between type and filler.
 ANNOTATION = re.compile(r"\[\s*(?P<slot>[^\[\]:]+?)\s*:\s*(?P<value>[^\[\]]*?)\s*\]")
@@ -51,23 +51,31 @@ def parse_bracketed(annotated: str) -> tuple[str, list[Span]]:
     return text, spans
 
 
-def jsonl_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line; a bad line fails naming file and line."""
+def jsonl_rows(path: Path, problems: list[str] | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line. Bad lines fail naming file and line,
+    all of them; with `problems`, they are added to it instead and the good rows returned."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not valid UTF-8 ({err})") from err
     rows = []
+    collected: list[str] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: invalid JSON ({err.msg})") from err
+            collected.append(f"{path}:{number}: invalid JSON ({err.msg})")
+            continue
         if not isinstance(row, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            collected.append(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            continue
         rows.append((number, row))
+    if problems is None:
+        raise_collected(collected)
+    else:
+        problems += collected
     return rows
 
 

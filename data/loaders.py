@@ -8,7 +8,8 @@ Formats:
   hand-written `tests.yaml` -> test. See `nlu.data.skills`.
 - JSONL: one object per line, `{"text", "skill", "intent", "slots": [{"start", "end", "slot"}]}`
   with character offsets (end exclusive); `{"text", "skill": null}` is an out-of-scope example
-  (something the assistant should refuse). A file is one split.
+  (something the assistant should refuse). A file is one split; a folder holding `train.jsonl`
+  (and optionally `dev.jsonl`, `test.jsonl`) in this format is a dataset with its own splits.
 - CLINC150 (`data_full.json` or its folder): each domain is a skill, no slots; `oos` rows are
   out-of-scope examples. See `nlu.data.corpora`.
 - JointBERT / Slot-Gated directory (ATIS, SNIPS): `<split>/seq.in`, `seq.out` (BIO per
@@ -29,9 +30,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import datasets
+from typing import TYPE_CHECKING, Any
 
 from nlu.config import DataConfig
 from nlu.data.corpora import (
@@ -55,7 +54,10 @@ from nlu.data.skills import (
     parse_tests_file,
 )
 from nlu.labels import SkillLabels, labels_from_examples
-from nlu.schema import DataError, Example, Span
+from nlu.schema import DataError, Example, Span, raise_collected
+
+if TYPE_CHECKING:
+    import datasets
 
 logger = logging.getLogger(__name__)
 
@@ -67,43 +69,74 @@ SPLITS = ("train", "dev", "test")
 
 def read_jsonl(path: Path) -> list[Example]:
     examples = []
-    for number, row in jsonl_rows(path):
-        # `"skill": null` (intent null or absent) marks an out-of-scope example.
-        out_of_scope = "skill" in row and row["skill"] is None
-        needed = ("text",) if out_of_scope else ("text", "skill", "intent")
-        missing = [k for k in needed if not isinstance(row.get(k), str)]
-        if missing:
-            raise DataError(
-                f"{path}:{number}: missing or non-string field(s): {', '.join(missing)} "
-                '(an out-of-scope example has "skill": null)'
-            )
-        if out_of_scope and (row.get("intent") is not None or row.get("slots")):
-            raise DataError(
-                f'{path}:{number}: an out-of-scope example ("skill": null) has no intent and no '
-                "slots"
-            )
-        unknown = set(row) - {"text", "skill", "intent", "slots", "id"}
-        if unknown:
-            raise DataError(f"{path}:{number}: unknown field(s) {sorted(unknown)}")
-        slots = row.get("slots", [])
-        if not isinstance(slots, list) or not all(
-            isinstance(s, dict)
-            and isinstance(s.get("start"), int)
-            and isinstance(s.get("end"), int)
-            and isinstance(s.get("slot"), str)
-            for s in slots
-        ):
-            raise DataError(
-                f"{path}:{number}: slots must be a list of "
-                '{"start": int, "end": int, "slot": str}'
-            )
+    problems: list[str] = []  # every bad line, not only the first
+    split: list[str] = []  # spans that cut a word: warned about once per file
+    for number, row in jsonl_rows(path, problems):
         try:
-            examples.append(Example.from_dict({**row, "slots": slots}))
+            example = _jsonl_example(row, path, number)
         except DataError as err:
-            raise DataError(f"{path}:{number}: {err}") from err
+            problems.append(str(err))
+            continue
+        for span in example.slots:
+            if split_word(example.text, span):
+                split.append(
+                    f"{path}:{number}: span {span.start}:{span.end} ({span.slot}) "
+                    f"{example.value(span)!r} cuts a word of {example.text!r}"
+                )
+        examples.append(example)
+    raise_collected(problems)
     if not examples:
         raise DataError(f"{path}: no examples")
+    if split:
+        more = f" (and {len(split) - 3} more)" if len(split) > 3 else ""
+        logger.warning(
+            "%s%s; a slot's offsets should cover whole words (end is exclusive)",
+            "; ".join(split[:3]),
+            more,
+        )
     return examples
+
+
+def _jsonl_example(row: Any, path: Path, number: int) -> Example:
+    # `"skill": null` (intent null or absent) marks an out-of-scope example.
+    out_of_scope = "skill" in row and row["skill"] is None
+    needed = ("text",) if out_of_scope else ("text", "skill", "intent")
+    missing = [k for k in needed if not isinstance(row.get(k), str)]
+    if missing:
+        raise DataError(
+            f"{path}:{number}: missing or non-string field(s): {', '.join(missing)} "
+            '(an out-of-scope example has "skill": null)'
+        )
+    if out_of_scope and (row.get("intent") is not None or row.get("slots")):
+        raise DataError(
+            f'{path}:{number}: an out-of-scope example ("skill": null) has no intent and no slots'
+        )
+    unknown = set(row) - {"text", "skill", "intent", "slots", "id"}
+    if unknown:
+        raise DataError(f"{path}:{number}: unknown field(s) {sorted(unknown)}")
+    slots = row.get("slots", [])
+    if not isinstance(slots, list) or not all(
+        isinstance(s, dict)
+        and isinstance(s.get("start"), int)
+        and isinstance(s.get("end"), int)
+        and isinstance(s.get("slot"), str)
+        for s in slots
+    ):
+        raise DataError(
+            f'{path}:{number}: slots must be a list of {{"start": int, "end": int, "slot": str}}'
+        )
+    try:
+        return Example.from_dict({**row, "slots": slots})
+    except DataError as err:
+        raise DataError(f"{path}:{number}: {err}") from err
+
+
+def split_word(text: str, span: Span) -> bool:
+    """Whether a span starts or ends inside a word (usually offsets off by one)."""
+    inside = str.isalnum
+    starts_inside = span.start > 0 and inside(text[span.start - 1]) and inside(text[span.start])
+    ends_inside = span.end < len(text) and inside(text[span.end - 1]) and inside(text[span.end])
+    return starts_inside or ends_inside
 
 
 def write_jsonl(path: Path, examples: Iterable[Example]) -> None:
@@ -221,8 +254,17 @@ def _is_dev(ex: Example, dev_fraction: float, seed: int) -> bool:
 def _template_split(
     spec: SkillSpec, split: str, samples_per_template: int, dev_fraction: float, seed: int
 ) -> list[Example]:
-    generated = expand_skill(spec, samples_per_template=samples_per_template, seed=seed)
+    # Train and dev come from one expansion: expand once per file version, not once per split.
+    key = (str(spec.path), spec.path.stat().st_mtime_ns, samples_per_template, seed)
+    if key not in _EXPANDED:
+        if len(_EXPANDED) >= 256:  # bounded: long-lived processes read many versions
+            _EXPANDED.clear()
+        _EXPANDED[key] = expand_skill(spec, samples_per_template=samples_per_template, seed=seed)
+    generated = _EXPANDED[key]
     return [ex for ex in generated if _is_dev(ex, dev_fraction, seed) == (split == "dev")]
+
+
+_EXPANDED: dict[tuple[str, int, int, int], list[Example]] = {}
 
 
 # -- dispatch ------------------------------------------------------------------------------------
@@ -233,6 +275,68 @@ class Loaded:
     examples: list[Example]
     # Label spaces declared by skill files (descriptions, intents' slots); empty for other formats.
     declared: list[SkillLabels] = field(default_factory=list)
+
+
+# A folder of nlu JSONL files, one per split (dev.jsonl and test.jsonl optional).
+SPLIT_FILES = {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"}
+
+# What `detect_format` answers, and what each reads as.
+FORMATS = {
+    "hub": "a Hugging Face hub dataset (MASSIVE or SLURP layout)",
+    "clinc150": "CLINC150 (data_full.json)",
+    "massive": "a MASSIVE locale file (all partitions)",
+    "slurp-file": "one SLURP file (a single split)",
+    "slurp-folder": "a SLURP folder (train.jsonl, devel.jsonl, test.jsonl)",
+    "jsonl": "one nlu JSONL file (a single split)",
+    "jsonl-folder": "a folder of nlu JSONL split files (train.jsonl, dev.jsonl, test.jsonl)",
+    "jointbert": "a JointBERT folder (<split>/seq.in, seq.out, label)",
+    "skills": "skill folders (skill.yaml, tests.yaml)",
+}
+_logged: set[tuple[str, str]] = set()
+
+
+def detect_format(path: str | Path) -> str:
+    """Which reader `path` needs (a key of FORMATS), decided by content, not by file names
+    alone: a folder's train.jsonl is SLURP only if its records are SLURP records."""
+    if str(path).startswith("hub:"):
+        return "hub"
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    if path.name == CLINC_FILE or (path / CLINC_FILE).is_file():
+        return "clinc150"
+    if path.is_file():
+        if path.suffix not in (".jsonl", ".json"):
+            raise DataError(
+                f"{path}: expected a .jsonl file, a skill folder, a folder of split files or a "
+                "benchmark folder"
+            )
+        kind = sniff_jsonl(path)
+        return {"massive": "massive", "slurp": "slurp-file"}.get(kind, "jsonl")
+    if (path / "train" / "seq.in").is_file() or any(
+        (path / s / "seq.in").is_file() for s in ("dev", "valid", "test")
+    ):
+        return "jointbert"
+    split_files = [path / name for name in {*SPLIT_FILES.values(), *SLURP_FILES.values()}]
+    present = [f for f in split_files if f.is_file()]
+    if present:
+        if any(sniff_jsonl(f) == "slurp" for f in present):
+            return "slurp-folder"
+        return "jsonl-folder"
+    return "skills"
+
+
+def read_split_folder(path: Path, split: str) -> list[Example]:
+    """`<path>/<split>.jsonl` of a folder of nlu JSONL split files."""
+    file = path / SPLIT_FILES[split]
+    if not file.is_file():
+        have = sorted(f.name for f in path.glob("*.jsonl"))
+        raise DataError(
+            f"{file}: missing; a folder of split files holds {SPLIT_FILES['train']} and "
+            f"optionally {SPLIT_FILES['dev']} and {SPLIT_FILES['test']} (found: "
+            f"{', '.join(have) or 'none'})"
+        )
+    return read_jsonl(file)
 
 
 def load_split(
@@ -246,26 +350,25 @@ def load_split(
     """Examples of one split from any supported source; a JSONL file is its own split."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    if str(path).startswith("hub:"):
+    kind = detect_format(path)
+    if (str(path), kind) not in _logged:
+        _logged.add((str(path), kind))
+        logger.info("%s: read as %s", path, FORMATS[kind])
+    if kind == "hub":
         return Loaded(read_hub(str(path)[4:], split))
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file or directory")
-    if path.name == CLINC_FILE or (path / CLINC_FILE).is_file():
+    if kind == "clinc150":
         return Loaded(read_clinc(path, split))
-    if path.is_file():
-        if path.suffix not in (".jsonl", ".json"):
-            raise DataError(f"{path}: expected a .jsonl file, a skill folder or a JointBERT folder")
-        kind = sniff_jsonl(path)
-        if kind == "massive":
-            return Loaded(read_massive(path, split))
-        if kind == "slurp":
-            return Loaded(read_slurp(path, split))
-        return Loaded(read_jsonl(path))
-    if (path / "train" / "seq.in").is_file() or (path / split / "seq.in").is_file():
-        return Loaded(read_jointbert(path, split))
-    if any((path / name).is_file() for name in SLURP_FILES.values()):
+    if kind == "massive":
+        return Loaded(read_massive(path, split))
+    if kind in ("slurp-file", "slurp-folder"):
         return Loaded(read_slurp(path, split))
+    if kind == "jsonl":
+        return Loaded(read_jsonl(path))
+    if kind == "jsonl-folder":
+        return Loaded(read_split_folder(path, split))
+    if kind == "jointbert":
+        return Loaded(read_jointbert(path, split))
     examples, declared = read_skills(
         path, split, samples_per_template=samples_per_template, dev_fraction=dev_fraction, seed=seed
     )
@@ -321,14 +424,31 @@ def load_train_dev(cfg: DataConfig, *, seed: int) -> TrainData:
     return TrainData(train=train, dev=dev, labels=labels)
 
 
+def check_test_files(cfg: DataConfig) -> None:
+    """Read the hand-written tests of every skill-folder source (they are not trained on, so
+    nothing else reads them before `nlu evaluate`): their problems, all of them, now."""
+    for source in cfg.data:
+        if detect_format(source) != "skills":
+            continue
+        if all((d / TESTS_FILE).is_file() for d in find_skill_dirs(Path(source))):
+            load_split(source, "test", samples_per_template=1, dev_fraction=cfg.dev_fraction)
+
+
 def has_own_dev_split(path: str | Path) -> bool:
-    """False only for a file that holds a single split (nlu JSONL, one SLURP file)."""
-    if str(path).startswith("hub:"):
-        return True
-    path = Path(path)
-    if path.name == CLINC_FILE:
-        return True
-    return path.is_dir() or (path.is_file() and sniff_jsonl(path) == "massive")
+    """False for a file that holds a single split (nlu JSONL, one SLURP file) and for a folder of
+    split files without dev.jsonl: their dev examples are a seeded share of train."""
+    kind = detect_format(path)
+    if kind == "jsonl-folder":
+        return (Path(path) / SPLIT_FILES["dev"]).is_file()
+    return kind not in ("jsonl", "slurp-file")
+
+
+def has_own_test_split(path: str | Path) -> bool:
+    """False where the test split would be the training data itself."""
+    kind = detect_format(path)
+    if kind == "jsonl-folder":
+        return (Path(path) / SPLIT_FILES["test"]).is_file()
+    return kind not in ("jsonl", "slurp-file")
 
 
 def random_split(
@@ -368,24 +488,30 @@ def unseen_labels(train: Sequence[SkillLabels], examples: Sequence[Example]) -> 
 # -- datasets ------------------------------------------------------------------------------------
 
 
-FEATURES = datasets.Features(
-    {
-        "text": datasets.Value("string"),
-        "skill": datasets.Value("string"),
-        "intent": datasets.Value("string"),
-        "slots": datasets.List(
-            {
-                "start": datasets.Value("int32"),
-                "end": datasets.Value("int32"),
-                "slot": datasets.Value("string"),
-            }
-        ),
-    }
-)
+def dataset_features() -> datasets.Features:
+    import datasets
+
+    return datasets.Features(
+        {
+            "text": datasets.Value("string"),
+            "skill": datasets.Value("string"),
+            "intent": datasets.Value("string"),
+            "slots": datasets.List(
+                {
+                    "start": datasets.Value("int32"),
+                    "end": datasets.Value("int32"),
+                    "slot": datasets.Value("string"),
+                }
+            ),
+        }
+    )
 
 
 def to_dataset(examples: Sequence[Example]) -> datasets.Dataset:
-    return datasets.Dataset.from_list([ex.to_dict() for ex in examples], features=FEATURES)
+    import datasets
+
+    features = dataset_features()
+    return datasets.Dataset.from_list([ex.to_dict() for ex in examples], features=features)
 
 
 def from_dataset(dataset: datasets.Dataset) -> list[Example]:

@@ -23,18 +23,22 @@ file, the line and what is wrong.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from nlu.labels import SkillLabels
-from nlu.schema import DataError, Example, Span
+from nlu.resolve import KINDS, normalise
+from nlu.schema import DataError, Example, Span, raise_collected
+
+logger = logging.getLogger(__name__)
 
 SKILL_FILE = "skill.yaml"
 TESTS_FILE = "tests.yaml"
@@ -115,6 +119,9 @@ class _Where:
         where = ".".join(str(p) for p in at) or "top level"
         return DataError(f"{self.path}:{line or 1}: {where}: {message}")
 
+    def warn(self, at: tuple[Any, ...], message: str) -> None:
+        logger.warning("%s", self.error(at, message))
+
 
 # -- skill files ---------------------------------------------------------------------------------
 
@@ -140,15 +147,21 @@ class SkillSpec:
     slot_values: dict[str, list[str]]  # slot type -> surface forms (values and synonyms)
     intents: list[IntentSpec]
     path: Path
+    # slot type -> normalised surface form -> the value it stands for (nlu.resolve)
+    canonical: dict[str, dict[str, str]] = field(default_factory=dict)
+    slot_kinds: dict[str, str] = field(default_factory=dict)  # slot type -> built-in kind
 
     @property
     def labels(self) -> SkillLabels:
+        types = {slot: t for i in self.intents for slot, t in i.slots.items()}
         return SkillLabels(
             name=self.name,
             description=self.description,
             intents=sorted(i.name for i in self.intents),
-            slots=sorted({s for i in self.intents for s in i.slots}),
+            slots=sorted(types),
             intent_slots={i.name: sorted(i.slots) for i in self.intents},
+            slot_values={s: self.canonical[t] for s, t in types.items() if t in self.canonical},
+            slot_kinds={s: self.slot_kinds[t] for s, t in types.items() if t in self.slot_kinds},
         )
 
 
@@ -190,15 +203,26 @@ def parse_skill_file(path: Path) -> SkillSpec:
         )
 
     slot_values: dict[str, list[str]] = {}
+    slot_kinds: dict[str, str] = {}
+    resolved_forms: dict[str, dict[str, str]] = {}
     for slot_type, spec in _mapping(where, ("slots",), doc.get("slots") or {}, "slots").items():
         at: tuple[Any, ...] = ("slots", slot_type)
         _name(where, at, slot_type, "slot type")
         spec = _mapping(where, at, spec, f"slot type {slot_type}")
-        _check_keys(where, at, spec, {"description", "values"})
+        _check_keys(where, at, spec, {"description", "values", "kind"})
+        kind = spec.get("kind")
+        if kind is not None and kind not in KINDS:
+            raise where.error(
+                (*at, "kind"),
+                f"unknown kind {kind!r}; a built-in kind is one of {', '.join(KINDS)}",
+            )
+        if kind is not None:
+            slot_kinds[slot_type] = kind
         values = spec.get("values")
         if not isinstance(values, list) or not values:
             raise where.error(at, "needs a non-empty list `values`")
         forms: list[str] = []
+        owner: dict[str, str] = {}  # case-folded surface form -> the value it stands for
         for i, value in enumerate(values):
             if isinstance(value, dict):
                 _check_keys(where, (*at, "values", i), value, {"value", "synonyms"})
@@ -217,8 +241,21 @@ def parse_skill_file(path: Path) -> SkillSpec:
                     raise where.error(
                         (*at, "values", i), f"slot value {form!r} contains {{}}[] markup"
                     )
-                forms.append(str(form).strip())
-        slot_values[slot_type] = list(dict.fromkeys(forms))
+                form, canonical = form.strip(), str(candidates[0]).strip()
+                known = owner.get(form.casefold())
+                if known is not None and known.casefold() != canonical.casefold():
+                    raise where.error(
+                        (*at, "values", i),
+                        f"{form!r} stands for both {known!r} and {canonical!r}; a surface form "
+                        "can resolve to one value only",
+                    )
+                if known is not None:
+                    where.warn((*at, "values", i), f"slot value {form!r} is listed twice")
+                    continue
+                owner[form.casefold()] = canonical
+                forms.append(form)
+        slot_values[slot_type] = forms
+        resolved_forms[slot_type] = {normalise(k): v for k, v in owner.items()}
 
     intents_doc = _mapping(where, ("intents",), doc.get("intents"), "intents")
     if not intents_doc:
@@ -264,7 +301,15 @@ def parse_skill_file(path: Path) -> SkillSpec:
                     )
             templates.append(Template(text, t_at))
         intents.append(IntentSpec(intent, str(spec.get("description", "")), slot_map, templates))
-    return SkillSpec(name, str(doc.get("description", "")), slot_values, intents, path)
+    return SkillSpec(
+        name,
+        str(doc.get("description", "")),
+        slot_values,
+        intents,
+        path,
+        canonical=resolved_forms,
+        slot_kinds=slot_kinds,
+    )
 
 
 def _markup(
@@ -361,27 +406,45 @@ def parse_tests_file(path: Path, spec: SkillSpec) -> list[Example]:
     doc = _mapping(where, (), doc, "a tests file")
     known = {i.name: i for i in spec.intents}
     examples = []
+    problems: list[str] = []  # every bad utterance, not only the first
     for intent, utterances in doc.items():
         if intent not in known:
-            raise where.error(
-                (intent,), f"unknown intent {intent!r}; skill {spec.name} has {', '.join(known)}"
-            )
-        if not isinstance(utterances, list):
-            raise where.error((intent,), "must be a list of utterances")
-        for i, text in enumerate(utterances):
-            at = (intent, i)
-            if not isinstance(text, str) or not text.strip():
-                raise where.error(at, f"utterance {text!r} must be non-empty text")
-            for kind, slot, _ in _markup(text, where, at):
-                if kind == "placeholder":
-                    raise where.error(
-                        at, "test utterances are literal: annotate slots as [text](slot)"
+            problems.append(
+                str(
+                    where.error(
+                        (intent,),
+                        f"unknown intent {intent!r}; skill {spec.name} has {', '.join(known)}",
                     )
-                if slot not in known[intent].slots:
-                    raise where.error(at, f"slot {slot!r} is not declared by intent {intent!r}")
-            rendered, spans = _render(text, {})
-            examples.append(Example(rendered, spec.name, intent, tuple(spans)))
+                )
+            )
+            continue
+        if not isinstance(utterances, list):
+            problems.append(str(where.error((intent,), "must be a list of utterances")))
+            continue
+        for i, text in enumerate(utterances):
+            try:
+                examples.append(_test_example(text, spec, known[intent], where, (intent, i)))
+            except DataError as err:
+                problems.append(str(err))
+    raise_collected(problems)
     return examples
+
+
+def _test_example(
+    text: Any, spec: SkillSpec, intent: IntentSpec, where: _Where, at: tuple[Any, ...]
+) -> Example:
+    if not isinstance(text, str) or not text.strip():
+        raise where.error(at, f"utterance {text!r} must be non-empty text")
+    for kind, slot, _ in _markup(text, where, at):
+        if kind == "placeholder":
+            raise where.error(at, "test utterances are literal: annotate slots as [text](slot)")
+        if slot not in intent.slots:
+            raise where.error(at, f"slot {slot!r} is not declared by intent {intent.name!r}")
+    rendered, spans = _render(text, {})
+    try:
+        return Example(rendered, spec.name, intent.name, tuple(spans))
+    except DataError as err:
+        raise where.error(at, str(err)) from err
 
 
 OUT_OF_SCOPE_FILE = "out_of_scope.yaml"

@@ -1,4 +1,5 @@
-"""`nlu add-skill MODEL SKILL_DIR --out NEW_MODEL`: add a skill to a trained model in minutes.
+"""`nlu add-skill MODEL SKILL_DIR --out RUN`: add a skill to a trained model in minutes; the
+extended model is written to RUN/model, as `nlu train` writes <output_dir>/model.
 
 The encoder, the existing skills' heads and the router's existing outputs are frozen; only the
 new skill's intent and slot heads and the router's new output(s) are trained. So for every
@@ -122,7 +123,8 @@ def add_skill(
     from nlu.data.loaders import load_split
     from nlu.train import load_data  # the recipe's data stage (logs what it loaded)
 
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    model_dir, run_dir = modeldir.locate(model_dir), Path(out_dir)
+    out_dir = run_dir / modeldir.RUN_MODEL_DIR
     torch.manual_seed(seed)
     old, base = JointModel.load(model_dir)
     old_names = old.index.names

@@ -195,6 +195,7 @@ def recalibrate(model_dir: Path, ood_cfg: OodConfig) -> OutOfScope | None:
     from nlu.config import parse_config
     from nlu.data.loaders import load_train_dev
 
+    model_dir = modeldir.locate(model_dir)
     saved = modeldir.read_training_config(model_dir)
     if saved is None:
         raise modeldir.ModelDirError(

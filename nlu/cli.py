@@ -60,6 +60,21 @@ def _predict(args: argparse.Namespace) -> None:
     _print(results[0] if len(results) == 1 else results)
 
 
+def _validate(args: argparse.Namespace) -> None:
+    from nlu.validate import format_report, validate
+
+    reports = validate(args.paths)
+    for report in reports:
+        print(format_report(report))
+    bad = sum(not r.ok for r in reports)
+    if bad:
+        raise ValidationFailed(f"{bad} of {len(reports)} source(s) have problems (listed above)")
+
+
+class ValidationFailed(Exception):
+    pass
+
+
 def _benchmark(args: argparse.Namespace) -> None:
     from nlu.protocol import benchmark, benchmark_config, format_report
 
@@ -198,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="training config overrides key=value")
     p.set_defaults(func=_benchmark)
 
+    p = sub.add_parser(
+        "validate",
+        help="check skill folders, JSONL files and benchmark folders without training",
+    )
+    p.add_argument("paths", nargs="+", help="skill folder(s), JSONL file(s), data folder(s)")
+    p.set_defaults(func=_validate)
+
     p = sub.add_parser("predict", help="parse utterances and print JSON")
     p.add_argument("texts", nargs="+", help="utterance(s)")
     p.add_argument(
@@ -213,9 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "add-skill", help="add skill(s) to a trained model; encoder and old skills frozen"
     )
-    p.add_argument("model", help="model directory written by `nlu train`")
+    p.add_argument("model", help="a run folder written by `nlu train`, or its model folder")
     p.add_argument("skill", nargs="+", help="the new skill's folder(s) or JSONL file(s)")
-    p.add_argument("--out", required=True, help="where to write the extended model")
+    p.add_argument(
+        "--out", required=True, help="run folder for the extended model (written to OUT/model)"
+    )
     p.add_argument(
         "--replay",
         nargs="+",
@@ -327,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nlu.model import ModelDirError
     from nlu.predict import OptionError, UnknownSkillError
     from nlu.schema import DataError
+    from nlu.text import TextError
 
     try:
         args.func(args)
@@ -338,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ModelDirError,
         UnknownSkillError,
         OptionError,
+        TextError,
+        ValidationFailed,
         FileNotFoundError,
     ) as err:
         print(f"nlu {args.command}: error: {err}", file=sys.stderr)

@@ -116,6 +116,8 @@ class OutputConfig:
     output_dir: str = "runs/demo"
     resume: str | None = None  # a checkpoint folder, or "latest"
     keep_checkpoints: int = 1
+    # An output_dir that already holds a trained model is refused unless this is set.
+    overwrite: bool = False
 
 
 @dataclass

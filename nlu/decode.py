@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from datetime import datetime
 
 import numpy as np
 
 from nlu.alignment import Encoding, tags_to_spans
 from nlu.labels import LabelIndex
+from nlu.resolve import resolve
 from nlu.result import ParseResult, Scored, SkillChoice, SlotValue
 
 NEG_INF = -1e9
@@ -83,6 +85,7 @@ def decode(
     in_scope: bool = True,
     router_temperature: float = 1.0,
     intent_temperature: float = 1.0,
+    reference_time: datetime | None = None,
 ) -> ParseResult:
     """One row of model output -> its ParseResult.
 
@@ -123,13 +126,18 @@ def decode(
     slots = []
     for span, members in tags_to_spans(encoding.words, [tags[t] for t in path]):
         confidence = float(np.exp(np.mean([log_probs[w, path[w]] for w in members])))
+        value = text[span.start : span.end]
+        catalog = index.catalogs.get((labels.name, span.slot))
+        resolution = resolve(value, catalog, reference=reference_time) if catalog else None
         slots.append(
             SlotValue(
                 slot=span.slot,
-                value=text[span.start : span.end],
+                value=value,
                 start=span.start,
                 end=span.end,
                 confidence=round(confidence, 4),
+                resolved=resolution.value if resolution else None,
+                resolution=resolution.status if resolution else None,
             )
         )
     return ParseResult(

@@ -333,6 +333,7 @@ def evaluate(
     from nlu.data.loaders import load_split, unseen_labels
     from nlu.predict import Parser
 
+    model_dir = modeldir.locate(model_dir)
     parser = Parser.from_pretrained(model_dir, backend=backend)
     examples: list[Example] = []
     for source in data:

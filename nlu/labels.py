@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from nlu.resolve import SlotCatalog
 from nlu.schema import Example
 
 
@@ -25,6 +26,10 @@ class SkillLabels:
     description: str = ""
     # Which slots each intent uses; informative (served by GET /skills), not enforced.
     intent_slots: dict[str, list[str]] = field(default_factory=dict)
+    # Slot value resolution (nlu.resolve), from the skill file: per slot, its listed forms
+    # (normalised) -> value, and its built-in kind. Empty where no skill file declared any.
+    slot_values: dict[str, dict[str, str]] = field(default_factory=dict)
+    slot_kinds: dict[str, str] = field(default_factory=dict)
 
     @property
     def tags(self) -> list[str]:
@@ -42,6 +47,8 @@ class SkillLabels:
             "intents": self.intents,
             "slot_types": self.slots,
             "intent_slots": self.intent_slots,
+            **({"slot_values": self.slot_values} if self.slot_values else {}),
+            **({"slot_kinds": self.slot_kinds} if self.slot_kinds else {}),
         }
 
     @classmethod
@@ -52,6 +59,8 @@ class SkillLabels:
             slots=list(row["slot_types"]),
             description=row.get("description", ""),
             intent_slots={k: list(v) for k, v in row.get("intent_slots", {}).items()},
+            slot_values={k: dict(v) for k, v in row.get("slot_values", {}).items()},
+            slot_kinds=dict(row.get("slot_kinds", {})),
         )
 
 
@@ -64,6 +73,16 @@ class LabelIndex:
     @classmethod
     def of(cls, skills: Sequence[SkillLabels]) -> LabelIndex:
         return cls(tuple(skills))
+
+    @cached_property
+    def catalogs(self) -> dict[tuple[str, str], SlotCatalog]:
+        """(skill, slot) -> what the slot resolves to, for slots that declare values or a kind."""
+        return {
+            (s.name, slot): SlotCatalog(s.slot_values.get(slot, {}), s.slot_kinds.get(slot))
+            for s in self.skills
+            for slot in s.slots
+            if s.slot_values.get(slot) or s.slot_kinds.get(slot)
+        }
 
     @cached_property
     def names(self) -> list[str]:
@@ -126,6 +145,12 @@ def labels_from_examples(
                 slots=sorted(slots[skill]),
                 description=known.description if known else "",
                 intent_slots=known.intent_slots if known else {},
+                slot_values={k: v for k, v in known.slot_values.items() if k in slots[skill]}
+                if known
+                else {},
+                slot_kinds={k: v for k, v in known.slot_kinds.items() if k in slots[skill]}
+                if known
+                else {},
             )
         )
     return out

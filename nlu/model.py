@@ -321,6 +321,38 @@ def _without_pooler(encoder: PreTrainedModel) -> PreTrainedModel:
     return encoder
 
 
+def check_encoder(encoder: str) -> str:
+    """The encoder's local folder or hub name, checked to load here (config only, no weights),
+    with one error line that says what to use instead when it cannot."""
+    from nlu.config import ConfigError
+
+    source = resolve_encoder(encoder)
+    path = Path(source)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"encoder={encoder}: {path} is not a transformers model folder (no config.json); "
+                "save one with `AutoModel.save_pretrained` and `AutoTokenizer.save_pretrained`"
+            )
+        return source
+    try:
+        AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        why = (
+            "the Hugging Face hub is switched off here (HF_HUB_OFFLINE=1)"
+            if offline
+            else "it could not be fetched from the Hugging Face hub "
+            f"({str(err).splitlines()[0][:120]})"
+        )
+        raise ConfigError(
+            f"encoder={encoder}: not a local folder, and {why}. Use encoder=default "
+            "(all-MiniLM-L6-v2, shipped offline), encoder=mpnet (after "
+            "`bash scripts/get_mpnet.sh`), or a local folder written by `save_pretrained`"
+        ) from None
+    return source
+
+
 def build_model(
     *, encoder: str, skills: Sequence[SkillLabels], pooling: str, dropout: float
 ) -> tuple[JointModel, Tokenizer]:

@@ -5,7 +5,9 @@ neither); each backend's files are read only when that backend is loaded.
     nlu.json                  labels (skills, intents, slots), pooling, max_length, format
     config.json               the encoder's transformers config
     tokenizer.json, ...       the tokenizer (transformers' own files)
-    model.safetensors         PyTorch weights (torch backend)
+    model.safetensors         PyTorch weights (torch backend): the encoder under its own names, so
+                              `transformers.AutoModel.from_pretrained(folder)` loads the trained
+                              encoder; nlu's heads (router, intents, slots) under `nlu.`
     model.onnx                one ONNX graph (onnx backend; `nlu export`)
     training_config.yaml      the resolved config the model was trained with
     adapters/<skill>/         per-skill LoRA adapter: adapter_config.json,
@@ -52,6 +54,12 @@ ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 HEADS_FILE = "heads.safetensors"
 OOD_FILE = "ood.json"
 OOD_ARRAYS_FILE = "ood.safetensors"
+
+# model.safetensors: JointModel's `encoder.` weights are written without that prefix (the
+# encoder's own layout, which transformers loads), everything else under HEADS_PREFIX. Folders
+# written before this layout keep JointModel's own names; both read back the same.
+ENCODER_PREFIX = "encoder."
+HEADS_PREFIX = "nlu."
 
 Backend = Literal["torch", "onnx"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
@@ -161,7 +169,9 @@ def _write(target: Path, folder: ModelFolder) -> None:
     )
     folder.tokenizer.save_pretrained(str(target))
     if folder.weights is not None:
-        save_file(_contiguous(folder.weights), str(target / WEIGHTS_FILE), {"format": "pt"})
+        save_file(
+            _contiguous(_file_keys(folder.weights)), str(target / WEIGHTS_FILE), {"format": "pt"}
+        )
     if folder.onnx is not None:
         shutil.copy2(folder.onnx, target / ONNX_FILE)
     if folder.training_config is not None:
@@ -177,6 +187,22 @@ def _write(target: Path, folder: ModelFolder) -> None:
         arrays = folder.ood.arrays()
         if arrays:
             save_arrays(arrays, str(target / OOD_ARRAYS_FILE))
+
+
+def _file_keys(weights: Tensors) -> Tensors:
+    return {
+        k.removeprefix(ENCODER_PREFIX) if k.startswith(ENCODER_PREFIX) else HEADS_PREFIX + k: v
+        for k, v in weights.items()
+    }
+
+
+def _model_keys(weights: Tensors) -> Tensors:
+    if not any(k.startswith(HEADS_PREFIX) for k in weights):
+        return weights  # the layout before the encoder kept its own names
+    return {
+        k.removeprefix(HEADS_PREFIX) if k.startswith(HEADS_PREFIX) else ENCODER_PREFIX + k: v
+        for k, v in weights.items()
+    }
 
 
 def _write_adapter(target: Path, adapter: Adapter) -> None:
@@ -220,17 +246,29 @@ def _replace(staging: Path, directory: Path) -> None:
 # -- load ------------------------------------------------------------------------------------------
 
 
+RUN_MODEL_DIR = "model"  # where a training run (train, finetune, add-skill) puts its model
+
+
+def locate(directory: str | Path) -> Path:
+    """The model folder itself, or the `model` folder of a run folder that `nlu train`,
+    `nlu finetune` or `nlu add-skill` wrote: every command that reads a model takes either."""
+    directory = Path(directory)
+    if not (directory / META_FILE).is_file() and (directory / RUN_MODEL_DIR / META_FILE).is_file():
+        return directory / RUN_MODEL_DIR
+    return directory
+
+
 def check(directory: str | Path, backend: str = "auto") -> Backend:
     """Say what is wrong with a model folder for `backend` (missing, incomplete, or a damaged
     file, named), without building the model; returns the backend that `load` would use
     ('auto': ONNX when the folder has model.onnx)."""
-    directory = Path(directory)
+    directory = locate(directory)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if not directory.is_dir():
         raise ModelDirError(
             f"model directory {directory} does not exist; train one with `nlu train` "
-            "(it is written to <output_dir>/model)"
+            "(a run folder holding the model in model/; pass either)"
         )
     chosen: Backend
     if backend == "auto":
@@ -243,7 +281,8 @@ def check(directory: str | Path, backend: str = "auto") -> Backend:
         hint = (
             "create it with `nlu export`"
             if missing == [ONNX_FILE]
-            else "point at the `model` folder that `nlu train` wrote, or train again"
+            else "point at a run folder that `nlu train` wrote or the model folder inside it, "
+            "or train again"
         )
         raise ModelDirError(
             f"model directory {directory} is incomplete: missing {', '.join(missing)}; {hint}"
@@ -274,7 +313,7 @@ def load(directory: str | Path, backend: str = "auto") -> ModelFolder:
     """Read a model folder: labels, tokenizer and the weights of one backend."""
     from transformers import AutoTokenizer
 
-    directory = Path(directory)
+    directory = locate(directory)
     chosen = check(directory, backend)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
@@ -293,7 +332,7 @@ def load(directory: str | Path, backend: str = "auto") -> ModelFolder:
     if chosen == "torch":
         from safetensors.torch import load_file
 
-        folder.weights = load_file(str(directory / WEIGHTS_FILE))
+        folder.weights = _model_keys(load_file(str(directory / WEIGHTS_FILE)))
     else:
         folder.onnx = directory / ONNX_FILE
     for skill in adapter_skills(directory, any_file=True):

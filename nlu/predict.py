@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from nlu.labels import LabelIndex, SkillLabels
 from nlu.modeldir import ModelDirError, ModelFolder
 from nlu.ood import OutOfScope, threshold_problem
 from nlu.result import ParseOptions, ParseResult
+from nlu.text import TextError, text_problem
 
 if TYPE_CHECKING:
     from nlu.model import JointModel
@@ -164,6 +166,7 @@ def parse_batch(
                 in_scope=in_scope,
                 router_temperature=ood.router_temperature if ood else 1.0,
                 intent_temperature=ood.intent_temperature if ood else 1.0,
+                reference_time=opts.reference_time,
             )
         )
     return results
@@ -260,6 +263,19 @@ class Parser:
         assert self.ood is not None  # check_options refuses a threshold without a detector
         self.ood = dataclasses.replace(self.ood, threshold=threshold)
 
+    @overload
+    def parse(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
+        self,
+        texts: str,
+        *,
+        skill: str | None = None,
+        top_k: int = 5,
+        oos_threshold: float | None = None,
+        reference_time: datetime | None = None,
+        batch_size: int = 64,
+    ) -> ParseResult: ...
+
+    @overload
     def parse(
         self,
         texts: Sequence[str],
@@ -267,9 +283,27 @@ class Parser:
         skill: str | None = None,
         top_k: int = 5,
         oos_threshold: float | None = None,
+        reference_time: datetime | None = None,
         batch_size: int = 64,
-    ) -> list[ParseResult]:
-        options = ParseOptions(skill=skill, top_k=top_k, oos_threshold=oos_threshold)
+    ) -> list[ParseResult]: ...
+
+    def parse(
+        self,
+        texts: str | Sequence[str],
+        *,
+        skill: str | None = None,
+        top_k: int = 5,
+        oos_threshold: float | None = None,
+        reference_time: datetime | None = None,
+        batch_size: int = 64,
+    ) -> ParseResult | list[ParseResult]:
+        """One text gives one result; a list of texts, a list of results in the same order.
+        `reference_time`: "now" for relative dates and times in slot values (default: local)."""
+        options = ParseOptions(
+            skill=skill, top_k=top_k, oos_threshold=oos_threshold, reference_time=reference_time
+        )
+        if isinstance(texts, str):
+            return self.parse_with_options([texts], [options], batch_size=batch_size)[0]
         return self.parse_with_options(texts, [options] * len(texts), batch_size=batch_size)
 
     def parse_with_options(
@@ -280,6 +314,14 @@ class Parser:
         batch_size: int = 64,
     ) -> list[ParseResult]:
         """Each text with its own options."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings; Parser.parse also takes one string")
+        if len(options) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(options)} options")
+        for i, text in enumerate(texts):
+            problem = text_problem(text)
+            if problem:
+                raise TextError(f"text {i} ({text!r}) {problem}")
         for distinct in set(options):
             self.check_options(distinct)
         results: list[ParseResult] = []

@@ -52,6 +52,15 @@ def benchmark(
     config: TrainConfig,
     output_dir: str | Path,
 ) -> dict[str, Any]:
+    from nlu.data.loaders import FORMATS, detect_format, has_own_test_split
+    from nlu.schema import DataError
+
+    if not has_own_test_split(data):
+        raise DataError(
+            f"{data}: {FORMATS[detect_format(data)]} has no test split of its own, so the "
+            "benchmark would score its own training data. Put the splits in one folder as "
+            "train.jsonl, dev.jsonl and test.jsonl and pass the folder"
+        )
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = []

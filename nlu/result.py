@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -22,6 +23,8 @@ class ParseOptions:
     skill: str | None = None  # force this skill (then never out of scope)
     top_k: int = 5  # intents and skills to rank
     oos_threshold: float | None = None  # None: the model's own threshold
+    # "Now" for relative dates and times in slot values ("tomorrow"); None: the local time.
+    reference_time: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,21 @@ class SlotValue:
     start: Annotated[int, Field(description="Character offset into `text` (inclusive).")]
     end: Annotated[int, Field(description="Character offset into `text` (exclusive).")]
     confidence: float
+    resolved: Annotated[
+        str | None,
+        Field(
+            description="The value an application acts on: the skill's listed value for a "
+            'value or synonym (or a near miss), or a normalised built-in value (number "70", '
+            'duration "PT5M", date "2026-11-27", time "06:30"); null when nothing fits.'
+        ),
+    ] = None
+    resolution: Annotated[
+        Literal["exact", "synonym", "parsed", "fuzzy", "no_match"] | None,
+        Field(
+            description="How `resolved` was found; null for a free-text slot (no listed values, "
+            "no built-in kind)."
+        ),
+    ] = None
 
 
 @dataclass(frozen=True, slots=True)

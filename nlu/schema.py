@@ -12,7 +12,23 @@ from typing import Any
 
 
 class DataError(ValueError):
-    """A data file or example is malformed; the message says where and what to fix."""
+    """A data file or example is malformed; the message says where and what to fix.
+
+    `problems`: every problem found (a reader that checks line by line reports them all, not
+    only the first), each `path:line: what`."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+def raise_collected(problems: list[str], *, shown: int = 10) -> None:
+    """One DataError for all of `problems` (the first `shown` in its message), if any."""
+    if not problems:
+        return
+    more = len(problems) - shown
+    tail = f"\n... and {more} more problem(s); `nlu validate` lists them all" if more > 0 else ""
+    raise DataError("\n".join(problems[:shown]) + tail, problems)
 
 
 @dataclass(frozen=True, order=True)

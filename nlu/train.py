@@ -31,6 +31,7 @@ from nlu import modeldir
 from nlu.alignment import Tokenizer, check_tokenizer, pad_id
 from nlu.calibrate import fit_out_of_scope
 from nlu.config import (
+    ConfigError,
     DataConfig,
     FinetuneConfig,
     ModelConfig,
@@ -40,11 +41,11 @@ from nlu.config import (
     TrainConfig,
     dump_config,
 )
-from nlu.data.loaders import TrainData, load_train_dev, unseen_labels
+from nlu.data.loaders import TrainData, check_test_files, load_train_dev, unseen_labels
 from nlu.evaluate import score
 from nlu.features import collate, featurize
 from nlu.finetune import Saver, check_labels, freeze_for
-from nlu.model import JointModel, build_model, layer_of
+from nlu.model import JointModel, build_model, check_encoder, layer_of
 from nlu.mtl import LossWeighting, SkillSampler
 from nlu.predict import parse_batch, torch_forward
 from nlu.schema import Example
@@ -89,6 +90,12 @@ def setup_run(cfg: OutputConfig) -> RunDir:
     """Where the run writes, and the checkpoint to resume from; fails before any data loading
     or training when there is nothing to resume."""
     run = RunDir(Path(cfg.output_dir))
+    if not cfg.resume and not cfg.overwrite and modeldir.locate(run.root) == run.model_dir:
+        raise ConfigError(
+            f"{run.root} already holds a trained model ({run.model_dir}); choose another "
+            "output_dir=..., pass overwrite=true to replace it, or resume=latest to continue "
+            "its checkpoints"
+        )
     if cfg.resume:
         if cfg.resume == "latest":
             run.resume_from = checkpoints_newest_first(run.checkpoints)
@@ -503,7 +510,11 @@ def _keeps_detector(finetune: FinetuneConfig, model: JointModel, data: TrainData
 
 def train(cfg: TrainConfig) -> TrainResult:
     resolved = dump_config(cfg)
+    # Both fail before anything is written: no stray config.yaml from a run that cannot start.
     run = setup_run(cfg.output)
+    if not cfg.finetune.init_from:
+        check_encoder(cfg.model.encoder)
+    check_test_files(cfg.data)  # a broken tests.yaml fails now, not at `nlu evaluate`
     accelerator = Accelerator(
         mixed_precision=cfg.optim.mixed_precision,
         gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,

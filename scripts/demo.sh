@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE=1
 PORT=${NLU_PORT:-8765}
 OUT=runs/demo
 
-nlu train configs/demo.yaml "output_dir=$OUT"
+nlu train configs/demo.yaml "output_dir=$OUT" overwrite=true  # rerunning the demo retrains
 nlu evaluate "$OUT/model" skills --out "$OUT/eval"
 
 nlu serve "$OUT/model" --port "$PORT" > "$OUT/server.log" 2>&1 &

@@ -308,7 +308,9 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
             known = ", ".join(parser.skill_names)
             return _json_error(400, f"unknown skill {request.skill!r}; known skills: {known}")
         texts = [request.text] if request.text is not None else list(request.texts or [])
-        options = ParseOptions(request.skill, request.top_k, request.oos_threshold)
+        options = ParseOptions(
+            request.skill, request.top_k, request.oos_threshold, request.reference_time
+        )
         try:
             parser.check_options(options)
         except OptionError as err:

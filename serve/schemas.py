@@ -5,6 +5,7 @@ the handler returns."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from pydantic import (
@@ -18,22 +19,12 @@ from pydantic import (
 )
 
 from nlu.result import ParseResult
+from nlu.text import NO_LONE_SURROGATES, text_problem
 
 MAX_BATCH = 64  # texts per request
 MAX_CHARS = 1000  # characters per text; longer texts are refused (422)
 MAX_BODY_BYTES = 1 << 20
 
-
-# JSON Schema patterns are ECMA-262 regular expressions, whose \s is exactly this set (Python's
-# str.isspace also counts the separators \x1c-\x1f): the validator uses the schema's definition,
-# so a request is valid by the published schema exactly when the server accepts it.
-ECMA_SPACE = frozenset(
-    "\t\n\v\f\r \u00a0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff"
-    + "".join(chr(c) for c in range(0x2000, 0x200B))
-)
-# Lone UTF-16 surrogates are legal in JSON strings ("\ud800") but not text: no tokenizer can
-# encode them. A valid pair is one character once parsed.
-NO_LONE_SURROGATES = r"^(?:[^\ud800-\udfff]|[\ud800-\udbff][\udc00-\udfff])*$"
 
 _UTTERANCE: dict[str, Any] = {
     "type": "string",
@@ -45,19 +36,11 @@ _UTTERANCE: dict[str, Any] = {
 
 
 def utterance_problem(text: str) -> str | None:
-    """Why `text` is not an utterance the model can read, or None."""
-    if all(ch in ECMA_SPACE for ch in text):
-        return "is empty or only whitespace"
-    if len(text) > MAX_CHARS:
+    """Why `text` is not an utterance this server reads, or None: the library's rule
+    (`nlu.text`) plus a length limit against oversized requests."""
+    if len(text) > MAX_CHARS and text_problem(text) is None:
         return f"has {len(text)} characters; at most {MAX_CHARS} per utterance: split it up"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        return (
-            f"is not valid text: a lone UTF-16 surrogate {text[err.start]!r} at character "
-            f"{err.start}; send UTF-8 text (surrogates only as valid pairs)"
-        )
-    return None
+    return text_problem(text)
 
 
 def _exactly(schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
@@ -101,6 +84,13 @@ class ParseRequest(BaseModel):
         description="Out-of-scope threshold for this request instead of the model's: a text "
         "whose out-of-scope score is above it is rejected. For the msp and temperature methods "
         "a number in [0, 1]. Absent when the model has no out-of-scope detector.",
+    )
+
+    reference_time: datetime | None = Field(
+        None,
+        description="ISO 8601 date-time that relative dates and times in slot values are "
+        'resolved against ("tomorrow", "in 2 hours"), normally the user\'s local time; '
+        "default: the server's local time.",
     )
 
     @field_validator("top_k", mode="before")

@@ -90,4 +90,5 @@ def extended(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.new_skills == ["timer"]
     assert result.replay_examples > 0  # found through the model's training_config.yaml
-    return out
+    assert result.model_dir == out / "model"  # a run folder, as `nlu train` writes
+    return result.model_dir
