@@ -118,6 +118,10 @@ class OutputConfig:
     keep_checkpoints: int = 1
     # An output_dir that already holds a trained model is refused unless this is set.
     overwrite: bool = False
+    # Experiment tracking through Accelerate's trackers: "none", "tensorboard" (the
+    # `tensorboard` extra), "wandb", "mlflow", ... (whatever Accelerate supports and is installed);
+    # logs go under <output_dir>/tracking.
+    log_with: str = "none"
 
 
 @dataclass

@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2
@@ -24,6 +24,9 @@ from nlu.config import ConfigError, parse_config
 from nlu.ood import auroc, expected_calibration_error, fpr_at_95, reliability_bins
 from nlu.result import ParseResult
 from nlu.schema import Example, Span
+
+if TYPE_CHECKING:
+    from nlu.predict import Parser
 
 logger = logging.getLogger(__name__)
 
@@ -66,16 +69,23 @@ def score(
         # A wrongly rejected in-scope text is wrong on every count.
         skill_ok = pred.skill is not None and pred.skill.name == ex.skill
         intent_ok = skill_ok and pred.intent is not None and pred.intent.name == ex.intent
+        slots_ok = skill_ok and gold.tags == guess.tags and not gold.lost
         rows.append(
             {
                 "skill": ex.skill,
                 "gold_tags": gold.tags,
                 "pred_tags": guess.tags,
+                # Per-slot scores keyed by skill: a skill's "time" is not another skill's.
+                "gold_keyed": _keyed(gold.tags, ex.skill),
+                "pred_keyed": _keyed(guess.tags, pred.skill.name if pred.skill else None),
                 "router": skill_ok,
                 "intent": intent_ok,
-                "exact": intent_ok and gold.tags == guess.tags and not gold.lost,
+                "slots": slots_ok,
+                "exact": intent_ok and slots_ok,
                 "gold_intent": f"{ex.skill}/{ex.intent}",
                 "pred_intent": _frame(pred),
+                "example": ex,
+                "pred": pred,
             }
         )
     if lost:
@@ -102,7 +112,7 @@ def score(
     by_skill: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_skill[r["skill"]].append(r)
-    gold_tags, pred_tags = [r["gold_tags"] for r in rows], [r["pred_tags"] for r in rows]
+    gold_tags, pred_tags = [r["gold_keyed"] for r in rows], [r["pred_keyed"] for r in rows]
     any_span = any(t != "O" for seq in gold_tags + pred_tags for t in seq)
     per_slot = (
         classification_report(
@@ -127,9 +137,60 @@ def score(
             for k, vals in per_slot.items()
             if "avg" not in k
         },
+        "per_intent": _per_intent(confusion_rows),
         "gold_spans_not_on_tokens": lost,
         "confusion": _confusion(confusion_rows),
+        "worst_errors": _worst_errors(rows),
     }
+
+
+def _keyed(tags: Sequence[str], skill: str | None) -> list[str]:
+    return [t if t == "O" else f"{t[:2]}{skill}/{t[2:]}" for t in tags]
+
+
+def _per_intent(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per gold skill/intent (and out_of_scope): support, precision, recall, F1 (%)."""
+    gold = Counter(r["gold_intent"] for r in rows)
+    said = Counter(r["pred_intent"] for r in rows)
+    right = Counter(r["gold_intent"] for r in rows if r["gold_intent"] == r["pred_intent"])
+    out = {}
+    for label in sorted(gold):
+        p = right[label] / said[label] if said[label] else 0.0
+        r = right[label] / gold[label]
+        out[label] = {
+            "n": gold[label],
+            "precision": _pct(p),
+            "recall": _pct(r),
+            "f1": _pct(2 * p * r / (p + r) if p + r else 0.0),
+        }
+    return out
+
+
+WORST_ERRORS = 25
+
+
+def _worst_errors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The wrong frames the model was surest of: gold and predicted skill/intent and slots."""
+    wrong = [r for r in rows if not r["exact"]]
+    wrong.sort(key=lambda r: -(r["pred"].intent.confidence if r["pred"].intent else 0.0))
+    return [
+        {
+            "text": r["example"].text,
+            "gold": f"{r['gold_intent']} {_slot_text(r['example'])}".strip(),
+            "predicted": f"{r['pred_intent']} {_pred_slot_text(r['pred'])}".strip(),
+            "confidence": r["pred"].intent.confidence if r["pred"].intent else None,
+            "wrong": "intent" if not r["intent"] else "slots",
+        }
+        for r in wrong[:WORST_ERRORS]
+    ]
+
+
+def _slot_text(example: Example) -> str:
+    return " ".join(f"{s.slot}={example.value(s)!r}" for s in example.slots)
+
+
+def _pred_slot_text(pred: ParseResult) -> str:
+    return " ".join(f"{s.slot}={s.value!r}" for s in pred.slots)
 
 
 OUT_OF_SCOPE = "out_of_scope"
@@ -245,6 +306,31 @@ def format_table(metrics: dict[str, Any]) -> str:
                 f"{raw['intent_ece']}"
             )
         lines.append("\nCalibration (15-bin ECE, %): " + "; ".join(parts) + ".")
+    per_intent = metrics.get("per_intent") or {}
+    if per_intent:
+        lines += ["\n## Per intent (gold skill/intent)\n", "| intent | n | P | R | F1 |"]
+        lines.append("|---|---|---|---|---|")
+        for label, m in sorted(per_intent.items(), key=lambda kv: (kv[1]["f1"], kv[0])):
+            lines.append(f"| {label} | {m['n']} | {m['precision']} | {m['recall']} | {m['f1']} |")
+    per_slot = metrics.get("per_slot_type") or {}
+    if per_slot:
+        lines += ["\n## Per slot (skill/slot, strict entity level)\n", "| slot | n | P | R | F1 |"]
+        lines.append("|---|---|---|---|---|")
+        for label, m in sorted(per_slot.items(), key=lambda kv: (kv[1]["f1-score"], kv[0])):
+            lines.append(
+                f"| {label} | {int(m['support'])} | {_pct(m['precision'])} | {_pct(m['recall'])} "
+                f"| {_pct(m['f1-score'])} |"
+            )
+    worst = metrics.get("worst_errors") or []
+    if worst:
+        lines += [
+            f"\n## Worst errors (the {len(worst)} wrong frames the model was surest of)\n",
+            "| text | gold | predicted | confidence |",
+            "|---|---|---|---|",
+        ]
+        for e in worst:
+            cells = (e["text"], e["gold"], e["predicted"], e["confidence"])
+            lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -303,6 +389,25 @@ def plot_confusion(confusion: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def prediction_row(example: Example, pred: ParseResult) -> dict[str, Any]:
+    """One line of predictions.jsonl: gold (with each slot's text), prediction, and verdicts
+    (spans compared by character offsets)."""
+    gold_frame = f"{example.skill}/{example.intent}" if example.in_scope else OUT_OF_SCOPE
+    gold_spans = {(s.start, s.end, s.slot) for s in example.slots}
+    pred_spans = {(s.start, s.end, s.slot) for s in pred.slots}
+    intent_ok = _frame(pred) == gold_frame
+    slots_ok = gold_spans == pred_spans
+    gold = example.to_dict()
+    gold["slots"] = [{**s.to_dict(), "value": example.value(s)} for s in example.slots]
+    return {
+        "correct": intent_ok and slots_ok,
+        "intent_correct": intent_ok,
+        "slots_correct": slots_ok,
+        "gold": gold,
+        "pred": pred.to_dict(),
+    }
+
+
 def _template_options(model_dir: Path) -> dict[str, Any]:
     """Expand skill templates exactly as training did, so a skill's train/dev split matches."""
     saved = modeldir.read_training_config(model_dir)
@@ -318,6 +423,25 @@ def _template_options(model_dir: Path) -> dict[str, Any]:
         "dev_fraction": cfg.data.dev_fraction,
         "seed": cfg.seed,
     }
+
+
+PROGRESS_FROM = 1000  # utterances: a progress bar on longer evaluations
+
+
+def parse_with_progress(
+    parser: Parser, texts: Sequence[str], *, batch_size: int
+) -> list[ParseResult]:
+    from tqdm.auto import tqdm
+
+    results: list[ParseResult] = []
+    chunk = batch_size * 8
+    with tqdm(
+        total=len(texts), desc="evaluating", unit="utt", disable=len(texts) < PROGRESS_FROM
+    ) as bar:
+        for start in range(0, len(texts), chunk):
+            results += parser.parse(list(texts[start : start + chunk]), batch_size=batch_size)
+            bar.update(min(chunk, len(texts) - start))
+    return results
 
 
 def evaluate(
@@ -342,7 +466,7 @@ def evaluate(
     if any(unseen.values()):
         logger.warning("labels absent from the model (they count as errors): %s", unseen)
     texts = [ex.text for ex in examples]
-    predictions = parser.parse(texts, batch_size=batch_size)
+    predictions = parse_with_progress(parser, texts, batch_size=batch_size)
     metrics = score(examples, predictions, tokenizer=parser.tokenizer)
     if parser.ood is not None:
         # The same model with plain softmax confidences: what temperature scaling changed.
@@ -376,8 +500,5 @@ def evaluate(
             plot_reliability(metrics["calibration"], out / "reliability.png")
         with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
             for ex, pred in zip(examples, predictions, strict=True):
-                handle.write(
-                    json.dumps({"gold": ex.to_dict(), "pred": pred.to_dict()}, ensure_ascii=False)
-                    + "\n"
-                )
+                handle.write(json.dumps(prediction_row(ex, pred), ensure_ascii=False) + "\n")
     return metrics

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from nlu import adapters, modeldir
 from nlu.config import FinetuneMode, choices
@@ -42,7 +43,8 @@ class FinetuneError(ValueError):
 
 
 # Writes the model folder of a training run: (directory, resolved training config) -> None.
-Saver = Callable[[Path, str], None]
+# (model folder, resolved training config, dev metrics of the selected epoch) -> None
+Saver = Callable[[Path, str, dict[str, Any] | None], None]
 
 
 def check_labels(model: JointModel, data_labels: Sequence[SkillLabels], source: str) -> None:
@@ -108,7 +110,7 @@ def freeze_for(
     valid, are carried into every save."""
     check_mode(mode=mode, adapted=sorted(base.adapters), data_skills=data_skills)
 
-    def save_model(directory: Path, training_config: str) -> None:
+    def save_model(directory: Path, training_config: str, metrics: dict[str, Any] | None) -> None:
         # heads mode keeps the encoder, so the other skills' adapters stay valid.
         folder = model.to_folder(
             tokenizer=base.tokenizer,
@@ -117,6 +119,7 @@ def freeze_for(
         )
         folder.adapters = dict(base.adapters)
         folder.ood = base.ood  # refitted by the recipe when the data covers every skill
+        folder.metrics = metrics
         modeldir.save(directory, folder)
 
     save: Saver = save_model
@@ -126,12 +129,15 @@ def freeze_for(
             model, rank=lora_rank, start=base.adapters.get(skill), skill=skill
         )
 
-        def save_lora(directory: Path, training_config: str) -> None:
+        def save_lora(
+            directory: Path, training_config: str, metrics: dict[str, Any] | None
+        ) -> None:
             # The base model as it is (so every other skill is bit-identical), plus this
             # skill's adapter.
             adapted = {**base.adapters, skill: adapters.extract(model, skill=skill)}
             modeldir.save(
-                directory, replace(base, training_config=training_config, adapters=adapted)
+                directory,
+                replace(base, training_config=training_config, adapters=adapted, metrics=metrics),
             )
 
         save = save_lora
@@ -140,7 +146,9 @@ def freeze_for(
         # Freezes the base weights; the peft wrapper stands in for the encoder while training.
         adapters.wrap_for_training(model, rank=lora_rank)
 
-        def save_merged(directory: Path, training_config: str) -> None:
+        def save_merged(
+            directory: Path, training_config: str, metrics: dict[str, Any] | None
+        ) -> None:
             # A merged copy to save as an ordinary model; training goes on with the adapter.
             folder = adapters.merged_copy(model).to_folder(
                 tokenizer=base.tokenizer,
@@ -149,6 +157,7 @@ def freeze_for(
             )
             folder.merged_adapter = adapters.extract(model, skill=None)
             folder.ood = base.ood  # refitted by the recipe when the data covers every skill
+            folder.metrics = metrics
             modeldir.save(directory, folder)
 
         save = save_merged

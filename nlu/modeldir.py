@@ -10,6 +10,7 @@ neither); each backend's files are read only when that backend is loaded.
                               encoder; nlu's heads (router, intents, slots) under `nlu.`
     model.onnx                one ONNX graph (onnx backend; `nlu export`)
     training_config.yaml      the resolved config the model was trained with
+    README.md                 the model card (nlu.card), rendered from the rest on every save
     adapters/<skill>/         per-skill LoRA adapter: adapter_config.json,
                               adapter_model.safetensors, heads.safetensors[, model.onnx]
     adapter/                  the LoRA adapter merged into the encoder (finetune=lora_merged)
@@ -54,6 +55,7 @@ ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 HEADS_FILE = "heads.safetensors"
 OOD_FILE = "ood.json"
 OOD_ARRAYS_FILE = "ood.safetensors"
+CARD_FILE = "README.md"
 
 # model.safetensors: JointModel's `encoder.` weights are written without that prefix (the
 # encoder's own layout, which transformers loads), everything else under HEADS_PREFIX. Folders
@@ -139,6 +141,9 @@ class ModelFolder:
     merged_adapter: Adapter | None = None
     training_config: str | None = None
     ood: OutOfScope | None = None
+    # What training measured (dev metrics of the selected epoch); kept in nlu.json and shown in
+    # the model card.
+    metrics: dict[str, Any] | None = None
 
 
 # -- save ------------------------------------------------------------------------------------------
@@ -163,7 +168,13 @@ def save(directory: str | Path, folder: ModelFolder) -> Path:
 def _write(target: Path, folder: ModelFolder) -> None:
     from safetensors.torch import save_file
 
-    (target / META_FILE).write_text(folder.meta.to_json())
+    from nlu.card import render
+
+    meta = json.loads(folder.meta.to_json())
+    if folder.metrics:
+        meta["metrics"] = folder.metrics
+    (target / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    (target / CARD_FILE).write_text(render(folder))
     (target / ENCODER_CONFIG_FILE).write_text(
         json.dumps(folder.encoder_config, indent=2, sort_keys=True) + "\n"
     )
@@ -340,6 +351,7 @@ def load(directory: str | Path, backend: str = "auto") -> ModelFolder:
     if (directory / MERGED_ADAPTER_DIR / ADAPTER_CONFIG_FILE).is_file():
         folder.merged_adapter = _read_adapter(directory / MERGED_ADAPTER_DIR, chosen)
     folder.ood = read_ood(directory)
+    folder.metrics = _parse_json(directory / META_FILE, "the model's labels").get("metrics")
     return folder
 
 

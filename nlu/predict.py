@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, Protocol, overload
 
 import numpy as np
 
@@ -29,6 +29,18 @@ from nlu.text import TextError, text_problem
 
 if TYPE_CHECKING:
     from nlu.model import JointModel
+
+
+class HubApi(Protocol):
+    """The two `huggingface_hub.HfApi` methods `push_to_hub` uses."""
+
+    def create_repo(
+        self, repo_id: str, *, private: bool, exist_ok: bool, repo_type: str
+    ) -> object: ...
+
+    def upload_folder(
+        self, *, repo_id: str, folder_path: str, repo_type: str, commit_message: str
+    ) -> object: ...
 
 
 class UnknownSkillError(ValueError):
@@ -187,6 +199,7 @@ class Parser:
         ood: OutOfScope | None = None,
     ) -> None:
         check_tokenizer(tokenizer)
+        self.folder: ModelFolder | None = None  # set when loaded from a folder
         self.ood = ood
         self.forward = forward
         self.adapters = dict(adapters or {})
@@ -218,7 +231,7 @@ class Parser:
                 skill: onnx_forward(adapter.onnx, threads=threads)
                 for skill, adapter in folder.adapters.items()
             }
-        return cls(
+        parser = cls(
             forward=forward,
             skills=folder.meta.skills,
             tokenizer=folder.tokenizer,
@@ -227,6 +240,44 @@ class Parser:
             adapters=adapters,
             ood=folder.ood,
         )
+        parser.folder = folder
+        return parser
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the model folder this parser was loaded from (with its current out-of-scope
+        threshold) to `directory`; `Parser.from_pretrained(directory)` reads it back."""
+        if self.folder is None:
+            raise ModelDirError("this parser was not loaded from a model folder; nothing to save")
+        return modeldir.save(directory, dataclasses.replace(self.folder, ood=self.ood))
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool = True,
+        token: str | None = None,
+        commit_message: str = "Upload nlu model",
+        api: HubApi | None = None,
+    ) -> str:
+        """Save to a temporary folder and upload it to the Hugging Face hub as a model repo
+        (model card included); returns the commit URL. `api`: a `huggingface_hub.HfApi` or a
+        stand-in with the same two methods (tests use a local one, never the network)."""
+        import tempfile
+
+        if api is None:
+            from huggingface_hub import HfApi
+
+            api = HfApi(token=token)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "model")
+            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            commit = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(folder),
+                repo_type="model",
+                commit_message=commit_message,
+            )
+        return str(commit)
 
     @classmethod
     def from_pretrained(
@@ -305,6 +356,30 @@ class Parser:
         if isinstance(texts, str):
             return self.parse_with_options([texts], [options], batch_size=batch_size)[0]
         return self.parse_with_options(texts, [options] * len(texts), batch_size=batch_size)
+
+    def parse_nbest(
+        self,
+        hypotheses: Sequence[tuple[str, float]],
+        *,
+        skill: str | None = None,
+        top_k: int = 5,
+        oos_threshold: float | None = None,
+        reference_time: datetime | None = None,
+    ) -> ParseResult:
+        """One result for an ASR n-best list of (text, ASR confidence): see `nlu.nbest`."""
+        from nlu.nbest import combine
+
+        if not hypotheses:
+            raise TextError("an n-best list needs at least one hypothesis")
+        texts = [text for text, _ in hypotheses]
+        results = self.parse(
+            texts,
+            skill=skill,
+            top_k=top_k,
+            oos_threshold=oos_threshold,
+            reference_time=reference_time,
+        )
+        return combine(results, [confidence for _, confidence in hypotheses], top_k=top_k)
 
     def parse_with_options(
         self,

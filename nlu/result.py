@@ -98,6 +98,13 @@ class ParseResult:
     skills: Annotated[
         list[Scored], Field(description="Top-k skills by router probability, best first.")
     ] = field(default_factory=list)
+    hypothesis: Annotated[
+        int | None,
+        Field(
+            description="For an ASR n-best request: the index of the hypothesis whose parse "
+            "this is (`text` and the slot offsets are that hypothesis'); null otherwise."
+        ),
+    ] = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -115,4 +122,5 @@ class ParseResult:
             in_scope=bool(row.get("in_scope", True)),
             oos_score=row.get("oos_score"),
             skills=[Scored(**s) for s in row.get("skills", [])],
+            hypothesis=row.get("hypothesis"),
         )

@@ -10,6 +10,7 @@ Runs the same on CPU, one GPU, or many (`accelerate launch -m nlu.cli train ...`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -173,13 +174,12 @@ def setup_model(
         )
         train_router, max_length = True, model_cfg.max_length
 
-        def save(directory: Path, training_config: str) -> None:
-            modeldir.save(
-                directory,
-                model.to_folder(
-                    tokenizer=tokenizer, max_length=max_length, training_config=training_config
-                ),
+        def save(directory: Path, training_config: str, metrics: dict[str, Any] | None) -> None:
+            folder = model.to_folder(
+                tokenizer=tokenizer, max_length=max_length, training_config=training_config
             )
+            folder.metrics = metrics
+            modeldir.save(directory, folder)
 
     check_tokenizer(tokenizer)
     model.label_smoothing = label_smoothing
@@ -426,11 +426,16 @@ def fit(
             selection = float(epoch)  # no dev data: keep the last epoch
         history.append(record)
         logger.info("epoch %d: %s", epoch + 1, json.dumps(record))
+        accelerator.log(tracked(record), step=epoch + 1)  # a no-op without trackers
         if selection > progress.best_score:
             progress.best_score, progress.best_epoch = selection, epoch + 1
             progress.best_dev = record.get("dev")
             if accelerator.is_main_process:
-                setup.save(run.model_dir, training_config)
+                setup.save(
+                    run.model_dir,
+                    training_config,
+                    {"best_epoch": epoch + 1, "dev": progress.best_dev},
+                )
         progress.epoch, progress.history = epoch, history
         save_checkpoint(accelerator, run.checkpoints, progress, keep=keep_checkpoints)
 
@@ -508,6 +513,63 @@ def _keeps_detector(finetune: FinetuneConfig, model: JointModel, data: TrainData
     return None
 
 
+def check_tracker(name: str) -> None:
+    """An unknown or uninstalled tracker is one config error, before anything is written."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+    if name not in LOGGER_TYPE_TO_CLASS:
+        raise ConfigError(
+            f"log_with={name}: unknown tracker; one of none, {', '.join(LOGGER_TYPE_TO_CLASS)}"
+        )
+    if name not in [str(t) for t in get_available_trackers()]:
+        extra = " (pip install 'nlu[tensorboard]')" if name == "tensorboard" else ""
+        raise ConfigError(f"log_with={name}: the {name} package is not installed{extra}")
+
+
+def flat_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as flat scalars, as trackers' hyperparameter tables want it."""
+    out: dict[str, Any] = {}
+    for group, values in dataclasses.asdict(cfg).items():
+        items = values.items() if isinstance(values, dict) else [(group, values)]
+        for key, value in items:
+            out[key] = value if isinstance(value, int | float | str | bool) else str(value)
+    return out
+
+
+def tracked(record: dict[str, Any]) -> dict[str, float]:
+    """An epoch record's numbers for the trackers: loss, seconds, dev/<metric>."""
+    out: dict[str, float] = {k: float(record[k]) for k in ("loss", "seconds") if k in record}
+    for key, value in (record.get("dev") or {}).items():
+        if isinstance(value, int | float):
+            out[f"dev/{key}"] = float(value)
+    return out
+
+
+def plot_learning_curve(history: Sequence[dict[str, Any]], path: Path) -> None:
+    """Training loss and dev scores per epoch, beside train_summary.json."""
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, [r["loss"] for r in history], marker="o")
+    left.set(xlabel="epoch", ylabel="training loss", title="Loss")
+    for key in ("intent_accuracy", "slot_f1", "exact_match", "router_accuracy"):
+        values = [(r["epoch"], r["dev"][key]) for r in history if r.get("dev")]
+        if values:
+            right.plot(*zip(*values, strict=True), marker="o", label=key.replace("_", " "))
+    right.set(xlabel="epoch", ylabel="%", title="Dev")
+    if right.has_data():
+        right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     resolved = dump_config(cfg)
     # Both fail before anything is written: no stray config.yaml from a run that cannot start.
@@ -515,14 +577,21 @@ def train(cfg: TrainConfig) -> TrainResult:
     if not cfg.finetune.init_from:
         check_encoder(cfg.model.encoder)
     check_test_files(cfg.data)  # a broken tests.yaml fails now, not at `nlu evaluate`
+    tracking = cfg.output.log_with != "none"
+    if tracking:
+        check_tracker(cfg.output.log_with)
     accelerator = Accelerator(
         mixed_precision=cfg.optim.mixed_precision,
         gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
+        log_with=cfg.output.log_with if tracking else None,
+        project_dir=str(run.root / "tracking") if tracking else None,
     )
     set_seed(cfg.seed)
     if accelerator.is_main_process:
         run.root.mkdir(parents=True, exist_ok=True)
         (run.root / "config.yaml").write_text(resolved)
+    if tracking:
+        accelerator.init_trackers("nlu", config=flat_config(cfg))
     logger.info("%d process(es), %s", accelerator.num_processes, accelerator.device)
 
     data = load_data(cfg.data, seed=cfg.seed)
@@ -569,5 +638,6 @@ def train(cfg: TrainConfig) -> TrainResult:
             result.out_of_scope = detector.report if detector else None
         summary = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
         (run.root / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        plot_learning_curve(result.history, run.root / "learning_curve.png")
     accelerator.end_training()
     return result

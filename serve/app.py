@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nlu.nbest import combine
 from nlu.ood import PROBABILITY_METHODS
 from nlu.predict import OptionError, Parser
 from nlu.result import ParseOptions
@@ -288,7 +289,7 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
     }
     ok: dict[int | str, dict[str, Any]] = {
         200: {
-            "description": "`text` gets one result, `texts` a list of results.",
+            "description": "`text` and `hypotheses` get one result, `texts` a list of results.",
             "content": {
                 "application/json": {
                     "schema": {
@@ -307,7 +308,10 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
         if request.skill is not None and request.skill not in parser.skill_names:
             known = ", ".join(parser.skill_names)
             return _json_error(400, f"unknown skill {request.skill!r}; known skills: {known}")
-        texts = [request.text] if request.text is not None else list(request.texts or [])
+        if request.hypotheses is not None:
+            texts = [h.text for h in request.hypotheses]
+        else:
+            texts = [request.text] if request.text is not None else list(request.texts or [])
         options = ParseOptions(
             request.skill, request.top_k, request.oos_threshold, request.reference_time
         )
@@ -325,7 +329,12 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
             return _json_error(500, f"inference failed for this request: {err}")
         # orjson serialises the result dataclasses natively; FastAPI's generic encoder costs
         # more than the int8 forward pass for a single utterance.
-        payload = results[0] if request.text is not None else {"results": results}
+        payload: Any
+        if request.hypotheses is not None:
+            asr = [h.confidence for h in request.hypotheses]
+            payload = combine(results, asr, top_k=request.top_k)
+        else:
+            payload = results[0] if request.text is not None else {"results": results}
         return Response(orjson.dumps(payload), media_type="application/json")
 
     def openapi() -> dict[str, Any]:

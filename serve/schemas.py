@@ -22,6 +22,7 @@ from nlu.result import ParseResult
 from nlu.text import NO_LONE_SURROGATES, text_problem
 
 MAX_BATCH = 64  # texts per request
+MAX_NBEST = 20  # ASR hypotheses per request
 MAX_CHARS = 1000  # characters per text; longer texts are refused (422)
 MAX_BODY_BYTES = 1 << 20
 
@@ -54,6 +55,29 @@ def _exactly(schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
     return replace
 
 
+class Hypothesis(BaseModel):
+    """One ASR hypothesis of an n-best list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr = Field(
+        description="The recognised text.", json_schema_extra=_exactly(_UTTERANCE)
+    )
+    confidence: float = Field(
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="The recogniser's confidence in this hypothesis (normalised over the list).",
+    )
+
+    @model_validator(mode="after")
+    def readable(self) -> Hypothesis:
+        problem = utterance_problem(self.text)
+        if problem:
+            raise ValueError(f"`text` {problem}")
+        return self
+
+
 class ParseRequest(BaseModel):
     """Send exactly one of `text` or `texts`; `skill` is one of this server's skills."""
 
@@ -63,7 +87,13 @@ class ParseRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"oneOf": [{"required": ["text"]}, {"required": ["texts"]}]},
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["text"]},
+                {"required": ["texts"]},
+                {"required": ["hypotheses"]},
+            ]
+        },
     )
 
     text: StrictStr | None = Field(
@@ -75,6 +105,13 @@ class ParseRequest(BaseModel):
         json_schema_extra=_exactly(
             {"type": "array", "items": _UTTERANCE, "minItems": 1, "maxItems": MAX_BATCH}
         ),
+    )
+    hypotheses: list[Hypothesis] | None = Field(
+        None,
+        description=f"An ASR n-best list for one utterance (up to {MAX_NBEST}): one result "
+        "that combines the hypotheses' evidence (README: voice input).",
+        min_length=1,
+        max_length=MAX_NBEST,
     )
     skill: StrictStr | None = Field(None, description="Force this skill instead of routing.")
     top_k: int = Field(5, ge=1, le=50, strict=True, description="Intents and skills to rank.")
@@ -104,11 +141,16 @@ class ParseRequest(BaseModel):
 
     @model_validator(mode="after")
     def one_of_text_or_texts(self) -> ParseRequest:
-        for name in ("text", "texts"):
+        for name in ("text", "texts", "hypotheses"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"`{name}` is null; leave it out or send a value")
-        if (self.text is None) == (self.texts is None):
-            raise ValueError("send exactly one of `text` (a string) or `texts` (a list of strings)")
+        if sum(x is not None for x in (self.text, self.texts, self.hypotheses)) != 1:
+            raise ValueError(
+                "send exactly one of `text` (a string), `texts` (a list of strings) or "
+                "`hypotheses` (an ASR n-best list)"
+            )
+        if self.hypotheses is not None:
+            return self
         items = [self.text] if self.text is not None else (self.texts or [])
         if not items:
             raise ValueError("`texts` is empty; send at least one utterance")

@@ -289,3 +289,155 @@ def test_train_checks_the_tests_file_before_training(
     with pytest.raises(DataError, match=r"(?s)rooom.*unknown intent 'dance'"):
         train(make_config(out, data=[str(_broken_tests(tmp_path))]))
     assert not out.exists()
+
+
+# -- evaluation that helps fix data ------------------------------------------------------------
+
+
+def _said(text: str, skill: str, intent: str, confidence: float, *slots: Any) -> Any:
+    from nlu.result import ParseResult, Scored, SkillChoice, SlotValue
+
+    return ParseResult(
+        text=text,
+        skill=SkillChoice(skill, 0.9, False),
+        intent=Scored(intent, confidence),
+        intents=[Scored(intent, confidence)],
+        slots=[SlotValue(n, text[a:b], a, b, 0.9) for n, a, b in slots],
+        truncated=False,
+    )
+
+
+def test_evaluation_reports_per_intent_per_slot_and_worst_errors() -> None:
+    from transformers import AutoTokenizer
+
+    from nlu.evaluate import format_table, prediction_row, score
+    from nlu.model import resolve_encoder
+
+    gold = [
+        Example("alarm at 7", "alarm", "set", (Span(9, 10, "time"),)),
+        Example("timer at 7", "timer", "start", (Span(9, 10, "time"),)),
+        Example("alarm at 8", "alarm", "set", (Span(9, 10, "time"),)),
+        Example("stop the timer", "timer", "stop"),
+    ]
+    said = [
+        _said("alarm at 7", "alarm", "set", 0.99, ("time", 9, 10)),
+        _said("timer at 7", "timer", "start", 0.6),  # slot missed
+        _said("alarm at 8", "alarm", "cancel", 0.97, ("time", 9, 10)),  # wrong intent
+        _said("stop the timer", "timer", "stop", 0.9),
+    ]
+    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder("default"))
+    metrics = score(gold, said, tokenizer=tokenizer)
+    # The same slot name in two skills is two rows, not one merged score.
+    assert metrics["per_slot_type"]["alarm/time"]["recall"] == 1.0
+    assert metrics["per_slot_type"]["timer/time"]["recall"] == 0.0
+    assert metrics["per_intent"]["alarm/set"] == {
+        "n": 2,
+        "precision": 100.0,
+        "recall": 50.0,
+        "f1": 66.67,
+    }
+    worst = metrics["worst_errors"]
+    assert [w["text"] for w in worst] == ["alarm at 8", "timer at 7"]  # surest first
+    assert worst[0]["predicted"] == "alarm/cancel time='8'" and worst[1]["wrong"] == "slots"
+    table = format_table(metrics)
+    assert "| alarm/time | 2 |" in table and "## Worst errors" in table
+    row = prediction_row(gold[1], said[1])
+    assert (row["correct"], row["intent_correct"], row["slots_correct"]) == (False, True, False)
+    assert row["gold"]["slots"][0]["value"] == "7"
+
+
+# -- voice input: ASR n-best lists ----------------------------------------------------------------
+
+
+def test_nbest_outvotes_a_misrecognised_top_hypothesis() -> None:
+    from nlu.nbest import combine
+
+    top = _said("turn of the lights", "lights", "turn_off", 0.8)  # "of" misheard for "on"
+    second = _said("turn on the lights", "lights", "turn_on", 0.9)
+    third = _said("turn on the light", "lights", "turn_on", 0.9)
+    result = combine([top, second, third], [0.4, 0.35, 0.25], top_k=5)
+    assert result.intent is not None and result.intent.name == "turn_on"
+    assert result.hypothesis == 1 and result.text == "turn on the lights"
+    assert [i.name for i in result.intents] == ["turn_on", "turn_off"]
+    on, off = (0.35 + 0.25) * 0.9 * 0.9, 0.4 * 0.9 * 0.8  # ASR weight x skill x intent
+    assert result.intent.confidence == pytest.approx(on / (on + off), abs=1e-4)
+    alone = combine([top], [1.0], top_k=5)
+    assert alone.hypothesis == 0 and alone.intent is not None and alone.intent.name == "turn_off"
+    with pytest.raises(ValueError, match="ASR confidences"):
+        combine([top, second], [1.0], top_k=5)
+
+
+# -- Hugging Face interop ------------------------------------------------------------------------
+
+
+def test_every_model_folder_has_a_model_card(trained: Any) -> None:
+    card = (Path(trained.model_dir) / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: nlu\n")
+    assert "| lights | set_color, turn_off, turn_on | color, room |" in card
+    assert "## Metrics (dev split" in card and "exact match" in card
+    assert "## Intended use" in card and "tests/fixtures/skills" in card
+
+
+def test_save_pretrained_and_from_pretrained_are_symmetric(trained: Any, tmp_path: Path) -> None:
+    parser = Parser.from_pretrained(trained.model_dir)
+    again = Parser.from_pretrained(parser.save_pretrained(tmp_path / "copy"))
+    texts = ["turn on the kitchen lights", "make the hall red"]
+    assert again.parse(texts) == parser.parse(texts)
+    assert (tmp_path / "copy" / "README.md").read_text() == (
+        Path(trained.model_dir) / "README.md"
+    ).read_text()
+
+
+class _LocalHub:
+    """A stand-in for huggingface_hub.HfApi that stores uploads in a local folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def create_repo(self, repo_id: str, **kwargs: Any) -> object:
+        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+        (self.root / repo_id).mkdir(parents=True, exist_ok=True)
+        return repo_id
+
+    def upload_folder(self, **kwargs: Any) -> object:
+        self.calls.append(("upload_folder", kwargs))
+        shutil.copytree(kwargs["folder_path"], self.root / kwargs["repo_id"], dirs_exist_ok=True)
+        return f"local://{kwargs['repo_id']}/commit/1"
+
+
+def test_push_to_hub_uploads_a_loadable_folder(trained: Any, tmp_path: Path) -> None:
+    hub = _LocalHub(tmp_path / "hub")
+    parser = Parser.from_pretrained(trained.model_dir)
+    url = parser.push_to_hub("team/lights-nlu", api=hub)
+    assert url == "local://team/lights-nlu/commit/1"
+    assert [name for name, _ in hub.calls] == ["create_repo", "upload_folder"]
+    assert hub.calls[0][1]["private"] is True and hub.calls[1][1]["repo_type"] == "model"
+    pulled = Parser.from_pretrained(tmp_path / "hub" / "team" / "lights-nlu")
+    assert pulled.parse(["lights on"]) == parser.parse(["lights on"])
+
+
+# -- training visibility ------------------------------------------------------------------------
+
+
+def test_tensorboard_tracking_and_learning_curve(
+    make_config: Callable[..., Any], tmp_path: Path
+) -> None:
+    from nlu.train import train
+
+    out = tmp_path / "run"
+    result = train(make_config(out, epochs=2, log_with="tensorboard"))
+    events = list((out / "tracking").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert (out / "learning_curve.png").stat().st_size > 1000
+    assert [r["epoch"] for r in result.history] == [1, 2]
+
+
+def test_an_unknown_tracker_is_a_config_error(
+    make_config: Callable[..., Any], tmp_path: Path
+) -> None:
+    from nlu.train import train
+
+    with pytest.raises(ConfigError, match="log_with=tensorbord: unknown tracker"):
+        train(make_config(tmp_path / "run", log_with="tensorbord"))
+    assert not (tmp_path / "run").exists()

@@ -233,3 +233,27 @@ def test_onnx_export_matches_torch(model_dir: Path, tmp_path: Path) -> None:
     # The exported directory is servable on its own.
     with TestClient(create_app(onnx_parser)) as c:
         assert c.post("/parse", json={"text": "lights on"}).json()["intent"]["name"] == "turn_on"
+
+
+def test_nbest_hypotheses_give_one_combined_result(client: TestClient, model_dir: Path) -> None:
+    from nlu.predict import Parser
+
+    hypotheses = [
+        {"text": "turn on the kitchen lights", "confidence": 0.5},
+        {"text": "turn on the kitchen light", "confidence": 0.3},
+        {"text": "turn of the kitchen lights", "confidence": 0.2},
+    ]
+    answer = client.post("/parse", json={"hypotheses": hypotheses})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (
+        body["hypothesis"] in (0, 1, 2) and body["text"] == hypotheses[body["hypothesis"]]["text"]
+    )
+    expected = Parser.from_pretrained(model_dir).parse_nbest(
+        [(h["text"], h["confidence"]) for h in hypotheses]
+    )
+    assert body == expected.to_dict()
+    both = client.post("/parse", json={"text": "lights on", "hypotheses": hypotheses})
+    assert both.status_code == 422 and "exactly one of" in both.json()["error"]
+    blank = client.post("/parse", json={"hypotheses": [{"text": " ", "confidence": 1}]})
+    assert blank.status_code == 422
