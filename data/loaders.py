@@ -44,11 +44,13 @@ from nlu.data.corpora import (
     sniff_jsonl,
 )
 from nlu.data.skills import (
+    MARKUP,
     OUT_OF_SCOPE_FILE,
     TESTS_FILE,
     SkillSpec,
     expand_skill,
     find_skill_dirs,
+    parse_annotated,
     parse_out_of_scope_file,
     parse_skill_file,
     parse_tests_file,
@@ -98,6 +100,13 @@ def read_jsonl(path: Path) -> list[Example]:
 
 
 def _jsonl_example(row: Any, path: Path, number: int) -> Example:
+    if "slots" not in row and isinstance(row.get("text"), str) and MARKUP.search(row["text"]):
+        # `[value](slot)` markup instead of offsets, as in tests.yaml.
+        try:
+            text, spans = parse_annotated(row["text"])
+        except DataError as err:
+            raise DataError(f"{path}:{number}: {err}") from err
+        row = {**row, "text": text, "slots": [s.to_dict() for s in spans]}
     # `"skill": null` (intent null or absent) marks an out-of-scope example.
     out_of_scope = "skill" in row and row["skill"] is None
     needed = ("text",) if out_of_scope else ("text", "skill", "intent")

@@ -334,6 +334,19 @@ def _markup(
         raise where.error(at, f"malformed markup in {text!r}: use {{slot}} or [text](slot)")
 
 
+def parse_annotated(text: str) -> tuple[str, list[Span]]:
+    """`[text](slot)` markup, as in tests.yaml, to plain text and character spans (JSONL rows
+    may use it instead of offsets). DataError says what is malformed."""
+    where = _Where(Path("text"), {})
+    try:
+        for kind, _, _ in _markup(text, where, ()):
+            if kind == "placeholder":
+                raise DataError(f"{{placeholder}} in {text!r}: annotate slots as [text](slot)")
+    except DataError as err:
+        raise DataError(str(err).removeprefix("text:1: top level: ")) from None
+    return _render(text, {})
+
+
 def _render(text: str, fill: dict[str, str]) -> tuple[str, list[Span]]:
     """Replace markup by surface text, recording the character span of every slot."""
     out: list[str] = []

@@ -60,6 +60,20 @@ def _predict(args: argparse.Namespace) -> None:
     _print(results[0] if len(results) == 1 else results)
 
 
+def _import(args: argparse.Namespace) -> None:
+    from nlu.config import ConfigError
+    from nlu.data.importers import import_alexa, import_rasa
+
+    source, out = Path(args.file), Path(args.out)
+    if args.format == "rasa":
+        if not args.skill:
+            raise ConfigError("nlu import rasa: name the skill with --skill NAME")
+        target = import_rasa(source, skill=args.skill, out=out, force=args.force)
+    else:
+        target = import_alexa(source, skill=args.skill, out=out, force=args.force)
+    print(f"wrote {target}; check it with: nlu validate {target.parent}")
+
+
 def _validate(args: argparse.Namespace) -> None:
     from nlu.validate import format_report, validate
 
@@ -212,6 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default runs/benchmarks/NAME)")
     p.add_argument("overrides", nargs="*", help="training config overrides key=value")
     p.set_defaults(func=_benchmark)
+
+    p = sub.add_parser("import", help="write a skill folder from Rasa or Alexa training data")
+    p.add_argument("format", choices=["rasa", "alexa"])
+    p.add_argument("file", help="Rasa 3 nlu.yml, or an Alexa interaction model JSON")
+    p.add_argument("--skill", help="skill name (required for rasa; alexa: the invocation name)")
+    p.add_argument("--out", default="skills", help="folder to write <skill>/skill.yaml into")
+    p.add_argument("--force", action="store_true", help="replace an existing skill.yaml")
+    p.set_defaults(func=_import)
 
     p = sub.add_parser(
         "validate",
