@@ -199,6 +199,10 @@ class Parser:
         ood: OutOfScope | None = None,
     ) -> None:
         check_tokenizer(tokenizer)
+        if any(s.slot_kinds for s in skills):
+            from nlu.resolve import warm_up
+
+            warm_up()  # not on the first request
         self.folder: ModelFolder | None = None  # set when loaded from a folder
         self.ood = ood
         self.forward = forward
