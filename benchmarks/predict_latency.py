@@ -4,7 +4,8 @@
     python benchmarks/predict_latency.py runs/demo/int8 --backend onnx   # the int8 export
 
 When the model has an out-of-scope detector, the same run also times the same parser with the
-detector switched off: the ratio is what rejection adds to a parse.
+detector switched off: the ratio is what rejection adds to a parse. It also times the parser
+without slot value resolution, and with resolution's cache emptied before every call.
 
 The baseline, measured in the same run on the same utterances, is one eager forward pass of the
 encoder alone (tokenizer + AutoModel, no heads, no decoding): the ratio shows what routing,
@@ -95,17 +96,46 @@ def main() -> None:
     def without_rejection(text: str) -> None:
         plain.parse([text])
 
+    # Slot value resolution (nlu/resolve.py): the same parser with no value lists or kinds, and
+    # with the built-in-kind cache emptied before every call (every value new to the process).
+    import dataclasses
+
+    from nlu.resolve import _parse_kind
+
+    unresolved = Parser(
+        forward=parser.forward,
+        skills=[dataclasses.replace(s, slot_values={}, slot_kinds={}) for s in parser.skills],
+        tokenizer=parser.tokenizer,
+        max_length=parser.max_length,
+        backend=parser.backend,
+        adapters=parser.adapters,
+        ood=parser.ood,
+    )
+
+    def without_resolution(text: str) -> None:
+        unresolved.parse([text])
+
+    def cold_resolution(text: str) -> None:
+        _parse_kind.cache_clear()
+        parser.parse([text])
+
     # Interleave them so machine noise hits all alike.
     ours_ms: list[float] = []
     bare_ms: list[float] = []
     plain_ms: list[float] = []
+    unresolved_ms: list[float] = []
+    cold_ms: list[float] = []
     for _ in range(4):
         ours_ms += time_calls(ours, args.calls // 4)
         bare_ms += time_calls(bare, args.calls // 4)
+        unresolved_ms += time_calls(without_resolution, args.calls // 4)
+        cold_ms += time_calls(cold_resolution, args.calls // 4)
         if detector is not None:
             plain_ms += time_calls(without_rejection, args.calls // 4)
     rows = {}
     named = [("nlu parse (in-process)", ours_ms), ("baseline: bare forward", bare_ms)]
+    named.append(("nlu parse without slot resolution", unresolved_ms))
+    named.append(("nlu parse, resolution cache cold", cold_ms))
     if detector is not None:
         named.append((f"nlu parse without {detector.method} rejection", plain_ms))
     for name, values in named:
@@ -124,13 +154,18 @@ def main() -> None:
         "latency": rows,
         "p50_ratio_ours_over_baseline": round(ratio, 3),
     }
+    resolution = rows[named[0][0]]["p50_ms"] / rows[named[2][0]]["p50_ms"]
+    cold = rows[named[3][0]]["p50_ms"] / rows[named[2][0]]["p50_ms"]
+    result["p50_ratio_with_over_without_resolution"] = round(resolution, 3)
+    result["p50_ratio_cold_resolution_over_without"] = round(cold, 3)
     if detector is not None:
-        added = rows[named[0][0]]["p50_ms"] / rows[named[2][0]]["p50_ms"]
+        added = rows[named[0][0]]["p50_ms"] / rows[named[4][0]]["p50_ms"]
         result["p50_ratio_with_over_without_rejection"] = round(added, 3)
     print(f"{'':32} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8}")
     for name, r in rows.items():
         print(f"{name:32} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['mean_ms']:8.2f}")
     print(f"p50 ratio (ours / bare forward): {ratio:.2f}")
+    print(f"p50 ratio (with / without slot resolution): {resolution:.3f} (cold cache {cold:.3f})")
     if detector is not None:
         print(f"p50 ratio (with / without out-of-scope rejection): {added:.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ the handler returns."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -53,6 +54,14 @@ def _exactly(schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
         generated.update(schema, **kept)
 
     return replace
+
+
+def _without_null(schema: dict[str, Any]) -> None:
+    """Drop the `null` branch of an optional field's schema: like `text` and `texts`, the field
+    is left out rather than sent as null (the validator refuses null)."""
+    branches = [b for b in schema.pop("anyOf", []) if b.get("type") != "null"]
+    if branches:
+        schema.update(branches[0])
 
 
 class Hypothesis(BaseModel):
@@ -112,6 +121,7 @@ class ParseRequest(BaseModel):
         "that combines the hypotheses' evidence (README: voice input).",
         min_length=1,
         max_length=MAX_NBEST,
+        json_schema_extra=_without_null,
     )
     skill: StrictStr | None = Field(None, description="Force this skill instead of routing.")
     top_k: int = Field(5, ge=1, le=50, strict=True, description="Intents and skills to rank.")
@@ -129,6 +139,15 @@ class ParseRequest(BaseModel):
         'resolved against ("tomorrow", "in 2 hours"), normally the user\'s local time; '
         "default: the server's local time.",
     )
+
+    @field_validator("reference_time", mode="before")
+    @classmethod
+    def leap_second(cls, value: Any) -> Any:
+        # RFC 3339 (the schema's date-time) allows a leap second, 23:59:60; Python's datetime
+        # does not. A second early changes no date or time of day a slot resolves to.
+        if isinstance(value, str):
+            return re.sub(r"^(.{10}[Tt ]\d\d:\d\d):60", r"\1:59", value)
+        return value
 
     @field_validator("top_k", mode="before")
     @classmethod

@@ -257,3 +257,10 @@ def test_nbest_hypotheses_give_one_combined_result(client: TestClient, model_dir
     assert both.status_code == 422 and "exactly one of" in both.json()["error"]
     blank = client.post("/parse", json={"hypotheses": [{"text": " ", "confidence": 1}]})
     assert blank.status_code == 422
+
+
+def test_reference_time_is_an_iso_date_time(client: TestClient) -> None:
+    ok = client.post("/parse", json={"text": "lights on", "reference_time": "2026-11-26T09:00:00"})
+    assert ok.status_code == 200
+    bad = client.post("/parse", json={"text": "lights on", "reference_time": "next tuesday"})
+    assert bad.status_code == 422 and "reference_time" in bad.text
