@@ -89,6 +89,28 @@ class ValidationFailed(Exception):
     pass
 
 
+# Errors that are the user's to fix (a message, exit status 2, no traceback), by module. Looked
+# up only among modules already imported: an error class whose module was never loaded cannot
+# have been raised, and importing them all up front would load torch for `nlu validate`.
+USER_ERRORS = {
+    "nlu.add_skill": ("AddSkillError",),
+    "nlu.config": ("ConfigError",),
+    "nlu.finetune": ("FinetuneError",),
+    "nlu.modeldir": ("ModelDirError",),
+    "nlu.predict": ("OptionError", "UnknownSkillError"),
+    "nlu.schema": ("DataError",),
+    "nlu.text": ("TextError",),
+}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [ValidationFailed, FileNotFoundError]
+    for module, names in USER_ERRORS.items():
+        if module in sys.modules:
+            found += [getattr(sys.modules[module], name) for name in names]
+    return tuple(found)
+
+
 def _benchmark(args: argparse.Namespace) -> None:
     from nlu.protocol import benchmark, benchmark_config, format_report
 
@@ -367,28 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Weights and data never come from a hub at run time unless the user opts in.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from nlu.add_skill import AddSkillError
-    from nlu.config import ConfigError
-    from nlu.finetune import FinetuneError
-    from nlu.model import ModelDirError
-    from nlu.predict import OptionError, UnknownSkillError
-    from nlu.schema import DataError
-    from nlu.text import TextError
-
     try:
         args.func(args)
-    except (
-        AddSkillError,
-        ConfigError,
-        DataError,
-        FinetuneError,
-        ModelDirError,
-        UnknownSkillError,
-        OptionError,
-        TextError,
-        ValidationFailed,
-        FileNotFoundError,
-    ) as err:
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
         print(f"nlu {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0
