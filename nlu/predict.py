@@ -203,7 +203,7 @@ class Parser:
             from nlu.resolve import warm_up
 
             warm_up()  # not on the first request
-        self.folder: ModelFolder | None = None  # set when loaded from a folder
+        self.source: Path | None = None  # the model folder, when loaded from one
         self.ood = ood
         self.forward = forward
         self.adapters = dict(adapters or {})
@@ -235,7 +235,7 @@ class Parser:
                 skill: onnx_forward(adapter.onnx, threads=threads)
                 for skill, adapter in folder.adapters.items()
             }
-        parser = cls(
+        return cls(
             forward=forward,
             skills=folder.meta.skills,
             tokenizer=folder.tokenizer,
@@ -244,15 +244,16 @@ class Parser:
             adapters=adapters,
             ood=folder.ood,
         )
-        parser.folder = folder
-        return parser
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the model folder this parser was loaded from (with its current out-of-scope
-        threshold) to `directory`; `Parser.from_pretrained(directory)` reads it back."""
-        if self.folder is None:
+        threshold) to `directory`; `Parser.from_pretrained(directory)` reads it back. The folder
+        is read again from where it was loaded: a serving parser keeps no second copy of the
+        weights in memory."""
+        if self.source is None:
             raise ModelDirError("this parser was not loaded from a model folder; nothing to save")
-        return modeldir.save(directory, dataclasses.replace(self.folder, ood=self.ood))
+        folder = modeldir.load(self.source, self.backend)
+        return modeldir.save(directory, dataclasses.replace(folder, ood=self.ood))
 
     def push_to_hub(
         self,
@@ -288,7 +289,9 @@ class Parser:
         cls, directory: str | Path, *, backend: str = "auto", threads: int | None = None
     ) -> Parser:
         """backend: 'torch', 'onnx', or 'auto' (ONNX when the directory has model.onnx)."""
-        return cls.from_folder(modeldir.load(directory, backend), threads=threads)
+        parser = cls.from_folder(modeldir.load(directory, backend), threads=threads)
+        parser.source = modeldir.locate(directory)
+        return parser
 
     @property
     def skills(self) -> list[SkillLabels]:
