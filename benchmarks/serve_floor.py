@@ -1,0 +1,215 @@
+"""The server against the compute floor, all in one run (issue: serving close to the floor).
+
+    python benchmarks/serve_floor.py runs/demo/int8 [--seconds 8]
+
+In the same invocation, on the same utterances:
+- floor, in-process: `Parser.parse` of one utterance (p50), a raw ONNX Runtime call on one
+  pre-tokenised utterance (p50), and raw ONNX Runtime batches of 32 (utterances/s);
+- the real `nlu serve` process on loopback, driven by `wrk` (one thread, keep-alive, a Lua
+  script cycling the utterances) when it is installed (Debian package `wrk`; this script installs
+  nothing), else by the minimal asyncio client of serve_latency.py: 1, 8 and 32 connections,
+  p50/p99 and utterances/s, and the server's own micro-batch sizes (`nlu_batch_size` from
+  /metrics) under each load.
+Every serving figure is printed as a ratio to the floor measured here. Writes
+benchmarks/results/serve_floor.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from latency_common import UTTERANCES
+from serve_latency import concurrent, start
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+LUA = """
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("POST", "/parse", {["Content-Type"] = "application/json"},
+                    bodies[(i %% #bodies) + 1])
+end
+"""
+
+
+def floor(model: str, calls: int) -> dict[str, float]:
+    import numpy as np
+    import onnxruntime as ort
+
+    from nlu.predict import Parser
+
+    parser = Parser.from_pretrained(model, backend="onnx")
+    session = ort.InferenceSession(
+        str(Path(model) / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    tokenizer = parser.tokenizer
+
+    def feed(texts: list[str]) -> dict[str, Any]:
+        batch = tokenizer(texts, return_tensors="np", padding=True)
+        return {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+
+    singles = [feed([t]) for t in UTTERANCES]
+    for i in range(20):
+        parser.parse(UTTERANCES[i % len(UTTERANCES)])
+        session.run(None, singles[i % len(singles)])
+    parse_ms, raw_ms = [], []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        parser.parse(UTTERANCES[i % len(UTTERANCES)])
+        parse_ms.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        session.run(None, singles[i % len(singles)])
+        raw_ms.append((time.perf_counter() - t0) * 1000)
+    batch32 = feed([UTTERANCES[i % len(UTTERANCES)] for i in range(32)])
+    session.run(None, batch32)
+    rounds, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 3.0:
+        session.run(None, batch32)
+        rounds += 1
+    return {
+        "parse_p50_ms": round(statistics.median(parse_ms), 3),
+        "raw_ort_single_p50_ms": round(statistics.median(raw_ms), 3),
+        "raw_ort_batch32_utt_per_s": round(32 * rounds / (time.perf_counter() - t0), 1),
+    }
+
+
+def batch_histogram(port: int) -> dict[str, float]:
+    """Cumulative (sum, count) of the server's nlu_batch_size histogram."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    out = {}
+    for name in ("sum", "count"):
+        m = re.search(rf"^nlu_batch_size_{name} (\S+)$", text, re.M)
+        out[name] = float(m.group(1)) if m else 0.0
+    return out
+
+
+def wrk(port: int, clients: int, seconds: float, script: Path) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{clients}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/parse",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            raise RuntimeError(f"wrk printed no {label} latency:\n{out}")
+        scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+        return round(float(m.group(1)) * scale, 3)
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "clients": clients,
+        "utterances_per_s": round(rps, 1),
+        "p50_ms": ms("50%"),
+        "p99_ms": ms("99%"),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("model", nargs="?", default="runs/demo/int8")
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--calls", type=int, default=300)
+    ap.add_argument("--port", type=int, default=8821)
+    ap.add_argument(
+        "--server-args", default="", help="extra `nlu serve` arguments, e.g. '--threads 1'"
+    )
+    ap.add_argument("--out", default="benchmarks/results/serve_floor.json")
+    args = ap.parse_args()
+
+    base = floor(args.model, args.calls)
+    print(
+        f"floor: parse p50 {base['parse_p50_ms']:.2f} ms, raw ORT single p50 "
+        f"{base['raw_ort_single_p50_ms']:.2f} ms, raw ORT batch-32 "
+        f"{base['raw_ort_batch32_utt_per_s']:.0f} utt/s"
+    )
+
+    cmd = [sys.executable, "-m", "nlu.cli", "serve", args.model, "--port", str(args.port)]
+    cmd += args.server_args.split()
+    proc = start(cmd, args.port)
+    tool = "wrk" if shutil.which("wrk") else "asyncio client (wrk not installed)"
+    loads = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            script = Path(tmp) / "post.lua"
+            bodies = ", ".join(json.dumps(json.dumps({"text": t})) for t in UTTERANCES)
+            script.write_text(LUA % bodies)
+            for clients in (1, 8, 32):
+                before = batch_histogram(args.port)
+                if shutil.which("wrk"):
+                    row = wrk(args.port, clients, args.seconds, script)
+                else:
+                    row = asyncio.run(concurrent(args.port, clients, args.seconds))
+                after = batch_histogram(args.port)
+                batches = after["count"] - before["count"]
+                row["mean_batch_size"] = round((after["sum"] - before["sum"]) / max(batches, 1), 2)
+                loads.append(row)
+                print(
+                    f"{clients:2d} clients ({tool}): {row['utterances_per_s']:.0f} utt/s, "
+                    f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, "
+                    f"mean batch {row['mean_batch_size']}"
+                )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    single, busy = loads[0], loads[-1]
+    ratios = {
+        "http_p50_minus_parse_p50_ms": round(single["p50_ms"] - base["parse_p50_ms"], 3),
+        "throughput_32_over_raw_batch32": round(
+            busy["utterances_per_s"] / base["raw_ort_batch32_utt_per_s"], 3
+        ),
+        "p99_over_p50_at_32": round(busy["p99_ms"] / busy["p50_ms"], 2),
+    }
+    print(
+        f"HTTP p50 - parse p50: {ratios['http_p50_minus_parse_p50_ms']:+.2f} ms (target <= 1.0); "
+        f"32 clients / raw batch-32: {ratios['throughput_32_over_raw_batch32']:.2f} "
+        "(target >= 0.9); "
+        f"p99/p50 at 32: {ratios['p99_over_p50_at_32']:.1f} (target <= 3)"
+    )
+    result = {
+        "model": args.model,
+        "tool": tool,
+        "server_args": args.server_args,
+        "floor": base,
+        "loads": loads,
+        "ratios": ratios,
+        "cpu_count": os.cpu_count(),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
