@@ -22,6 +22,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -82,34 +83,33 @@ def main() -> None:
     def ours(text: str) -> None:
         parser.parse([text])
 
+    import dataclasses
+
+    from nlu.resolve import _parse_kind
+
+    def variant(**changes: Any) -> Parser:
+        """The same loaded parser with some of its parts changed."""
+        parts = {
+            "forward": parser.forward,
+            "skills": parser.skills,
+            "tokenizer": parser.tokenizer,
+            "max_length": parser.max_length,
+            "backend": parser.backend,
+            "adapters": parser.adapters,
+            "ood": parser.ood,
+        }
+        return Parser(**{**parts, **changes})
+
     detector = parser.ood
-    plain = Parser(
-        forward=parser.forward,
-        skills=parser.skills,
-        tokenizer=parser.tokenizer,
-        max_length=parser.max_length,
-        backend=parser.backend,
-        adapters=parser.adapters,
-        ood=None,
-    )
+    plain = variant(ood=None)
 
     def without_rejection(text: str) -> None:
         plain.parse([text])
 
     # Slot value resolution (nlu/resolve.py): the same parser with no value lists or kinds, and
     # with the built-in-kind cache emptied before every call (every value new to the process).
-    import dataclasses
-
-    from nlu.resolve import _parse_kind
-
-    unresolved = Parser(
-        forward=parser.forward,
-        skills=[dataclasses.replace(s, slot_values={}, slot_kinds={}) for s in parser.skills],
-        tokenizer=parser.tokenizer,
-        max_length=parser.max_length,
-        backend=parser.backend,
-        adapters=parser.adapters,
-        ood=parser.ood,
+    unresolved = variant(
+        skills=[dataclasses.replace(s, slot_values={}, slot_kinds={}) for s in parser.skills]
     )
 
     def without_resolution(text: str) -> None:

@@ -418,7 +418,7 @@ def load_train_dev(cfg: DataConfig, *, seed: int) -> TrainData:
         declared += loaded.declared
         if cfg.dev_data:
             train += loaded.examples
-        elif not has_own_dev_split(source):
+        elif not has_own_split(source, "dev"):
             kept, held = random_split(loaded.examples, cfg.dev_fraction, seed)
             train += kept
             dev += held
@@ -433,30 +433,26 @@ def load_train_dev(cfg: DataConfig, *, seed: int) -> TrainData:
     return TrainData(train=train, dev=dev, labels=labels)
 
 
+def skills_without_tests(path: Path) -> list[Path]:
+    """The skill folders under `path` that have no hand-written tests file."""
+    return [d for d in find_skill_dirs(path) if not (d / TESTS_FILE).is_file()]
+
+
 def check_test_files(cfg: DataConfig) -> None:
     """Read the hand-written tests of every skill-folder source (they are not trained on, so
     nothing else reads them before `nlu evaluate`): their problems, all of them, now."""
     for source in cfg.data:
-        if detect_format(source) != "skills":
-            continue
-        if all((d / TESTS_FILE).is_file() for d in find_skill_dirs(Path(source))):
+        if detect_format(source) == "skills" and not skills_without_tests(Path(source)):
             load_split(source, "test", samples_per_template=1, dev_fraction=cfg.dev_fraction)
 
 
-def has_own_dev_split(path: str | Path) -> bool:
-    """False for a file that holds a single split (nlu JSONL, one SLURP file) and for a folder of
-    split files without dev.jsonl: their dev examples are a seeded share of train."""
+def has_own_split(path: str | Path, split: str) -> bool:
+    """Whether `path` has its own `split` ("dev" or "test"). Not for a file that holds a single
+    split (nlu JSONL, one SLURP file), nor for a folder of split files without that split's file:
+    their dev is a seeded share of train, and their test would be the training data itself."""
     kind = detect_format(path)
     if kind == "jsonl-folder":
-        return (Path(path) / SPLIT_FILES["dev"]).is_file()
-    return kind not in ("jsonl", "slurp-file")
-
-
-def has_own_test_split(path: str | Path) -> bool:
-    """False where the test split would be the training data itself."""
-    kind = detect_format(path)
-    if kind == "jsonl-folder":
-        return (Path(path) / SPLIT_FILES["test"]).is_file()
+        return (Path(path) / SPLIT_FILES[split]).is_file()
     return kind not in ("jsonl", "slurp-file")
 
 

@@ -279,5 +279,10 @@ def parse_config(text: str, *, source: str) -> TrainConfig:
     return make_config({k: v for k, v in loaded.items() if k in KEYS or k in GROUPS}, source=source)
 
 
+def flat(cfg: TrainConfig) -> dict[str, Any]:
+    """Every public key with its value: the flat view that `key=value` overrides use."""
+    return {k: getattr(getattr(cfg, group) if group else cfg, k) for k, group in KEYS.items()}
+
+
 def dump_config(cfg: TrainConfig) -> str:
     return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)

@@ -7,7 +7,6 @@ with the selected model. Slot scores are seqeval's strict IOB2 entity-level F1.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.resources
 import json
 import logging
@@ -19,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nlu.config import TrainConfig, load_config, replace
+from nlu.config import TrainConfig, flat, load_config, replace
 from nlu.evaluate import SEQEVAL_MODE, evaluate
 from nlu.train import train
 
@@ -52,10 +51,10 @@ def benchmark(
     config: TrainConfig,
     output_dir: str | Path,
 ) -> dict[str, Any]:
-    from nlu.data.loaders import FORMATS, detect_format, has_own_test_split
+    from nlu.data.loaders import FORMATS, detect_format, has_own_split
     from nlu.schema import DataError
 
-    if not has_own_test_split(data):
+    if not has_own_split(data, "test"):
         raise DataError(
             f"{data}: {FORMATS[detect_format(data)]} has no test split of its own, so the "
             "benchmark would score its own training data. Put the splits in one folder as "
@@ -185,13 +184,8 @@ def out_of_scope_by_method(model_dir: Path, data: str) -> dict[str, dict[str, fl
 
 def _reported(config: TrainConfig) -> dict[str, Any]:
     """The config keys that describe the protocol's training (flat), without per-run ones."""
-    flat = {
-        k: v
-        for group in dataclasses.asdict(config).values()
-        if isinstance(group, dict)
-        for k, v in group.items()
-    }
-    return {k: v for k, v in flat.items() if k not in ("data", "output_dir", "resume")}
+    per_run = ("data", "output_dir", "resume", "seed")
+    return {k: v for k, v in flat(config).items() if k not in per_run}
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -55,13 +55,15 @@ def normalise(text: str) -> str:
 
 
 def resolve(text: str, catalog: SlotCatalog, *, reference: datetime | None = None) -> Resolution:
+    def listed_value(value: str) -> str:
+        # A listed value of a built-in kind is normalised like a parsed one ("noon" -> "12:00").
+        return (parse_kind(catalog.kind, value, reference) if catalog.kind else None) or value
+
     key = normalise(text)
     listed = catalog.values.get(key)
     if listed is not None:
         status: Status = "exact" if normalise(listed) == key else "synonym"
-        if catalog.kind:
-            return Resolution(parse_kind(catalog.kind, listed, reference) or listed, status)
-        return Resolution(listed, status)
+        return Resolution(listed_value(listed), status)
     if catalog.kind:
         parsed = parse_kind(catalog.kind, text, reference)
         if parsed is not None:
@@ -71,10 +73,7 @@ def resolve(text: str, catalog: SlotCatalog, *, reference: datetime | None = Non
 
         best = process.extractOne(key, catalog.forms, scorer=fuzz.ratio, score_cutoff=FUZZY_CUTOFF)
         if best is not None:
-            value = catalog.values[best[0]]
-            if catalog.kind:
-                value = parse_kind(catalog.kind, value, reference) or value
-            return Resolution(value, "fuzzy")
+            return Resolution(listed_value(catalog.values[best[0]]), "fuzzy")
     return Resolution(None, "no_match")
 
 

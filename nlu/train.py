@@ -10,7 +10,6 @@ Runs the same on CPU, one GPU, or many (`accelerate launch -m nlu.cli train ...`
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
@@ -41,6 +40,7 @@ from nlu.config import (
     OutputConfig,
     TrainConfig,
     dump_config,
+    flat,
 )
 from nlu.data.loaders import TrainData, check_test_files, load_train_dev, unseen_labels
 from nlu.evaluate import score
@@ -528,12 +528,9 @@ def check_tracker(name: str) -> None:
 
 def flat_config(cfg: TrainConfig) -> dict[str, Any]:
     """The config as flat scalars, as trackers' hyperparameter tables want it."""
-    out: dict[str, Any] = {}
-    for group, values in dataclasses.asdict(cfg).items():
-        items = values.items() if isinstance(values, dict) else [(group, values)]
-        for key, value in items:
-            out[key] = value if isinstance(value, int | float | str | bool) else str(value)
-    return out
+    return {
+        k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in flat(cfg).items()
+    }
 
 
 def tracked(record: dict[str, Any]) -> dict[str, float]:

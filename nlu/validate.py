@@ -15,8 +15,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nlu.data.loaders import FORMATS, SPLIT_FILES, SPLITS, detect_format, load_split
-from nlu.data.skills import TESTS_FILE, find_skill_dirs
+from nlu.data.loaders import (
+    FORMATS,
+    SPLIT_FILES,
+    SPLITS,
+    detect_format,
+    has_own_split,
+    load_split,
+    skills_without_tests,
+)
+from nlu.data.skills import TESTS_FILE
 from nlu.schema import DataError
 
 # The splits each format has; the rest have all three.
@@ -60,12 +68,12 @@ def _warnings() -> Iterator[list[str]]:
 def splits_of(path: str, kind: str) -> tuple[list[str], list[str]]:
     """(splits to read, warnings about missing ones) for a source of format `kind`."""
     if kind == "jsonl-folder":
-        present = [s for s in SPLITS if (Path(path) / SPLIT_FILES[s]).is_file()]
-        missing = [SPLIT_FILES[s] for s in SPLITS if s not in present and s != "train"]
-        note = [f"{path}: no {' or '.join(missing)} (dev: a share of train)"] if missing else []
-        return present, note
+        missing = [s for s in ("dev", "test") if not has_own_split(path, s)]
+        names = " or ".join(SPLIT_FILES[s] for s in missing)
+        note = [f"{path}: no {names} (dev: a share of train)"] if missing else []
+        return [s for s in SPLITS if s not in missing], note
     if kind == "skills":
-        without = [d for d in find_skill_dirs(Path(path)) if not (d / TESTS_FILE).is_file()]
+        without = skills_without_tests(Path(path))
         if without:
             names = ", ".join(str(d / TESTS_FILE) for d in without)
             return ["train", "dev"], [f"missing {names}: `nlu evaluate` needs hand-written tests"]

@@ -40,9 +40,10 @@ _UTTERANCE: dict[str, Any] = {
 def utterance_problem(text: str) -> str | None:
     """Why `text` is not an utterance this server reads, or None: the library's rule
     (`nlu.text`) plus a length limit against oversized requests."""
-    if len(text) > MAX_CHARS and text_problem(text) is None:
+    problem = text_problem(text)
+    if problem is None and len(text) > MAX_CHARS:
         return f"has {len(text)} characters; at most {MAX_CHARS} per utterance: split it up"
-    return text_problem(text)
+    return problem
 
 
 def _exactly(schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nlu.data.corpora import parse_bracketed
-from nlu.data.loaders import has_own_dev_split, load_split
+from nlu.data.loaders import has_own_split, load_split
 from nlu.protocol import format_report, mean_stderr
 from nlu.schema import DataError, Example, Span
 
@@ -49,7 +49,7 @@ def test_massive_partitions_and_scenarios_as_skills() -> None:
     test = load_split(path, "test").examples
     assert test[1].text == "what's the weather in paris: today"
     assert [test[1].value(s) for s in test[1].slots] == ["paris", "today"]
-    assert has_own_dev_split(path)
+    assert has_own_split(path, "dev")
 
 
 def test_slurp_folder_intent_is_scenario_action() -> None:
@@ -62,7 +62,7 @@ def test_slurp_folder_intent_is_scenario_action() -> None:
     assert train[0].value(train[0].slots[1]) == "this week"
     assert load_split(folder, "dev").examples[0].intent == "alarm_set"
     assert load_split(folder / "test.jsonl", "test").examples[0].skill == "audio"
-    assert not has_own_dev_split(folder / "test.jsonl")
+    assert not has_own_split(folder / "test.jsonl", "dev")
 
 
 def test_malformed_benchmark_lines_name_file_and_line(tmp_path: Path) -> None:
