@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nlu.config import DataConfig
 from nlu.data.corpora import (
@@ -456,9 +456,10 @@ def has_own_split(path: str | Path, split: str) -> bool:
     return kind not in ("jsonl", "slurp-file")
 
 
-def random_split(
-    examples: Sequence[Example], fraction: float, seed: int
-) -> tuple[list[Example], list[Example]]:
+T = TypeVar("T")
+
+
+def random_split(examples: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     cut = round(len(order) * fraction)

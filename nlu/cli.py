@@ -38,6 +38,17 @@ def _train(args: argparse.Namespace) -> None:
         _print({"model_dir": str(result.model_dir), **{k: getattr(result, k) for k in keys}})
 
 
+def _distill(args: argparse.Namespace) -> None:
+    from nlu.distill import distill, load_distill_config
+
+    result = distill(load_distill_config(args.config, args.overrides))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        keys = ("best_epoch", "best_dev", "train_seconds", "examples_per_second")
+        _print({"model_dir": str(result.model_dir), **{k: getattr(result, k) for k in keys}})
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from nlu.evaluate import evaluate, format_table
 
@@ -99,6 +110,7 @@ USER_ERRORS = {
     "nlu.modeldir": ("ModelDirError",),
     "nlu.predict": ("OptionError", "UnknownSkillError"),
     "nlu.schema": ("DataError",),
+    "nlu.teachers": ("TeacherError",),
     "nlu.text": ("TextError",),
 }
 
@@ -230,6 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
         "folder); give the same config and output_dir",
     )
     p.set_defaults(func=_train)
+
+    p = sub.add_parser(
+        "distill",
+        help="train a joint model from teachers' outputs (fuse expert models, or compress one)",
+    )
+    p.add_argument(
+        "config", help="YAML with teachers: [...] and student keys (see docs/distill.md)"
+    )
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=2 alpha=0.7")
+    p.set_defaults(func=_distill)
 
     p = sub.add_parser("evaluate", help="score a model on a data split")
     p.add_argument("model", help="model directory written by `nlu train`")

@@ -14,7 +14,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from nlu.data.loaders import TrainData, check_test_files, load_train_dev, unseen
 from nlu.evaluate import score
 from nlu.features import collate, featurize
 from nlu.finetune import Saver, check_labels, freeze_for
-from nlu.model import JointModel, build_model, check_encoder, layer_of
+from nlu.model import JointModel, JointOutput, build_model, check_encoder, layer_of
 from nlu.mtl import LossWeighting, SkillSampler
 from nlu.predict import parse_batch, torch_forward
 from nlu.schema import Example
@@ -55,6 +55,9 @@ from nlu.schema import Example
 logger = get_logger(__name__)
 
 TRAINER_STATE = "trainer_state.json"
+
+# (model output, the batch's soft_* tensors, the weighted hard loss) -> the loss to minimise.
+DistillLoss = Callable[[JointOutput, Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -198,14 +201,20 @@ def setup_batches(
     mtl: MultiTaskConfig,
     epochs: int,
     seed: int,
+    extra: Callable[[Sequence[int], int], dict[str, torch.Tensor]] | None = None,
 ) -> tuple[DataLoader[dict[str, torch.Tensor]], SkillSampler]:
-    """Named, dynamically padded batches; the sampler decides how often each skill is drawn."""
+    """Named, dynamically padded batches; the sampler decides how often each skill is drawn.
+
+    `extra(rows, width)`: more named tensors for the batch of these example rows, padded to
+    `width` tokens (distillation's soft targets)."""
     features = featurize(
         examples,
         tokenizer=setup.tokenizer,
         index=setup.model.index,
         max_length=setup.max_length,
     )
+    if extra is not None:
+        features = features.add_column("row", list(range(len(examples))))
     sampler = SkillSampler(
         features["skill_ids"],
         strategy=mtl.sampling,
@@ -214,11 +223,18 @@ def setup_batches(
         seed=seed,
     )
     padding = pad_id(setup.tokenizer)
+
+    def collate_rows(rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = collate(rows, pad_id=padding)
+        if extra is not None:
+            batch.update(extra([r["row"] for r in rows], batch["input_ids"].shape[1]))
+        return batch
+
     loader: DataLoader[dict[str, torch.Tensor]] = DataLoader(
         features,
         batch_size=batch_size,
         sampler=sampler,
-        collate_fn=lambda rows: collate(rows, pad_id=padding),
+        collate_fn=collate_rows,
     )
     return loader, sampler
 
@@ -341,9 +357,13 @@ def fit(
     run: RunDir,
     keep_checkpoints: int,
     training_config: str,
+    distill: DistillLoss | None = None,
 ) -> TrainResult:
     """The training loop: prepare, resume, epochs (train, evaluate on dev, keep the best model,
-    checkpoint)."""
+    checkpoint).
+
+    `distill(output, soft, hard)`: the loss from the model output, the batch's `soft_*`
+    tensors and the weighted hard loss (distillation mixes in the teachers' distributions)."""
     dev_loader: DataLoader[list[int]] = DataLoader(
         list(range(len(dev))),  # type: ignore[arg-type]
         batch_size=64,
@@ -378,8 +398,11 @@ def fit(
         )
         for step, batch in enumerate(bar):
             with accelerator.accumulate(model):
+                soft = {k: batch.pop(k) for k in [k for k in batch if k.startswith("soft_")]}
                 output = model(**batch)
                 loss = combine(output.losses)
+                if distill is not None:
+                    loss = distill(output, soft, loss)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and optim.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
