@@ -93,6 +93,8 @@ def train_joint(*, out: Path, epochs: int, seed: int, limit: int | None) -> dict
         head_learning_rate=HEAD_LR,
         # Every example once per epoch, as the separate models see them.
         sampling="proportional",
+        # Closed-world test sets (as the benchmark presets): no text is rejected.
+        oos_method="none",
     )
     result = train(cfg)
     scores = {
@@ -316,7 +318,10 @@ def test_separate(*, out: Path) -> dict[str, Any]:
 # -- serving: memory and latency -------------------------------------------------------------
 
 
-def serve_measure(*, system: str, out: Path, utterances: int) -> dict[str, Any]:
+def serve_measure(
+    *, system: str, out: Path, utterances: int, model_dir: Path | None = None
+) -> dict[str, Any]:
+    """`model_dir`: a joint model other than this run's (benchmarks/fusion.py's student)."""
     import torch
 
     samples = [(name, e.text) for name in DATASETS for e in load(name, "test")]
@@ -326,7 +331,7 @@ def serve_measure(*, system: str, out: Path, utterances: int) -> dict[str, Any]:
         from nlu.model import JointModel
         from nlu.predict import Parser, torch_forward
 
-        model, folder = JointModel.load(out / "joint" / "model")
+        model, folder = JointModel.load(model_dir or out / "joint" / "model")
         parser = Parser(
             forward=torch_forward(model),
             skills=model.skills,

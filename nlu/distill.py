@@ -419,6 +419,34 @@ def gold_target(example: Example, encoding: Encoding, index: LabelIndex) -> Targ
     return Target(example, router, intent, tags)
 
 
+def with_gold(
+    targets: Sequence[Target],
+    gold: Sequence[Example],
+    index: LabelIndex,
+    tokenizer: Tokenizer,
+    max_length: int,
+) -> list[Target]:
+    """Gold examples join the teachers' targets. A text both labelled and answered keeps the
+    teacher's distributions and takes its hard labels from gold (classic distillation: true
+    labels plus the teacher's soft ones), unless gold puts it in another skill than the
+    teacher did: then gold alone. Gold texts no teacher answered are one-hot targets."""
+    by_text = {e.text: e for e in gold}
+    out: list[Target] = []
+    for target in targets:
+        label = by_text.pop(target.example.text, None)
+        if label is None:
+            out.append(target)
+        elif label.skill is not None and label.skill == target.example.skill:
+            out.append(dataclasses.replace(target, example=label))
+        else:
+            (enc,) = encode(tokenizer, [label.text], max_length)
+            out.append(gold_target(label, enc, index))
+    rest = list(by_text.values())
+    encodings = encode(tokenizer, [e.text for e in rest], max_length)
+    out += [gold_target(e, enc, index) for e, enc in zip(rest, encodings, strict=True)]
+    return out
+
+
 # -- stage: batches with soft targets --------------------------------------------------------------
 
 
@@ -613,7 +641,9 @@ def distill(cfg: DistillConfig) -> TrainResult:
         student.model, student.finetune, empty, label_smoothing=student.optim.label_smoothing
     )
     index = setup.model.index
-    transfer = label_transfer(cfg, teachers, maps, index, setup.tokenizer, setup.max_length)
+    # The main process asks the teachers and fills the cache; the others then read it.
+    with accelerator.main_process_first():
+        transfer = label_transfer(cfg, teachers, maps, index, setup.tokenizer, setup.max_length)
     targets = transfer.targets
     dev: list[Example] = []
     if student.data.dev_data or (gold and gold.dev):
@@ -627,10 +657,7 @@ def distill(cfg: DistillConfig) -> TrainResult:
         targets, dev = kept, [t.example for t in held if t.example.in_scope]
         logger.info("dev: %d teacher-labelled texts held out (no labelled dev data)", len(dev))
     if gold:
-        gold_encodings = encode(setup.tokenizer, [e.text for e in gold.train], setup.max_length)
-        targets += [
-            gold_target(e, enc, index) for e, enc in zip(gold.train, gold_encodings, strict=True)
-        ]
+        targets = with_gold(targets, gold.train, index, setup.tokenizer, setup.max_length)
     examples = [t.example for t in targets]
     encodings = encode(setup.tokenizer, [e.text for e in examples], setup.max_length)
     soft = SoftTargets(targets, encodings, index)

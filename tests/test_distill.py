@@ -431,3 +431,78 @@ def test_an_nlu_server_teaches_what_its_model_parses(
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_hugging_face_pair_teaches_through_character_offsets(
+    tiny_encoder: str, tmp_path: Path
+) -> None:
+    """A sequence- and a token-classification model (labels "skill/intent" and BIO tags) as a
+    teacher: its label space comes from the models, its per-word tag distributions land on the
+    student's words by character offsets, mapped onto the student's names."""
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
+
+    from nlu.alignment import encode
+    from nlu.distill import build_target
+
+    intents = ["media/play", "media/stop", "home/lights_on"]
+    tags = ["O", "B-song", "I-song"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+    for folder, auto, names in (
+        ("intent", AutoModelForSequenceClassification, intents),
+        ("slots", AutoModelForTokenClassification, tags),
+    ):
+        model = auto.from_pretrained(
+            tiny_encoder,
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+        )
+        model.save_pretrained(tmp_path / folder)
+        tokenizer.save_pretrained(tmp_path / folder)
+    teacher = open_teacher(
+        TeacherConfig(
+            name="hf",
+            kind="hf",
+            path=str(tmp_path / "intent"),
+            slot_model=str(tmp_path / "slots"),
+            slots={"song": "track"},
+        )
+    )
+    assert teacher.labels == {
+        "home": (["lights_on"], ["song"]),
+        "media": (["play", "stop"], ["song"]),
+    }
+    text = "play Bohemian Rhapsody, please"
+    (answer,) = teacher.ask([text])
+    assert sum(answer.skills.values()) == pytest.approx(1.0, abs=1e-3)
+    assert answer.words is not None
+    assert [text[w.start : w.end] for w in answer.words] == [
+        "play",
+        "Bohemian",
+        "Rhapsody",
+        ",",
+        "please",
+    ]
+    maps = {"hf": label_map(teacher)}
+    index = LabelIndex.of(student_labels([teacher], maps, []))
+    assert [(s.name, s.slots) for s in index.skills] == [("home", ["track"]), ("media", ["track"])]
+    (enc,) = encode(tokenizer, [text], 32)
+    target = build_target(text, enc, {"hf": answer}, maps, index, owned=True, min_claim=0.5)
+    assert target.tags is not None and target.tags.shape == (5, 3)
+    # Each word's distribution is the teacher's, renamed (B-song -> B-track), not a one-hot.
+    first = answer.words[1].tags
+    skill = index.skill(str(target.example.skill))
+    assert target.tags[1, skill.tags.index("B-track")] == pytest.approx(
+        first.get("B-song", 0.0) / sum(first.values()), abs=1e-4
+    )
+
+
+def test_the_example_config_loads() -> None:
+    cfg = load_distill_config(Path(__file__).parent.parent / "configs" / "distill_example.yaml")
+    assert [t.kind for t in cfg.teachers] == ["nlu", "rasa", "hf"]
+    assert cfg.teachers[1].intents == {"timer_set": "set", "timer_cancel": "cancel"}
+    assert cfg.kd.transfer == ["data/unlabelled.txt"] and cfg.student.optim.epochs == 3

@@ -1,0 +1,413 @@
+"""Distillation benchmarks (issue 14): fusing black-box experts, compressing a large teacher,
+and labelling a transfer set through an HTTP teacher.
+
+    python benchmarks/fusion.py fusion            # experts -> one fused student
+    python benchmarks/fusion.py compression --teacher runs/teachers/snips_mpnet
+    python benchmarks/fusion.py http              # SNIPS transfer set through `nlu serve`
+
+**fusion**: the separate per-dataset experts of benchmarks/joint_vs_separate.py (for ATIS,
+SNIPS and MASSIVE en-US a Hugging Face intent classifier and a BIO slot tagger each: six
+models) are the teachers. Each expert's owner hands over only its training texts, labels
+hidden; `nlu distill` fuses the experts' answers on them into one joint student. The student
+is scored on each test split against each expert and against joint training on the gold
+labels (the same run's `joint`), with serving parameters and latency. Model selection uses a
+held-out share of the teacher-labelled texts: no gold label is read before test.
+
+**compression**: an `encoder=mpnet` joint model trained on SNIPS is the teacher; the default
+encoder is the student, trained on the SNIPS training texts with the teacher's distributions
+and the gold labels (`alpha` mixes them), against the same student without KD at the same
+budget (epochs, batch, learning rates). Dev selects, test is scored once.
+
+**http**: `nlu serve` (the fusion run's joint model) on loopback as an `http` teacher labels
+the 13,084 SNIPS training texts; the labelling client is killed part-way and started again:
+reported are the answers kept across the kill, the texts asked twice (none) and the total
+wall time.
+
+Each phase runs in its own process and caches its JSON result in OUT/phases/, so a killed run
+resumes where it stopped. Results: benchmarks/results/fusion_<what>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+# The experts and the joint run on gold labels come from there.
+import joint_vs_separate as jvs
+
+SNIPS = "../shared/data/snips"
+
+
+def fused_config(out: Path, epochs: int, seed: int, alpha: float) -> Path:
+    """The distillation config of the fused student, written where the user can read it."""
+    import yaml
+
+    teachers = [
+        {
+            "name": f"{name}_expert",
+            "kind": "hf",
+            "path": str(out / "separate" / f"{name}_intent"),
+            "slot_model": str(out / "separate" / f"{name}_slots"),
+            # Intent labels are "skill/intent" (MASSIVE: its scenarios); texts: the owner's
+            # training texts, labels ignored.
+            "texts": [path],
+            "batch_size": 64,
+        }
+        for name, path in jvs.DATASETS.items()
+    ]
+    config = {
+        "teachers": teachers,
+        "alpha": alpha,
+        "temperature": 2.0,
+        "cache_dir": str(out / "teacher_cache"),
+        "encoder": "default",
+        "epochs": epochs,
+        "seed": seed,
+        "batch_size": jvs.BATCH,
+        "learning_rate": jvs.ENCODER_LR,
+        "head_learning_rate": jvs.HEAD_LR,
+        "max_length": jvs.MAX_LENGTH,
+        "sampling": "proportional",  # as the joint run
+        "oos_method": "none",
+        "output_dir": str(out / "fused"),
+        "overwrite": True,
+    }
+    path = out / "fused.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_scores(model_dir: Path, datasets: dict[str, str]) -> dict[str, Any]:
+    from nlu.evaluate import evaluate
+
+    return {
+        name: evaluate(model_dir=model_dir, data=[path], split="test")["overall"]
+        for name, path in datasets.items()
+    }
+
+
+def run_distill(config: Path) -> dict[str, Any]:
+    from nlu.distill import distill, load_distill_config
+
+    started = time.perf_counter()
+    result = distill(load_distill_config(config))
+    summary = json.loads((result.model_dir.parent / "train_summary.json").read_text())
+    return {
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "train_seconds": result.train_seconds,
+        "best_epoch": result.best_epoch,
+        "transfer": summary.get("transfer"),
+        "model_dir": str(result.model_dir),
+        "peak_train_rss_mb": jvs.peak_rss_mb(),
+    }
+
+
+# -- compression -----------------------------------------------------------------------------------
+
+
+def compression_config(out: Path, teacher: str, epochs: int, seed: int, alpha: float) -> Path:
+    import yaml
+
+    config = {
+        "teachers": [{"name": "mpnet", "kind": "nlu", "path": teacher, "texts": [SNIPS]}],
+        "alpha": alpha,
+        "temperature": 2.0,
+        "cache_dir": str(out / "teacher_cache"),
+        "data": [SNIPS],  # gold labels beside the teacher's, and SNIPS dev for selection
+        "encoder": "default",
+        "epochs": epochs,
+        "seed": seed,
+        "batch_size": 32,
+        "learning_rate": 1e-4,
+        "head_learning_rate": 1e-3,
+        "max_length": 64,
+        "sampling": "proportional",
+        "oos_method": "none",
+        "output_dir": str(out / f"kd_alpha{alpha}"),
+        "overwrite": True,
+    }
+    path = out / f"kd_alpha{alpha}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def train_plain(out: Path, epochs: int, seed: int) -> dict[str, Any]:
+    from nlu.config import TrainConfig, replace
+    from nlu.train import train
+
+    cfg = replace(
+        TrainConfig(),
+        data=[SNIPS],
+        encoder="default",
+        epochs=epochs,
+        seed=seed,
+        learning_rate=1e-4,
+        head_learning_rate=1e-3,
+        max_length=64,
+        sampling="proportional",
+        oos_method="none",
+        output_dir=str(out / "no_kd"),
+        overwrite=True,
+    )
+    result = train(cfg)
+    return {"train_seconds": result.train_seconds, "best_epoch": result.best_epoch}
+
+
+# -- http teacher ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def label_over_http(url: str, cache: Path) -> dict[str, Any]:
+    """Ask an http teacher for every SNIPS training text (this process may be killed)."""
+    from nlu.distill import read_texts
+    from nlu.teachers import TeacherConfig, ask_all, open_teacher
+
+    teacher = open_teacher(
+        TeacherConfig(name="served", kind="http", url=url, batch_size=64, concurrency=4)
+    )
+    texts = read_texts(SNIPS)
+    started = time.perf_counter()
+    answers = ask_all(teacher, texts, cache)
+    return {
+        "texts": len(set(texts)),
+        "answers": len(answers),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def http_benchmark(out: Path, model_dir: Path, kill_after: float) -> dict[str, Any]:
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "nlu.cli", "serve", str(model_dir), "--port", str(port)],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    cache = out / "http_cache"
+    if cache.exists():
+        import shutil
+
+        shutil.rmtree(cache)
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        client = [sys.executable, __file__, "--phase", "http-client", url, str(cache)]
+        started = time.perf_counter()
+        first = subprocess.Popen(client, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        time.sleep(kill_after)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        killed_at = time.perf_counter() - started
+        files = list(cache.glob("*.jsonl"))
+        kept = sum(1 for _ in files[0].open()) if files else 0
+        subprocess.run(client, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        total = time.perf_counter() - started
+        (file,) = cache.glob("*.jsonl")
+        lines = [json.loads(line)["text"] for line in file.open()]
+    finally:
+        server.kill()
+        server.wait()
+    return {
+        "texts": len(set(lines)),
+        "cached_lines": len(lines),
+        "asked_twice": len(lines) - len(set(lines)),
+        "killed_after_seconds": round(killed_at, 1),
+        "answers_kept_across_kill": kept,
+        "total_wall_seconds": round(total, 1),
+        "texts_per_second": round(len(set(lines)) / total, 1),
+    }
+
+
+# -- orchestration ---------------------------------------------------------------------------------
+
+
+def phase(argv: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    cache = Path(args.out) / "phases" / f"{'_'.join(a.replace('/', '-') for a in argv)}.json"
+    if cache.is_file():
+        return dict(json.loads(cache.read_text()))
+    print(f"-- {' '.join(argv)}", flush=True)
+    cmd = [sys.executable, __file__, args.what, "--out", args.out, "--epochs", str(args.epochs)]
+    cmd += ["--seed", str(args.seed), "--alpha", str(args.alpha)]
+    if args.teacher:
+        cmd += ["--teacher", args.teacher]
+    cmd += ["--phase", *argv]
+    subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return dict(json.loads(cache.read_text()))
+
+
+def run_phase(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    what, *rest = args.phase
+    if what == "http-client":
+        print(json.dumps(label_over_http(rest[0], Path(rest[1]))))
+        return
+    result: dict[str, Any]
+    if what == "distill-fused":
+        result = run_distill(fused_config(out, args.epochs, args.seed, args.alpha))
+    elif what == "test-fused":
+        result = {"test": test_scores(out / "fused" / "model", jvs.DATASETS)}
+    elif what == "serve-fused":
+        result = jvs.serve_measure(
+            system="joint", out=out, utterances=300, model_dir=out / "fused" / "model"
+        )
+    elif what == "distill-kd":
+        config = compression_config(out, args.teacher, args.epochs, args.seed, args.alpha)
+        result = run_distill(config)
+        result["test"] = test_scores(Path(result["model_dir"]), {"snips": SNIPS})
+    elif what == "train-no-kd":
+        result = train_plain(out, args.epochs, args.seed)
+        result["test"] = test_scores(out / "no_kd" / "model", {"snips": SNIPS})
+    elif what == "test-teacher":
+        result = {"test": test_scores(Path(args.teacher), {"snips": SNIPS})}
+    elif what == "http":
+        result = http_benchmark(out, Path(rest[0]), kill_after=float(rest[1]))
+    else:
+        raise SystemExit(f"unknown phase {what}")
+    cache = out / "phases" / f"{'_'.join(a.replace('/', '-') for a in args.phase)}.json"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def row(name: str, system: str, m: dict[str, Any]) -> str:
+    return (
+        f"| {name} | {system} | {m['intent_accuracy']} | {m['slot_f1']} | {m['exact_match']} | "
+        f"{m['router_accuracy']} |"
+    )
+
+
+HEADER = [
+    "| dataset | system | intent acc | slot F1 | exact match | router acc |",
+    "|---|---|---|---|---|---|",
+]
+
+
+def fusion(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    jargs = argparse.Namespace(
+        out=args.out, epochs=args.epochs, seed=args.seed, utterances=300, limit=None
+    )
+    joint = jvs.phase(["train-joint"], jargs) | jvs.phase(["serve", "joint"], jargs)
+    parts = [
+        jvs.phase(["train-separate", k, d], jargs)
+        for d in jvs.DATASETS
+        for k in ("intent", "slots")
+    ]
+    experts = jvs.phase(["test-separate"], jargs) | jvs.phase(["serve", "separate"], jargs)
+    fused = phase(["distill-fused"], args)
+    fused |= phase(["test-fused"], args) | phase(["serve-fused"], args)
+    lines = [
+        f"Budget: {args.epochs} epochs for every model, seed {args.seed}, batch 32, "
+        f"all-MiniLM-L6-v2, alpha {args.alpha}, T 2, {os.cpu_count()} CPU cores.",
+        "",
+        *HEADER,
+    ]
+    for name in jvs.DATASETS:
+        lines.append(row(name, "expert (intent + slot model)", experts["test"][name]))
+        lines.append(row(name, "fused student (teachers' answers only)", fused["test"][name]))
+        lines.append(row(name, "joint on gold labels", joint["test"][name]))
+        gap = fused["test"][name]["exact_match"] - experts["test"][name]["exact_match"]
+        lines.append(f"| {name} | fused − expert (exact match) | | | {gap:+.2f} | |")
+    expert_train = sum(p["train_seconds"] for p in parts)
+    lines += [
+        "",
+        "| | experts (6 models) | fused student | fused / experts |",
+        "|---|---|---|---|",
+        f"| parameters served (M) | {experts['parameters_millions']} | "
+        f"{fused['parameters_millions']} | "
+        f"{fused['parameters_millions'] / experts['parameters_millions']:.2f} |",
+        f"| serving memory (MB RSS) | {experts['serving_rss_mb']:.0f} | "
+        f"{fused['serving_rss_mb']:.0f} | "
+        f"{fused['serving_rss_mb'] / experts['serving_rss_mb']:.2f} |",
+        f"| latency p50 (ms) | {experts['latency_p50_ms']} | {fused['latency_p50_ms']} | "
+        f"{fused['latency_p50_ms'] / experts['latency_p50_ms']:.2f} |",
+        f"| training (s) | {expert_train:.0f} | {fused['train_seconds']:.0f} (+"
+        f"{fused['wall_seconds'] - fused['train_seconds']:.0f} asking the teachers, setup) | |",
+    ]
+    return "\n".join(lines), {"joint": joint, "experts": experts, "fused": fused, "parts": parts}
+
+
+def compression(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    if not args.teacher:
+        raise SystemExit("compression needs --teacher (an nlu model folder, e.g. encoder=mpnet)")
+    teacher = phase(["test-teacher"], args)
+    kd = phase(["distill-kd"], args)
+    plain = phase(["train-no-kd"], args)
+    lines = [
+        f"SNIPS test, seed {args.seed}; students: all-MiniLM-L6-v2, {args.epochs} epochs, "
+        f"batch 32, lr 1e-4 / 1e-3; KD alpha {args.alpha}, T 2; teacher: {args.teacher}.",
+        "",
+        *HEADER,
+        row("snips", "teacher", teacher["test"]["snips"]),
+        row("snips", "student with KD", kd["test"]["snips"]),
+        row("snips", "student without KD", plain["test"]["snips"]),
+        "",
+        f"Student training: {kd['train_seconds']:.0f} s with KD (+"
+        f"{kd['wall_seconds'] - kd['train_seconds']:.0f} s asking the teacher, setup), "
+        f"{plain['train_seconds']:.0f} s without.",
+    ]
+    return "\n".join(lines), {"teacher": teacher, "kd": kd, "no_kd": plain}
+
+
+def http(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    model = Path(args.out) / "joint" / "model"
+    result = phase(["http", str(model), str(args.kill_after)], args)
+    lines = [
+        "| texts | answers kept across the kill | asked twice | total wall (s) | texts/s |",
+        "|---|---|---|---|---|",
+        f"| {result['texts']} | {result['answers_kept_across_kill']} (killed at "
+        f"{result['killed_after_seconds']} s) | {result['asked_twice']} | "
+        f"{result['total_wall_seconds']} | {result['texts_per_second']} |",
+    ]
+    return "\n".join(lines), result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("what", choices=["fusion", "compression", "http"])
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument("--teacher", help="compression: the teacher's model folder")
+    ap.add_argument("--kill-after", type=float, default=20.0, help="http: seconds before the kill")
+    ap.add_argument("--out", default="runs/fusion")
+    ap.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.phase:
+        run_phase(args)
+        return
+    table, payload = {"fusion": fusion, "compression": compression, "http": http}[args.what](args)
+    print(table)
+    results = Path("benchmarks/results") / f"fusion_{args.what}"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
+    results.with_suffix(".md").write_text(table + "\n")
+    print(f"wrote {results}.json and .md")
+
+
+if __name__ == "__main__":
+    main()
