@@ -573,10 +573,22 @@ def label_transfer(
     """Ask the teachers (through the cache) and build the targets of every transfer text."""
     cache = Path(cfg.kd.cache_dir)
     owned: dict[str, str] = {}
+    contested: dict[str, set[str]] = {}
     for teacher in teachers:
         for source in teacher.config.texts:
             for text in read_texts(source):
-                owned.setdefault(text, teacher.name)
+                first = owned.setdefault(text, teacher.name)
+                if first != teacher.name:
+                    contested.setdefault(text, {first}).add(teacher.name)
+    if contested:
+        text, names = next(iter(contested.items()))
+        logger.warning(
+            "%d texts are in several owners' texts; each goes to the first teacher listed "
+            "(e.g. %r: %s)",
+            len(contested),
+            text,
+            ", ".join(sorted(names)),
+        )
     shared = [t for source in cfg.kd.transfer for t in read_texts(source) if t not in owned]
     shared = list(dict.fromkeys(shared))
     if not owned and not shared:

@@ -506,3 +506,32 @@ def test_the_example_config_loads() -> None:
     assert [t.kind for t in cfg.teachers] == ["nlu", "rasa", "hf"]
     assert cfg.teachers[1].intents == {"timer_set": "set", "timer_cancel": "cancel"}
     assert cfg.kd.transfer == ["data/unlabelled.txt"] and cfg.student.optim.epochs == 3
+
+
+def test_gold_labels_replace_the_hard_labels_and_keep_the_soft_ones() -> None:
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from nlu.alignment import encode
+    from nlu.distill import Target, with_gold
+    from nlu.model import resolve_encoder
+    from nlu.schema import Example, Span
+
+    index = LabelIndex.of(
+        [SkillLabels("timer", ["cancel", "set"], ["duration"]), SkillLabels("music", ["play"], [])]
+    )
+    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder("default"))
+    soft = np.array([0.3, 0.7], dtype=np.float32)
+    taught = Target(Example("set one", "timer", "set"), np.array([1.0, 0.0]), soft, None)
+    other = Target(Example("play it", "timer", "set"), np.array([1.0, 0.0]), soft, None)
+    gold = [
+        Example("set one", "timer", "cancel"),  # the teacher's top intent was wrong
+        Example("play it", "music", "play"),  # gold puts it in another skill
+        Example("timer for 5 minutes", "timer", "set", (Span(10, 19, "duration"),)),
+    ]
+    out = with_gold([taught, other], gold, index, tokenizer, 32)
+    assert [t.example for t in out] == gold
+    assert out[0].intent is soft  # the teacher's distribution stays
+    assert out[1].router is not None and list(out[1].router) == [0.0, 1.0]  # one-hot on music
+    (enc,) = encode(tokenizer, [gold[2].text], 32)
+    assert out[2].tags is not None and out[2].tags.shape == (len(enc.words), 3)
