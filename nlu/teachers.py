@@ -174,21 +174,29 @@ def from_nlu_shape(row: Mapping[str, Any]) -> Answer:
     return Answer(skills=skills, intents=intents, spans=spans)
 
 
+# The intent Rasa's FallbackClassifier answers when no intent is confident enough.
+RASA_FALLBACK = "nlu_fallback"
+
+
 def from_rasa_shape(row: Mapping[str, Any], skill: str) -> Answer:
     """A Rasa `/model/parse` answer as an Answer for the teacher's one skill. The top intent's
-    confidence is the teacher's claim on the text."""
+    confidence is the teacher's claim on the text; `nlu_fallback` on top claims nothing."""
     try:
         top = row.get("intent") or {}
         ranking = row.get("intent_ranking") or ([top] if top.get("name") else [])
-        intents = {i["name"]: float(i["confidence"]) for i in ranking}
+        intents = {i["name"]: float(i["confidence"]) for i in ranking if i["name"] != RASA_FALLBACK}
         claim = float(top.get("confidence", max(intents.values(), default=0.0)))
+        if top.get("name") == RASA_FALLBACK:  # Rasa's own "I did not understand"
+            claim = 0.0
         spans = [(int(e["start"]), int(e["end"]), str(e["entity"])) for e in row["entities"]]
     except (KeyError, TypeError, ValueError) as err:
         raise TeacherError(
             f"not a Rasa /model/parse answer ({type(err).__name__}: {err}); it needs intent, "
             "intent_ranking and entities with start, end and entity"
         ) from None
-    return Answer(skills={skill: claim} if intents else {}, intents=intents, spans=spans)
+    return Answer(
+        skills={skill: claim} if intents and claim > 0 else {}, intents=intents, spans=spans
+    )
 
 
 def from_shape(row: Any, config: TeacherConfig) -> Answer:

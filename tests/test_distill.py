@@ -535,3 +535,47 @@ def test_gold_labels_replace_the_hard_labels_and_keep_the_soft_ones() -> None:
     assert out[1].router is not None and list(out[1].router) == [0.0, 1.0]  # one-hot on music
     (enc,) = encode(tokenizer, [gold[2].text], 32)
     assert out[2].tags is not None and out[2].tags.shape == (len(enc.words), 3)
+
+
+def test_shared_texts_go_to_the_most_confident_claim_or_out_of_scope() -> None:
+    from transformers import AutoTokenizer
+
+    from nlu.alignment import encode
+    from nlu.distill import build_target
+    from nlu.model import resolve_encoder
+    from nlu.teachers import Answer, from_rasa_shape
+
+    a = python_teacher("a", "weather", ["forecast"], [])
+    b = python_teacher("b", "timer", ["set"], [])
+    maps = {t.name: label_map(t) for t in (a, b)}
+    index = LabelIndex.of(student_labels([a, b], maps, []))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder("default"))
+    text = "will it rain"
+    (enc,) = encode(tokenizer, [text], 32)
+
+    def target(claim_a: float, claim_b: float) -> Any:
+        answers = {
+            "a": Answer({"weather": claim_a}, {"forecast": 1.0}, []),
+            "b": Answer({"timer": claim_b}, {"set": 1.0}, []),
+        }
+        return build_target(text, enc, answers, maps, index, owned=False, min_claim=0.5)
+
+    claimed = target(0.9, 0.3)
+    assert claimed.example.skill == "weather" and claimed.example.intent == "forecast"
+    assert claimed.router is not None
+    assert list(claimed.router) == pytest.approx([0.25, 0.75])  # [timer, weather], normalised
+    unclaimed = target(0.4, 0.3)
+    assert unclaimed.example.skill is None and unclaimed.router is None
+    # Rasa's fallback intent on top claims nothing.
+    fallback = from_rasa_shape(
+        {
+            "intent": {"name": "nlu_fallback", "confidence": 0.7},
+            "intent_ranking": [
+                {"name": "nlu_fallback", "confidence": 0.7},
+                {"name": "set", "confidence": 0.2},
+            ],
+            "entities": [],
+        },
+        "timer",
+    )
+    assert fallback.skills == {} and fallback.intents == {"set": 0.2}
