@@ -128,6 +128,12 @@ def add_skill(
     torch.manual_seed(seed)
     old, base = JointModel.load(model_dir)
     old_names = old.index.names
+    if old.sharing is not None:
+        raise AddSkillError(
+            f"{model_dir} shares its encoder softly ({old.sharing.mode}): a new skill would need "
+            "a place among its columns and mixing weights, which add-skill cannot give it "
+            "without retraining them. Train a model on all skills (`nlu train`) instead"
+        )
 
     data = load_data(
         DataConfig(
@@ -162,12 +168,12 @@ def add_skill(
 
     # -- the extended model: old weights shared, new heads and router rows fresh ------------
     model = JointModel(
-        encoder=old.encoder,
+        encoder=old.hard_encoder,
         skills=[*old.skills, *new_labels],
         pooling=old.pooling,
         dropout=old.dropout_rate,
     )
-    hidden = old.encoder.config.hidden_size
+    hidden = old.encoder_config.hidden_size
     for s in old.skills:
         model.intent_heads[s.name] = old.intent_heads[s.name]
         model.slot_heads[s.name] = old.slot_heads[s.name]

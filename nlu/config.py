@@ -27,6 +27,7 @@ Weighting = Literal["static", "uncertainty", "dwa"]
 Precision = Literal["no", "fp16", "bf16"]
 FinetuneMode = Literal["full", "top_layers", "heads", "lora", "lora_merged"]
 OodMethod = Literal["none", "msp", "temperature", "energy", "mahalanobis"]
+SharingMode = Literal["hard", "cross_stitch", "sluice"]
 
 
 class ConfigError(ValueError):
@@ -52,6 +53,13 @@ class ModelConfig:
     pooling: Pooling = "mean"
     dropout: float = 0.1
     max_length: int = 64
+    # Parameter sharing (nlu/sharing.py): one encoder under every head ("hard"), or columns of
+    # it with learned mixing ("cross_stitch", "sluice"). sharing_groups: [tasks] (one column
+    # for router + intents, one for slots) or skill groups, each skill+skill+...; subspaces:
+    # the slices of each sluice layer.
+    sharing: SharingMode = "hard"
+    sharing_groups: list[str] = field(default_factory=lambda: ["tasks"])
+    subspaces: int = 2
 
 
 @dataclass
@@ -69,6 +77,9 @@ class OptimConfig:
     # Encoder layer l of L learns at learning_rate · layer_lr_decay^(L − l); embeddings at
     # learning_rate · layer_lr_decay^L. 1.0 = one rate for the whole encoder.
     layer_lr_decay: float = 1.0
+    # Soft sharing's mixing weights learn at their own rate (the papers use a much higher one
+    # than the encoder's).
+    mixing_learning_rate: float = 1e-2
     mixed_precision: Precision = "no"
 
 
@@ -89,6 +100,8 @@ class MultiTaskConfig:
     # Out-of-scope examples in the data (skill null) train the router towards a uniform
     # distribution over skills (outlier exposure); this weighs that loss.
     oos_loss_weight: float = 0.5
+    # Sluice sharing: weight of the orthogonality penalty between a column's subspaces.
+    orthogonality_weight: float = 1e-3
 
 
 @dataclass

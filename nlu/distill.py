@@ -650,7 +650,11 @@ def distill(cfg: DistillConfig) -> TrainResult:
         (run.root / "config.yaml").write_text(resolved)
     empty = TrainData(train=[], dev=[], labels=labels)
     setup = setup_model(
-        student.model, student.finetune, empty, label_smoothing=student.optim.label_smoothing
+        student.model,
+        student.finetune,
+        empty,
+        label_smoothing=student.optim.label_smoothing,
+        orthogonality_weight=student.mtl.orthogonality_weight,
     )
     index = setup.model.index
     # The main process asks the teachers and fills the cache; the others then read it.

@@ -444,6 +444,37 @@ def parse_with_progress(
     return results
 
 
+def write_sharing(model_dir: Path, out: Path) -> Path | None:
+    """A softly shared model's learned mixing weights: sharing.json and a heat map per layer
+    (sharing.png). None for hard sharing or a folder without PyTorch weights."""
+    from nlu.sharing import mixing_report
+
+    meta = modeldir.read_meta(model_dir)
+    weights = model_dir / modeldir.WEIGHTS_FILE
+    if meta.sharing is None or not weights.is_file():
+        return None
+    report = mixing_report(meta.sharing, weights)
+    (out / "sharing.json").write_text(json.dumps(report, indent=2) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = report["mixing"]
+    units = report["units"]
+    fig, axes = plt.subplots(1, len(layers), figsize=(2.6 * len(layers) + 1, 3), squeeze=False)
+    for layer, (ax, matrix) in enumerate(zip(axes[0], layers, strict=True)):
+        image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
+        ax.set_title(f"after layer {layer + 1}", fontsize=8)
+        ax.set_xticks(range(len(units)), units, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(units)), units if layer == 0 else [], fontsize=6)
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="reads from (column) → weight")
+    fig.suptitle(f"{report['mode']} mixing (rows read from columns)", fontsize=9)
+    fig.savefig(out / "sharing.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return out / "sharing.png"
+
+
 def evaluate(
     *,
     model_dir: str | Path,
@@ -498,6 +529,9 @@ def evaluate(
         plot_confusion(metrics["confusion"], out / "confusion.png")
         if metrics["calibration"]:
             plot_reliability(metrics["calibration"], out / "reliability.png")
+        sharing = write_sharing(Path(model_dir), out)
+        if sharing:
+            logger.info("learned sharing weights: %s", sharing)
         with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
             for ex, pred in zip(examples, predictions, strict=True):
                 handle.write(json.dumps(prediction_row(ex, pred), ensure_ascii=False) + "\n")

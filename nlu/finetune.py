@@ -163,7 +163,7 @@ def freeze_for(
         save = save_merged
 
     elif mode in ("heads", "top_layers"):
-        layers = int(model.encoder.config.num_hidden_layers)
+        layers = int(model.encoder_config.num_hidden_layers)
         keep = set(range(layers - unfreeze_layers, layers)) if mode == "top_layers" else set()
         for name, param in model.encoder.named_parameters():
             param.requires_grad_(layer_of(name) in keep)

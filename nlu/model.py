@@ -13,13 +13,15 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from nlu import modeldir
 from nlu.alignment import IGNORE_INDEX, Tokenizer
+from nlu.columns import SoftSharedEncoder
 from nlu.labels import LabelIndex, SkillLabels
 from nlu.modeldir import ModelDirError, ModelFolder, ModelMeta
+from nlu.sharing import SENTENCE, Sharing, SharingError
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +156,9 @@ class JointOutput(ModelOutput):
     pooled: torch.Tensor | None = None
     # With labels: the unweighted losses (nlu.mtl.LossWeighting turns them into one loss).
     losses: TaskLosses | None = None
+    # With labels under sluice sharing: the weighted subspace orthogonality penalty, added to
+    # the loss as it is (nlu/sharing.py).
+    penalty: torch.Tensor | None = None
 
 
 class JointModel(nn.Module):
@@ -165,11 +170,18 @@ class JointModel(nn.Module):
         pooling: str = "mean",
         dropout: float = 0.1,
         label_smoothing: float = 0.0,
+        sharing: Sharing | None = None,
     ) -> None:
         super().__init__()
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
-        self.encoder = encoder
+        # Hard sharing (None): one encoder under every head. Soft: columns of it (nlu/sharing.py).
+        self.sharing = sharing
+        self.encoder: nn.Module = (
+            encoder if sharing is None else SoftSharedEncoder(encoder, sharing)
+        )
+        # A training-time setting, like label smoothing: the sluice penalty's weight.
+        self.orthogonality_weight = 0.0
         self.index = LabelIndex.of(skills)
         self.pooling = pooling
         self.dropout_rate = dropout
@@ -212,10 +224,17 @@ class JointModel(nn.Module):
         intent_labels: torch.Tensor | None = None,
         slot_labels: torch.Tensor | None = None,
     ) -> JointOutput:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        sentence = self.pool(hidden, attention_mask)
-        pooled = self.dropout(sentence)
-        router_logits, intent_logits, slot_logits = self.heads(pooled, self.dropout(hidden))
+        if self.sharing is None:
+            hidden = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask
+            ).last_hidden_state
+            sentence = self.pool(hidden, attention_mask)
+            pooled = self.dropout(sentence)
+            router_logits, intent_logits, slot_logits = self.heads(pooled, self.dropout(hidden))
+        else:
+            sentence, router_logits, intent_logits, slot_logits, penalty = self._soft_heads(
+                input_ids, attention_mask
+            )
         out = JointOutput(
             router_logits=router_logits,
             intent_logits=intent_logits,
@@ -224,6 +243,8 @@ class JointModel(nn.Module):
         )
         if skill_ids is None:
             return out
+        if self.sharing is not None and self.training and self.orthogonality_weight > 0:
+            out.penalty = self.orthogonality_weight * penalty
         if intent_labels is None or slot_labels is None:
             raise ValueError("training needs skill_ids, intent_labels and slot_labels together")
         out.losses = task_losses(
@@ -238,6 +259,55 @@ class JointModel(nn.Module):
             label_smoothing=self.label_smoothing,
         )
         return out
+
+    @property
+    def encoder_config(self) -> PretrainedConfig:
+        """The (one column's) transformers config."""
+        config: PretrainedConfig = self.encoder.config  # type: ignore[assignment]
+        return config
+
+    @property
+    def hard_encoder(self) -> PreTrainedModel:
+        """The one encoder of a hard-shared model."""
+        if not isinstance(self.encoder, PreTrainedModel):
+            raise SharingError(
+                f"this model shares its encoder softly ({self.sharing.mode if self.sharing else ''}"
+                "); this needs a hard-shared model (sharing=hard)"
+            )
+        return self.encoder
+
+    @property
+    def soft_encoder(self) -> SoftSharedEncoder:
+        if not isinstance(self.encoder, SoftSharedEncoder):
+            raise SharingError("this model shares its encoder hard (one column)")
+        return self.encoder
+
+    def _soft_heads(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(router input, router, all intents, all tags logits, sluice penalty) from the
+        columns: each skill's heads read their own column; the router reads the sentence
+        column, or with skill groups the mean of all columns (it must tell every skill apart)."""
+        assert self.sharing is not None
+        states, penalty = self.soft_encoder(input_ids, attention_mask)
+        pooled = [self.pool(h, attention_mask) for h in states]
+        sentence = pooled[SENTENCE] if self.sharing.by_task else torch.stack(pooled).mean(0)
+        names = list(self.intent_heads)
+        intent_logits = torch.cat(
+            [
+                self.intent_heads[name](self.dropout(pooled[self.sharing.sentence_column(name)]))
+                for name in names
+            ],
+            dim=-1,
+        )
+        slot_logits = torch.cat(
+            [
+                self.slot_heads[name](self.dropout(states[self.sharing.token_column(name)]))
+                for name in names
+            ],
+            dim=-1,
+        )
+        return sentence, self.router(self.dropout(sentence)), intent_logits, slot_logits, penalty
 
     def task_names(self) -> list[str]:
         """Every task the loss weighting can see, in a fixed order."""
@@ -254,6 +324,7 @@ class JointModel(nn.Module):
             pooling=self.pooling,
             dropout=self.dropout_rate,
             max_length=max_length,
+            sharing=self.sharing,
         )
 
     def to_folder(
@@ -262,7 +333,7 @@ class JointModel(nn.Module):
         return ModelFolder(
             meta=self.meta(max_length),
             tokenizer=tokenizer,
-            encoder_config=self.encoder.config.to_diff_dict(),
+            encoder_config=self.encoder_config.to_diff_dict(),
             weights=dict(self.state_dict()),
             training_config=training_config,
         )
@@ -286,6 +357,7 @@ class JointModel(nn.Module):
             skills=folder.meta.skills,
             pooling=folder.meta.pooling,
             dropout=folder.meta.dropout,
+            sharing=folder.meta.sharing,
         )
         try:
             model.load_state_dict(folder.weights, strict=True)
@@ -354,10 +426,19 @@ def check_encoder(encoder: str) -> str:
 
 
 def build_model(
-    *, encoder: str, skills: Sequence[SkillLabels], pooling: str, dropout: float
+    *,
+    encoder: str,
+    skills: Sequence[SkillLabels],
+    pooling: str,
+    dropout: float,
+    sharing: Sharing | None = None,
 ) -> tuple[JointModel, Tokenizer]:
-    """A new joint model on a pretrained encoder (a name, `default`/`mpnet`, or a path)."""
+    """A new joint model on a pretrained encoder (a name, `default`/`mpnet`, or a path); with
+    soft `sharing`, every column starts from the same pretrained weights."""
     path = resolve_encoder(encoder)
     tokenizer = AutoTokenizer.from_pretrained(path)
     backbone = _without_pooler(AutoModel.from_pretrained(path))
-    return JointModel(encoder=backbone, skills=skills, pooling=pooling, dropout=dropout), tokenizer
+    model = JointModel(
+        encoder=backbone, skills=skills, pooling=pooling, dropout=dropout, sharing=sharing
+    )
+    return model, tokenizer

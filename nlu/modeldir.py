@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from nlu.labels import SkillLabels
 from nlu.ood import OutOfScope
+from nlu.sharing import Sharing
 
 if TYPE_CHECKING:
     import torch
@@ -82,6 +83,8 @@ class ModelMeta:
     pooling: str
     dropout: float
     max_length: int
+    # Soft parameter sharing (nlu/sharing.py); None: hard sharing, one encoder.
+    sharing: Sharing | None = None
 
     def to_json(self) -> str:
         return (
@@ -91,6 +94,7 @@ class ModelMeta:
                     "pooling": self.pooling,
                     "dropout": self.dropout,
                     "max_length": self.max_length,
+                    **({"sharing": self.sharing.to_dict()} if self.sharing else {}),
                     "skills": [s.to_dict() for s in self.skills],
                 },
                 indent=2,
@@ -111,6 +115,7 @@ class ModelMeta:
             pooling=row["pooling"],
             dropout=float(row["dropout"]),
             max_length=int(row["max_length"]),
+            sharing=Sharing.from_dict(row["sharing"]) if row.get("sharing") else None,
         )
 
 

@@ -50,11 +50,13 @@ from nlu.model import JointModel, JointOutput, build_model, check_encoder, layer
 from nlu.mtl import LossWeighting, SkillSampler
 from nlu.predict import parse_batch, torch_forward
 from nlu.schema import Example
+from nlu.sharing import SharingError, sharing_for
 
 # Logs once, from the main process, however many processes `accelerate launch` starts.
 logger = get_logger(__name__)
 
 TRAINER_STATE = "trainer_state.json"
+MIXING_PARAMETERS = ("encoder.mixing", "encoder.layer_mixing")
 
 # (model output, the batch's soft_* tensors, the weighted hard loss) -> the loss to minimise.
 DistillLoss = Callable[[JointOutput, Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]
@@ -147,13 +149,24 @@ class ModelSetup:
 
 
 def setup_model(
-    model_cfg: ModelConfig, finetune: FinetuneConfig, data: TrainData, *, label_smoothing: float
+    model_cfg: ModelConfig,
+    finetune: FinetuneConfig,
+    data: TrainData,
+    *,
+    label_smoothing: float,
+    orthogonality_weight: float = 0.0,
 ) -> ModelSetup:
     """A new joint model on the encoder, or (finetune.init_from) a saved one prepared for its
     fine-tuning mode."""
     if finetune.init_from:
         model, folder = JointModel.load(finetune.init_from)
         check_labels(model, data.labels, finetune.init_from)
+        if model.sharing is not None and finetune.finetune in ("lora", "lora_merged"):
+            raise ConfigError(
+                f"finetune={finetune.finetune}: {finetune.init_from} shares its encoder softly "
+                f"({model.sharing.mode}); LoRA adapters need one encoder. Use finetune=full, "
+                "top_layers or heads"
+            )
         data_skills = sorted({e.skill for e in data.train if e.skill is not None})
         train_router = len(data_skills) > 1
         if not train_router:
@@ -169,11 +182,21 @@ def setup_model(
         )
         tokenizer, max_length = folder.tokenizer, model_cfg.max_length
     else:
+        try:
+            sharing = sharing_for(
+                model_cfg.sharing,
+                model_cfg.sharing_groups,
+                model_cfg.subspaces,
+                [s.name for s in data.labels],
+            )
+        except SharingError as err:
+            raise ConfigError(str(err)) from None
         model, tokenizer = build_model(
             encoder=model_cfg.encoder,
             skills=data.labels,
             pooling=model_cfg.pooling,
             dropout=model_cfg.dropout,
+            sharing=sharing,
         )
         train_router, max_length = True, model_cfg.max_length
 
@@ -186,6 +209,7 @@ def setup_model(
 
     check_tokenizer(tokenizer)
     model.label_smoothing = label_smoothing
+    model.orthogonality_weight = orthogonality_weight
     model.train()
     return ModelSetup(model, tokenizer, max_length, save, train_router)
 
@@ -249,18 +273,24 @@ def param_groups(
     head_learning_rate: float,
     weight_decay: float,
     layer_lr_decay: float = 1.0,
+    mixing_learning_rate: float | None = None,
 ) -> list[dict[str, Any]]:
     """Encoder and heads get their own learning rates; no decay on biases and LayerNorm.
 
     With layer_lr_decay < 1 the encoder's top layer learns at `learning_rate` and each layer
     below at `layer_lr_decay` times the one above (embeddings lowest), so the general features
     of lower layers move least. LoRA adapter weights are new parameters (B starts at zero), so
-    they learn at the heads' rate, not the pretrained encoder's.
+    they learn at the heads' rate, not the pretrained encoder's. Soft sharing's mixing weights
+    learn at `mixing_learning_rate` (default: the heads' rate), without weight decay.
     """
-    layers = int(getattr(model.encoder.config, "num_hidden_layers", 0))
+    layers = int(getattr(model.encoder_config, "num_hidden_layers", 0))
     groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
+            continue
+        if name in MIXING_PARAMETERS:
+            lr = head_learning_rate if mixing_learning_rate is None else mixing_learning_rate
+            groups.setdefault((lr, True), []).append(param)
             continue
         if name.startswith("encoder.") and ".lora_" not in name:
             depth = encoder_depth(name, layers)
@@ -291,6 +321,7 @@ def setup_optimizer(
         head_learning_rate=cfg.head_learning_rate,
         weight_decay=cfg.weight_decay,
         layer_lr_decay=cfg.layer_lr_decay,
+        mixing_learning_rate=cfg.mixing_learning_rate,
     )
     if weighting.log_vars.requires_grad:  # learned task weights (uncertainty)
         groups.append(
@@ -403,6 +434,8 @@ def fit(
                 loss = combine(output.losses)
                 if distill is not None:
                     loss = distill(output, soft, loss)
+                if output.penalty is not None:  # sluice sharing's orthogonality penalty
+                    loss = loss + output.penalty
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and optim.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
@@ -615,7 +648,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     logger.info("%d process(es), %s", accelerator.num_processes, accelerator.device)
 
     data = load_data(cfg.data, seed=cfg.seed)
-    setup = setup_model(cfg.model, cfg.finetune, data, label_smoothing=cfg.optim.label_smoothing)
+    setup = setup_model(
+        cfg.model,
+        cfg.finetune,
+        data,
+        label_smoothing=cfg.optim.label_smoothing,
+        orthogonality_weight=cfg.mtl.orthogonality_weight,
+    )
     loader, sampler = setup_batches(
         data.train,
         setup,
