@@ -623,17 +623,19 @@ def distill(cfg: DistillConfig) -> TrainResult:
     from accelerate.utils import set_seed
 
     from nlu.calibrate import fit_out_of_scope
-    from nlu.data.loaders import TrainData, load_train_dev, random_split
+    from nlu.data.loaders import TrainData, load_split, load_train_dev, random_split
+    from nlu.model import check_encoder
     from nlu.mtl import LossWeighting
     from nlu.train import fit, setup_batches, setup_model, setup_optimizer, setup_run
+
+    def load_dev(source: str) -> list[Example]:
+        return load_split(source, "dev", seed=student.seed).examples
 
     student = cfg.student
     if student.finetune.init_from:
         raise ConfigError("distillation trains a new student; init_from is not supported here")
     resolved = dump_distill_config(cfg)
     run = setup_run(student.output)
-    from nlu.model import check_encoder
-
     check_encoder(student.model.encoder)
     teachers = [open_teacher(t) for t in cfg.teachers]
     maps = {t.name: label_map(t) for t in teachers}
@@ -661,16 +663,11 @@ def distill(cfg: DistillConfig) -> TrainResult:
     with accelerator.main_process_first():
         transfer = label_transfer(cfg, teachers, maps, index, setup.tokenizer, setup.max_length)
     targets = transfer.targets
-    dev: list[Example] = []
-    if student.data.dev_data or (gold and gold.dev):
-        dev = list(gold.dev) if gold else []
-        if not gold:
-            dev = load_train_dev(
-                dataclasses.replace(student.data, data=student.data.dev_data), seed=student.seed
-            ).dev
-    else:
+    # Labelled dev data selects the epoch: the gold data's own dev split or dev_data.
+    dev = list(gold.dev) if gold else [e for s in student.data.dev_data for e in load_dev(s)]
+    if not dev:
         kept, held = random_split(targets, student.data.dev_fraction, student.seed)
-        targets, dev = kept, [t.example for t in held if t.example.in_scope]
+        targets, dev = kept, [t.example for t in held]
         logger.info("dev: %d teacher-labelled texts held out (no labelled dev data)", len(dev))
     if gold:
         targets = with_gold(targets, gold.train, index, setup.tokenizer, setup.max_length)
