@@ -215,7 +215,7 @@ def http_benchmark(out: Path, model_dir: Path, kill_after: float) -> dict[str, A
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        client = [sys.executable, __file__, "--phase", "http-client", url, str(cache)]
+        client = [sys.executable, __file__, "http", "--phase", "http-client", url, str(cache)]
         started = time.perf_counter()
         first = subprocess.Popen(client, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         time.sleep(kill_after)
