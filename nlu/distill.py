@@ -320,19 +320,27 @@ def _normalised(weights: dict[str, float]) -> dict[str, float]:
     return {k: v / total for k, v in weights.items()} if total > 0 else {}
 
 
-def mapped_claims(answer: Answer, lmap: LabelMap) -> dict[str, float]:
-    """The teacher's claims per student skill; a skill whose top intent maps to null is not
-    claimed."""
+def mapped_claims(answer: Answer, lmap: LabelMap, teacher: str) -> dict[str, float]:
+    """The teacher's claims per student skill. Its intents belong to its top skill: when that
+    skill, or its top intent, is dropped (mapped to null), the teacher claims nothing."""
+    undeclared = sorted(set(answer.skills) - set(lmap.skills))
+    if undeclared:
+        raise TeacherError(
+            f"teacher {teacher} answered skill {undeclared[0]!r}, which it did not declare "
+            f"(it declared: {', '.join(sorted(lmap.skills))})"
+        )
+    top = answer.top_skill
+    if top is None or lmap.skills[top] is None:
+        return {}
+    if answer.intents:
+        best = max(answer.intents, key=answer.intents.__getitem__)
+        if lmap.intent(top, best, teacher) is None:
+            return {}
     claims: dict[str, float] = {}
     for skill, p in answer.skills.items():
-        target = lmap.skills.get(skill)
+        target = lmap.skills[skill]
         if target is not None and p > 0:
             claims[target] = max(claims.get(target, 0.0), p)
-    top = answer.top_skill
-    if top is not None and answer.intents and lmap.skills.get(top) is not None:
-        best = max(answer.intents, key=answer.intents.__getitem__)
-        if lmap.intents.get((top, best), best) is None:
-            claims.pop(lmap.skills[top] or "", None)
     return claims
 
 
@@ -347,7 +355,7 @@ def build_target(
     min_claim: float,
 ) -> Target:
     """The student's target for one text from the teachers asked about it."""
-    claims = {name: mapped_claims(a, maps[name]) for name, a in answers.items()}
+    claims = {name: mapped_claims(a, maps[name], name) for name, a in answers.items()}
     best: dict[str, tuple[float, str]] = {}
     for name, by_skill in claims.items():
         for claimed, p in by_skill.items():

@@ -579,3 +579,26 @@ def test_shared_texts_go_to_the_most_confident_claim_or_out_of_scope() -> None:
         "timer",
     )
     assert fallback.skills == {} and fallback.intents == {"set": 0.2}
+
+
+def test_a_dropped_top_skill_claims_nothing_and_an_undeclared_skill_is_an_error() -> None:
+    from nlu.distill import mapped_claims
+    from nlu.teachers import Answer
+
+    teacher = open_teacher(
+        TeacherConfig(
+            name="vendor",
+            kind="python",
+            function="json:loads",
+            labels={"timer": {"intents": ["set"]}, "shopping": {"intents": ["add"]}},
+            skills={"shopping": None},
+        )
+    )
+    lmap = label_map(teacher)
+    assert mapped_claims(Answer({"timer": 0.8, "shopping": 0.2}, {"set": 1.0}, []), lmap, "v") == {
+        "timer": 0.8
+    }
+    # Its intents are about shopping, which the student does not learn: no claim at all.
+    assert mapped_claims(Answer({"timer": 0.3, "shopping": 0.7}, {"add": 1.0}, []), lmap, "v") == {}
+    with pytest.raises(TeacherError, match="answered skill 'weather', which it did not declare"):
+        mapped_claims(Answer({"weather": 0.9}, {"set": 1.0}, []), lmap, "vendor")
