@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +16,37 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(
+    model_dir: Path, *options: str, timeout: float = 60.0
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`nlu serve MODEL --port P OPTIONS` in its own process, once /health answers; the caller
+    stops it. stdout and stderr are piped (a test may read them after it stops)."""
+    import httpx
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "nlu.cli", "serve", str(model_dir), "--port", str(port)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [*cmd, *options], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc, port
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    pytest.fail(f"the server ({' '.join(options) or 'defaults'}) did not start in {timeout:.0f} s")
 
 
 @pytest.fixture(scope="session")

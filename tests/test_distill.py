@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -14,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import torch
 
@@ -34,6 +30,7 @@ from nlu.model import JointOutput
 from nlu.predict import Parser
 from nlu.teachers import AnswerCache, TeacherConfig, TeacherError, ask_all, open_teacher
 from nlu.train import TrainResult
+from tests.conftest import start_server
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TIMER = FIXTURES / "timer.jsonl"
@@ -394,26 +391,8 @@ def test_an_nlu_server_teaches_what_its_model_parses(
 ) -> None:
     """`nlu serve` in its own process as an http teacher: labels from GET /skills, answers
     equal to parsing with the model itself."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    cmd = [sys.executable, "-m", "nlu.cli", "serve", str(trained.model_dir), "--port", str(port)]
-    proc = subprocess.Popen(
-        cmd,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, port = start_server(trained.model_dir)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("server did not start")
         teacher = open_teacher(
             TeacherConfig(name="served", kind="http", url=f"http://127.0.0.1:{port}")
         )

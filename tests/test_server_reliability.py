@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +19,7 @@ from hypothesis import strategies as st
 from nlu.predict import Parser
 from nlu.serve.app import create_app
 from nlu.train import TrainResult
+from tests.conftest import start_server
 
 
 @pytest.fixture(scope="module")
@@ -82,38 +79,9 @@ def test_fuzzed_bytes_never_cause_a_server_error(client: TestClient, raw: bytes)
     assert 400 <= r.status_code < 500 or r.status_code == 200, r.text
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(model_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "nlu.cli",
-        "serve",
-        str(model_dir),
-        "--port",
-        str(port),
-        "--max-wait-ms",
-        "5",
-    ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("server did not start")
+    proc, port = start_server(model_dir, "--max-wait-ms", "5")
     yield proc, port
     if proc.poll() is None:
         proc.kill()

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from nlu.result import ParseOptions
 from nlu.serve.batching import InferenceFailed, MicroBatcher
 from nlu.serve.settings import ServeSettings
 from nlu.train import TrainResult
+from tests.conftest import start_server
 
 
 class FlakyParser:
@@ -64,30 +59,11 @@ def test_only_the_request_that_breaks_a_batch_gets_an_error() -> None:
     assert after == ["LATER", "TOO"]  # and serving goes on
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_two_worker_processes_serve_the_same_answers(trained: TrainResult) -> None:
     from nlu.predict import Parser
 
-    port = free_port()
-    cmd = [sys.executable, "-m", "nlu.cli", "serve", str(trained.model_dir)]
-    cmd += ["--port", str(port), "--workers", "2", "--threads", "1"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc, port = start_server(trained.model_dir, "--workers", "2", "--threads", "1", timeout=90)
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("the two-worker server did not start")
         texts = [f"turn on the {room} lights" for room in ("kitchen", "hall", "bedroom")] * 4
         expected = [r.to_dict() for r in Parser.from_pretrained(trained.model_dir).parse(texts)]
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
