@@ -581,3 +581,20 @@ def test_a_dropped_top_skill_claims_nothing_and_an_undeclared_skill_is_an_error(
     assert mapped_claims(Answer({"timer": 0.3, "shopping": 0.7}, {"add": 1.0}, []), lmap, "v") == {}
     with pytest.raises(TeacherError, match="answered skill 'weather', which it did not declare"):
         mapped_claims(Answer({"weather": 0.9}, {"set": 1.0}, []), lmap, "vendor")
+
+
+def test_the_cli_reports_a_bad_teacher_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nlu.cli import main
+
+    config = tmp_path / "distill.yaml"
+    config.write_text(
+        "teachers:\n"
+        "  - {name: vendor, kind: rasa, url: 'http://127.0.0.1:9', skill: timer}\n"
+        f"output_dir: {tmp_path / 'run'}\n"
+    )
+    assert main(["distill", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "nlu distill: error: teacher vendor (rasa): declare the labels" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
