@@ -568,6 +568,8 @@ class Transfer:
 
     targets: list[Target]
     counts: dict[str, int]
+    # The student's tokenization of every transfer text (batches need its word positions).
+    encodings: dict[str, Encoding]
 
 
 def label_transfer(
@@ -623,7 +625,7 @@ def label_transfer(
                 continue
         targets.append(target)
     logger.info("transfer set: %s", counts)
-    return Transfer(targets, counts)
+    return Transfer(targets, counts, dict(zip(texts, encodings, strict=True)))
 
 
 def distill(cfg: DistillConfig) -> TrainResult:
@@ -680,8 +682,11 @@ def distill(cfg: DistillConfig) -> TrainResult:
     if gold:
         targets = with_gold(targets, gold.train, index, setup.tokenizer, setup.max_length)
     examples = [t.example for t in targets]
-    encodings = encode(setup.tokenizer, [e.text for e in examples], setup.max_length)
-    soft = SoftTargets(targets, encodings, index)
+    known = transfer.encodings  # gold-only texts are the ones not tokenized yet
+    new = list(dict.fromkeys(e.text for e in examples if e.text not in known))
+    if new:
+        known.update(zip(new, encode(setup.tokenizer, new, setup.max_length), strict=True))
+    soft = SoftTargets(targets, [known[e.text] for e in examples], index)
 
     loader, sampler = setup_batches(
         examples,
