@@ -2,6 +2,7 @@
 and labelling a transfer set through an HTTP teacher.
 
     python benchmarks/fusion.py fusion            # experts -> one fused student
+    python benchmarks/fusion.py fusion --student-epochs 4 --alpha 0.5
     python benchmarks/fusion.py compression --teacher runs/teachers/snips_mpnet
     python benchmarks/fusion.py http              # SNIPS transfer set through `nlu serve`
 
@@ -48,7 +49,13 @@ import joint_vs_separate as jvs
 SNIPS = "../shared/data/snips"
 
 
-def fused_config(out: Path, epochs: int, seed: int, alpha: float) -> Path:
+def student_tag(args: argparse.Namespace) -> str:
+    """Names the fused student's run, phases and results when it leaves the shared budget."""
+    epochs = args.student_epochs or args.epochs
+    return "" if (epochs, args.alpha) == (args.epochs, 0.5) else f"-e{epochs}-a{args.alpha}"
+
+
+def fused_config(out: Path, tag: str, epochs: int, seed: int, alpha: float) -> Path:
     """The distillation config of the fused student, written where the user can read it."""
     import yaml
 
@@ -79,10 +86,14 @@ def fused_config(out: Path, epochs: int, seed: int, alpha: float) -> Path:
         "max_length": jvs.MAX_LENGTH,
         "sampling": "proportional",  # as the joint run
         "oos_method": "none",
-        "output_dir": str(out / "fused"),
-        "overwrite": True,
+        "output_dir": str(out / f"fused{tag}"),
     }
-    path = out / "fused.yaml"
+    # A killed run goes on from its last epoch checkpoint instead of starting again.
+    if (out / f"fused{tag}" / "checkpoints").is_dir():
+        config["resume"] = "latest"
+    else:
+        config["overwrite"] = True
+    path = out / f"fused{tag}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -252,6 +263,8 @@ def phase(argv: list[str], args: argparse.Namespace) -> dict[str, Any]:
     print(f"-- {' '.join(argv)}", flush=True)
     cmd = [sys.executable, __file__, args.what, "--out", args.out, "--epochs", str(args.epochs)]
     cmd += ["--seed", str(args.seed), "--alpha", str(args.alpha)]
+    if args.student_epochs:
+        cmd += ["--student-epochs", str(args.student_epochs)]
     if args.teacher:
         cmd += ["--teacher", args.teacher]
     cmd += ["--phase", *argv]
@@ -266,13 +279,15 @@ def run_phase(args: argparse.Namespace) -> None:
         print(json.dumps(label_over_http(rest[0], Path(rest[1]))))
         return
     result: dict[str, Any]
-    if what == "distill-fused":
-        result = run_distill(fused_config(out, args.epochs, args.seed, args.alpha))
-    elif what == "test-fused":
-        result = {"test": test_scores(out / "fused" / "model", jvs.DATASETS)}
-    elif what == "serve-fused":
+    tag = student_tag(args)
+    epochs = args.student_epochs or args.epochs
+    if what == f"distill-fused{tag}":
+        result = run_distill(fused_config(out, tag, epochs, args.seed, args.alpha))
+    elif what == f"test-fused{tag}":
+        result = {"test": test_scores(out / f"fused{tag}" / "model", jvs.DATASETS)}
+    elif what == f"serve-fused{tag}":
         result = jvs.serve_measure(
-            system="joint", out=out, utterances=300, model_dir=out / "fused" / "model"
+            system="joint", out=out, utterances=300, model_dir=out / f"fused{tag}" / "model"
         )
     elif what == "distill-kd":
         config = compression_config(out, args.teacher, args.epochs, args.seed, args.alpha)
@@ -316,10 +331,14 @@ def fusion(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         for k in ("intent", "slots")
     ]
     experts = jvs.phase(["test-separate"], jargs) | jvs.phase(["serve", "separate"], jargs)
-    fused = phase(["distill-fused"], args)
-    fused |= phase(["test-fused"], args) | phase(["serve-fused"], args)
+    tag = student_tag(args)
+    fused = phase([f"distill-fused{tag}"], args)
+    fused |= phase([f"test-fused{tag}"], args) | phase([f"serve-fused{tag}"], args)
+    # Each expert pair sees its dataset 2 × epochs times; a student at 2 × epochs sees the
+    # union as often: the same number of training examples in all.
     lines = [
-        f"Budget: {args.epochs} epochs for every model, seed {args.seed}, batch 32, "
+        f"Budget: experts and joint {args.epochs} epochs, fused student "
+        f"{args.student_epochs or args.epochs} epochs; seed {args.seed}, batch 32, "
         f"all-MiniLM-L6-v2, alpha {args.alpha}, T 2, {os.cpu_count()} CPU cores.",
         "",
         *HEADER,
@@ -392,6 +411,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument(
+        "--student-epochs", type=int, help="fusion: the fused student's epochs (default --epochs)"
+    )
     ap.add_argument("--teacher", help="compression: the teacher's model folder")
     ap.add_argument("--kill-after", type=float, default=20.0, help="http: seconds before the kill")
     ap.add_argument("--out", default="runs/fusion")
@@ -402,7 +424,8 @@ def main() -> None:
         return
     table, payload = {"fusion": fusion, "compression": compression, "http": http}[args.what](args)
     print(table)
-    results = Path("benchmarks/results") / f"fusion_{args.what}"
+    tag = student_tag(args) if args.what == "fusion" else ""
+    results = Path("benchmarks/results") / f"fusion_{args.what}{tag}"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     results.with_suffix(".md").write_text(table + "\n")

@@ -374,6 +374,49 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def run_epoch(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    batches: DataLoader[dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    weighting: LossWeighting,
+    combine: Callable[[Any], torch.Tensor],
+    *,
+    max_grad_norm: float,
+    desc: str,
+    distill: DistillLoss | None = None,
+) -> tuple[float, int, float]:
+    """One pass over the prepared batches: (running loss, examples, seconds).
+
+    The step every recipe shares: `fit` runs it per epoch, a federated client per round.
+    `distill(output, soft, hard)` may replace the weighted loss (distillation, FedProx)."""
+    started, examples, running = time.perf_counter(), 0, 0.0
+    bar = tqdm(batches, desc=desc, disable=not accelerator.is_local_main_process)
+    for step, batch in enumerate(bar):
+        with accelerator.accumulate(model):
+            soft = {k: batch.pop(k) for k in [k for k in batch if k.startswith("soft_")]}
+            output = model(**batch)
+            loss = combine(output.losses)
+            if distill is not None:
+                loss = distill(output, soft, loss)
+            if output.penalty is not None:  # sluice sharing's orthogonality penalty
+                loss = loss + output.penalty
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            if accelerator.sync_gradients:
+                weighting.step()
+        examples += len(batch["input_ids"]) * accelerator.num_processes
+        running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
+        elapsed = time.perf_counter() - started
+        bar.set_postfix(loss=f"{running:.3f}", ex_s=f"{examples / max(elapsed, 1e-9):.0f}")
+    return running, examples, time.perf_counter() - started
+
+
 def fit(
     accelerator: Accelerator,
     setup: ModelSetup,
@@ -418,39 +461,21 @@ def fit(
     train_seconds = sum(h["seconds"] for h in history)
     seen = sum(h["examples"] for h in history)
     for epoch in range(progress.epoch + 1, optim.epochs):
-        started, epoch_examples, running = time.perf_counter(), 0, 0.0
         # Through the prepared loader: Accelerate keeps its own epoch counter and hands it to
         # the sampler, so a resumed run draws the order of this epoch, not of epoch 0.
         batches.set_epoch(epoch)
-        bar = tqdm(
+        running, epoch_examples, epoch_seconds = run_epoch(
+            accelerator,
+            model,
             batches,
+            optimizer,
+            scheduler,
+            weighting,
+            combine,
+            max_grad_norm=optim.max_grad_norm,
             desc=f"epoch {epoch + 1}/{optim.epochs}",
-            disable=not accelerator.is_local_main_process,
+            distill=distill,
         )
-        for step, batch in enumerate(bar):
-            with accelerator.accumulate(model):
-                soft = {k: batch.pop(k) for k in [k for k in batch if k.startswith("soft_")]}
-                output = model(**batch)
-                loss = combine(output.losses)
-                if distill is not None:
-                    loss = distill(output, soft, loss)
-                if output.penalty is not None:  # sluice sharing's orthogonality penalty
-                    loss = loss + output.penalty
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and optim.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-                if accelerator.sync_gradients:
-                    weighting.step()
-            epoch_examples += len(batch["input_ids"]) * accelerator.num_processes
-            running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
-            elapsed = time.perf_counter() - started
-            bar.set_postfix(
-                loss=f"{running:.3f}", ex_s=f"{epoch_examples / max(elapsed, 1e-9):.0f}"
-            )
-        epoch_seconds = time.perf_counter() - started
         train_seconds += epoch_seconds
         seen += epoch_examples
 
