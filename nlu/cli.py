@@ -49,6 +49,23 @@ def _distill(args: argparse.Namespace) -> None:
         _print({"model_dir": str(result.model_dir), **{k: getattr(result, k) for k in keys}})
 
 
+def _federated(args: argparse.Namespace) -> None:
+    from nlu.federated import federated, load_federated_config
+
+    result = federated(load_federated_config(args.config, args.overrides))
+    last = result.history[-1] if result.history else {}
+    _print(
+        {
+            "model_dir": str(result.model_dir),
+            "clients": len(result.clients),
+            "skills": len(result.labels),
+            "rounds": len(result.history),
+            "dev": last.get("dev"),
+            "seconds": result.seconds,
+        }
+    )
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from nlu.evaluate import evaluate, format_table
 
@@ -106,6 +123,7 @@ class ValidationFailed(Exception):
 USER_ERRORS = {
     "nlu.add_skill": ("AddSkillError",),
     "nlu.config": ("ConfigError",),
+    "nlu.federated": ("FederationError",),
     "nlu.finetune": ("FinetuneError",),
     "nlu.modeldir": ("ModelDirError",),
     "nlu.predict": ("OptionError", "UnknownSkillError"),
@@ -252,6 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=2 alpha=0.7")
     p.set_defaults(func=_distill)
+
+    p = sub.add_parser(
+        "federated",
+        help="train a joint model with Flower: clients keep their data (simulation here; "
+        "deployment: docs/federated.md)",
+    )
+    p.add_argument("config", help="YAML with federation keys and model keys (docs/federated.md)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=3 clients=4")
+    p.set_defaults(func=_federated)
 
     p = sub.add_parser("evaluate", help="score a model on a data split")
     p.add_argument("model", help="model directory written by `nlu train`")

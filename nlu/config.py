@@ -197,6 +197,15 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     return value
 
 
+def typed_value(cls: type, key: str, value: Any, *, source: str) -> Any:
+    """`value` checked and converted for field `key` of config dataclass `cls` (the rules of
+    the training keys, for recipes with keys of their own)."""
+    try:
+        return _coerce(key, value, typing.get_type_hints(cls)[key])
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
 def _flatten(values: dict[str, Any], source: str) -> dict[str, Any]:
     """Nested groups (`optim: {epochs: 4}`) and dotted keys (`optim.epochs`) -> flat keys."""
     flat: dict[str, Any] = {}

@@ -386,13 +386,14 @@ def run_epoch(
     max_grad_norm: float,
     desc: str,
     distill: DistillLoss | None = None,
+    progress: bool = True,
 ) -> tuple[float, int, float]:
     """One pass over the prepared batches: (running loss, examples, seconds).
 
     The step every recipe shares: `fit` runs it per epoch, a federated client per round.
     `distill(output, soft, hard)` may replace the weighted loss (distillation, FedProx)."""
     started, examples, running = time.perf_counter(), 0, 0.0
-    bar = tqdm(batches, desc=desc, disable=not accelerator.is_local_main_process)
+    bar = tqdm(batches, desc=desc, disable=not (progress and accelerator.is_local_main_process))
     for step, batch in enumerate(bar):
         with accelerator.accumulate(model):
             soft = {k: batch.pop(k) for k in [k for k in batch if k.startswith("soft_")]}

@@ -13,5 +13,5 @@ fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "$TORCH_SPEC"
-python -m pip install --quiet -e ".[dev]"
+python -m pip install --quiet -e ".[dev,federated]"
 python -c "import torch, transformers, nlu; print(f'nlu {nlu.__version__}: torch {torch.__version__}, transformers {transformers.__version__}')"

@@ -1,0 +1,289 @@
+"""Federated training on Flower (nlu.federated): partitions, the label check, per-owner
+averaging, the fitted router, and whole federations in Flower's simulation engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from nlu.config import ConfigError
+from nlu.data.loaders import load_train_dev
+from nlu.evaluate import score
+from nlu.federated import (
+    FederatedConfig,
+    FederationConfig,
+    FederationError,
+    average_by_owner,
+    count_key,
+    fit_router,
+    make_federated_config,
+    merge_labels,
+    partition,
+)
+from nlu.labels import SkillLabels
+from nlu.predict import Parser
+from nlu.schema import Example
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TIMER = FIXTURES / "timer.jsonl"
+
+
+def examples(n_per_intent: int = 40) -> list[Example]:
+    rows = []
+    for skill, intents in {"a": ["x", "y", "z"], "b": ["u", "v"], "c": ["w"]}.items():
+        for intent in intents:
+            rows += [
+                Example(text=f"{skill} {intent} {i}", skill=skill, intent=intent)
+                for i in range(n_per_intent)
+            ]
+    return rows
+
+
+# -- partitions ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["skill", "iid", "dirichlet"])
+def test_partitions_cover_every_example_once(mode: str) -> None:
+    data = examples()
+    fed = FederationConfig(partition=mode, dirichlet_alpha=0.5)  # type: ignore[arg-type]
+    clients = 3
+    parts = [partition(data, fed, clients, c, seed=0) for c in range(clients)]
+    texts = [e.text for p in parts for e in p]
+    assert sorted(texts) == sorted(e.text for e in data)  # each once, none lost
+    assert parts == [partition(data, fed, clients, c, seed=0) for c in range(clients)]
+    if mode == "skill":
+        assert [sorted({e.skill for e in p}) for p in parts] == [["a"], ["b"], ["c"]]
+    if mode == "iid":  # every intent spread evenly
+        for p in parts:
+            assert set(Counter(e.intent for e in p).values()) <= {13, 14}  # 40 / 3 each
+
+
+def test_dirichlet_shares_are_uneven_and_the_same_for_train_and_dev() -> None:
+    fed = FederationConfig(partition="dirichlet", dirichlet_alpha=0.1)
+    train, dev = examples(200), examples(50)
+    clients = 4
+    share_train = (
+        np.array(
+            [
+                [sum(e.intent == i for e in partition(train, fed, clients, c, 0)) for i in "xyzuvw"]
+                for c in range(clients)
+            ]
+        )
+        / 200
+    )
+    share_dev = (
+        np.array(
+            [
+                [sum(e.intent == i for e in partition(dev, fed, clients, c, 0)) for i in "xyzuvw"]
+                for c in range(clients)
+            ]
+        )
+        / 50
+    )
+    assert share_train.max() > 0.6  # alpha 0.1: most of an intent on one client
+    assert np.abs(share_train - share_dev).max() <= 0.05  # dev follows the client's shares
+
+
+# -- labels ----------------------------------------------------------------------------------------
+
+
+def skill(name: str, intents: list[str], slots: list[str] | None = None) -> SkillLabels:
+    return SkillLabels(name=name, intents=intents, slots=slots or [])
+
+
+def test_owners_of_one_skill_must_agree_on_its_labels() -> None:
+    reported = {
+        "client 0": [skill("alarm", ["set", "cancel"])],
+        "client 1": [skill("alarm", ["set", "snooze"])],
+    }
+    with pytest.raises(FederationError) as err:
+        merge_labels(reported, owned=True)
+    message = str(err.value)
+    assert "'alarm'" in message and "client 0" in message and "client 1" in message
+    assert "snooze" in message and "cancel" in message
+    # Shards of one data set may each miss a rare intent: their union is the label space.
+    merged = merge_labels(reported, owned=False)
+    assert [(s.name, s.intents) for s in merged] == [("alarm", ["cancel", "set", "snooze"])]
+
+
+def test_a_client_label_outside_a_fixed_label_space_is_named() -> None:
+    fixed = [skill("lights", ["on", "off"], ["room"])]
+    reported = {
+        "client 0": [skill("lights", ["on"], ["room"])],
+        "client 1": [skill("lights", ["on", "dim"]), skill("timer", ["set"])],
+    }
+    with pytest.raises(FederationError) as err:
+        merge_labels(reported, owned=True, fixed=fixed, fixed_from="base-model")
+    message = str(err.value)
+    assert "client 1: skill 'timer'" in message and "client 1: intent lights/dim" in message
+    assert "client 0" not in message
+
+
+# -- aggregation -----------------------------------------------------------------------------------
+
+
+def reply(arrays: dict[str, np.ndarray], metrics: dict[str, float]) -> Any:
+    from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+
+    return RecordDict(
+        {
+            "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+            "metrics": MetricRecord(metrics),  # type: ignore[arg-type]
+        }
+    )
+
+
+def test_heads_average_over_their_owners_and_the_encoder_over_everyone() -> None:
+    current = {
+        "encoder.w": np.zeros(2, np.float32),
+        "intent_heads.a.weight": np.zeros(2, np.float32),
+        "intent_heads.b.weight": np.zeros(2, np.float32),
+        "slot_heads.c.weight": np.full(2, 7.0, np.float32),
+    }
+    # Client 1 holds skill a (30 examples), client 2 skill b (10): each sends every array, the
+    # other skills' heads untouched.
+    one = reply(
+        {
+            **current,
+            "encoder.w": np.ones(2, np.float32),
+            "intent_heads.a.weight": np.full(2, 4.0, np.float32),
+        },
+        {"num-examples": 30.0, count_key("a"): 30.0, count_key("b"): 0.0, count_key("c"): 0.0},
+    )
+    two = reply(
+        {
+            **current,
+            "encoder.w": np.full(2, 3.0, np.float32),
+            "intent_heads.b.weight": np.full(2, 8.0, np.float32),
+        },
+        {"num-examples": 10.0, count_key("a"): 0.0, count_key("b"): 10.0, count_key("c"): 0.0},
+    )
+    out = average_by_owner([one, two], current)
+    assert np.allclose(out["encoder.w"], (30 * 1 + 10 * 3) / 40)
+    assert np.allclose(out["intent_heads.a.weight"], 4.0)  # not diluted by client 2's zeros
+    assert np.allclose(out["intent_heads.b.weight"], 8.0)
+    assert np.allclose(out["slot_heads.c.weight"], 7.0)  # nobody holds c: unchanged
+    assert out["encoder.w"].dtype == np.float32
+
+
+def test_the_fitted_router_is_additive_over_clients_and_separates_skills() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 3
+    x = np.concatenate([c + rng.normal(size=(100, 8)) for c in centres])
+    y = np.repeat(np.arange(3), 100)
+
+    def stats(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sums = np.zeros((3, 8))
+        np.add.at(sums, y[rows], x[rows])
+        return sums, np.bincount(y[rows], minlength=3).astype(float), x[rows].T @ x[rows]
+
+    # Three clients, one skill each: their summed statistics give the router the pooled data
+    # would give.
+    parts = [stats(np.flatnonzero(y == k)) for k in range(3)]
+    summed = [np.sum([p[i] for p in parts], axis=0) for i in range(3)]
+    w_fed, b_fed = fit_router(*summed)
+    w_all, b_all = fit_router(*stats(np.arange(300)))
+    assert np.allclose(w_fed, w_all) and np.allclose(b_fed, b_all)
+    accuracy = float(((x @ w_fed.T + b_fed).argmax(1) == y).mean())
+    assert accuracy > 0.97
+    # A skill no client holds is never chosen.
+    sums, counts, outer = summed
+    counts[2], sums[2] = 0, 0
+    _, bias = fit_router(sums, counts, outer - x[y == 2].T @ x[y == 2])
+    assert bias[2] < -1e3
+
+
+# -- config ----------------------------------------------------------------------------------------
+
+
+def test_federation_keys_are_checked(tmp_path: Path) -> None:
+    cfg = make_federated_config({"rounds": 2, "partition": "iid", "clients": 3}, source="t")
+    assert isinstance(cfg, FederatedConfig) and cfg.federation.clients == 3
+    with pytest.raises(ConfigError, match=r"unknown key federation\.round"):
+        make_federated_config({"federation": {"round": 2}}, source="t")
+    with pytest.raises(ConfigError, match="partition=iid needs clients"):
+        make_federated_config({"partition": "iid"}, source="t")
+    with pytest.raises(ConfigError, match="strategy="):
+        make_federated_config({"strategy": "fedsgd"}, source="t")
+    with pytest.raises(ConfigError, match="unknown key 'epoch'"):
+        make_federated_config({"epoch": 2}, source="t")
+    config = tmp_path / "fed.yaml"
+    config.write_text("rounds: 0\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "nlu.cli", "federated", str(config)], capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "rounds=0 (at least 1)" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+# -- whole federations (Flower's simulation engine) ------------------------------------------------
+
+
+def fed_config(tiny_encoder: str, out: Path, **changes: Any) -> FederatedConfig:
+    values = {
+        "data": [str(FIXTURES / "skills"), str(TIMER)],
+        "encoder": tiny_encoder,
+        "samples_per_template": 10,
+        "dev_fraction": 0.2,
+        "batch_size": 8,
+        "learning_rate": 1e-3,
+        "head_learning_rate": 3e-3,
+        "oos_method": "none",
+        "seed": 0,
+        "output_dir": str(out),
+        "rounds": 4,
+        "local_epochs": 3,
+        **changes,
+    }
+    return make_federated_config(values, source="test")
+
+
+def test_skill_owners_federate_a_model_that_improves_and_serves(
+    tiny_encoder: str, tmp_path: Path
+) -> None:
+    from nlu.federated import federated
+
+    cfg = fed_config(tiny_encoder, tmp_path / "run")
+    result = federated(cfg)
+    rounds = result.history
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4]
+    assert sorted(result.clients) == ["client 0", "client 1"]
+    assert [c["skills"] for c in result.clients.values()] in (
+        [["lights"], ["timer"]],
+        [["timer"], ["lights"]],
+    )
+    first, last = rounds[0]["dev"], rounds[-1]["dev"]
+    # One skill per client, yet the fitted router tells them apart.
+    assert last["router_accuracy"] >= 95.0
+    assert last["exact_match"] > first["exact_match"] + 10
+    assert last["intent_accuracy"] >= 80.0
+    assert all(r["bytes_up"] > 0 and r["bytes_down"] > 0 and not r["failures"] for r in rounds)
+    # The saved model is an ordinary model folder, and it is the model the clients scored last:
+    # the clients' dev parts together are the data's dev split.
+    data = load_train_dev(cfg.student.data, seed=cfg.student.seed)
+    assert len(data.dev) == sum(c["dev"] for c in result.clients.values())
+    parser = Parser.from_pretrained(result.model_dir)
+    overall = score(data.dev, parser.parse([e.text for e in data.dev]), tokenizer=parser.tokenizer)
+    for key in ("intent_accuracy", "exact_match", "router_accuracy"):
+        assert overall["overall"][key] == pytest.approx(last[key], abs=0.011)
+    saved = json.loads((tmp_path / "run" / "federated.json").read_text())
+    assert len(saved["rounds"]) == 4 and (tmp_path / "run" / "federated.png").is_file()
+
+
+def test_a_client_skill_outside_the_base_model_stops_before_round_one(
+    tiny_encoder: str, trained: Any, tmp_path: Path
+) -> None:
+    from nlu.federated import federated
+
+    # The base model knows only "lights"; the timer owner's skill is not in its label space.
+    cfg = fed_config(tiny_encoder, tmp_path / "run", init_from=str(trained.model_dir), rounds=1)
+    with pytest.raises(FederationError, match=r"client \d: skill 'timer' is not in the federation"):
+        federated(cfg)
+    assert not (tmp_path / "run" / "model").exists()
