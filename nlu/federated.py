@@ -1010,11 +1010,9 @@ def count_clients(cfg: FederatedConfig) -> int:
     return len(data.labels)
 
 
-def federated(cfg: FederatedConfig) -> FederatedResult:
-    """Train with Flower's simulation engine: every client on this machine, one after another
-    (or `client_cpus` apart), the server in this process."""
-    from flwr.simulation import run_simulation
-
+def prepare_output(cfg: FederatedConfig) -> FederatedConfig:
+    """The config with absolute paths (clients run in other processes, with other working
+    directories), its output folder checked and the resolved config written there."""
     from nlu.model import check_encoder
     from nlu.train import setup_run
 
@@ -1023,7 +1021,6 @@ def federated(cfg: FederatedConfig) -> FederatedResult:
     if run.resume_from:
         raise ConfigError("federated runs do not resume yet: start again without resume=")
     check_encoder(student.model.encoder)
-    # Clients run in other processes (Ray workers) with their own working directory.
     cfg = dataclasses.replace(
         cfg,
         student=dataclasses.replace(
@@ -1038,12 +1035,21 @@ def federated(cfg: FederatedConfig) -> FederatedResult:
             ),
         ),
     )
-    clients = count_clients(cfg)
-    if clients < 1:
-        raise FederationError("no clients: the data holds no skill")
     out = Path(cfg.student.output.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_federated_config(cfg))
+    return cfg
+
+
+def federated(cfg: FederatedConfig) -> FederatedResult:
+    """Train with Flower's simulation engine: every client on this machine, one after another
+    (or `client_cpus` apart), the server in this process."""
+    from flwr.simulation import run_simulation
+
+    cfg = prepare_output(cfg)
+    clients = count_clients(cfg)
+    if clients < 1:
+        raise FederationError("no clients: the data holds no skill")
     outcome: dict[str, Any] = {}
     cpus = cfg.federation.client_cpus or os.cpu_count() or 1
     backend = {

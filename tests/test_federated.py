@@ -287,3 +287,124 @@ def test_a_client_skill_outside_the_base_model_stops_before_round_one(
     with pytest.raises(FederationError, match=r"client \d: skill 'timer' is not in the federation"):
         federated(cfg)
     assert not (tmp_path / "run" / "model").exists()
+
+
+# -- deployment: SuperLink and SuperNodes as separate processes ------------------------------------
+
+
+def test_deployment_goes_on_when_a_supernode_is_killed_mid_run(
+    tiny_encoder: str, tmp_path: Path
+) -> None:
+    """The run-book of docs/federated.md on loopback: a SuperLink, three SuperNodes each with
+    its own data, `flwr run deploy/flower`; one SuperNode is killed after round 1 and the
+    federation finishes with the other two. Slow-ish (Flower starts a ClientApp process per
+    SuperNode and run; the SuperLink notices the dead node after two missed heartbeats)."""
+    import contextlib
+    import os
+    import signal
+    import time
+
+    import yaml
+
+    from tests.conftest import free_port
+
+    home = tmp_path / "flwr"
+    home.mkdir()
+    link = free_port()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "test"\n\n[superlink.test]\naddress = "127.0.0.1:{link}"\n'
+        "insecure = true\n"
+    )
+    env = {**os.environ, "FLWR_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    bin_dir = Path(sys.executable).parent
+    out = tmp_path / "run"
+    config = tmp_path / "federated.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "encoder": tiny_encoder,
+                "dev_fraction": 0.2,
+                "batch_size": 8,
+                "learning_rate": 1e-3,
+                "head_learning_rate": 3e-3,
+                "oos_method": "none",
+                "seed": 0,
+                "output_dir": str(out),
+                "rounds": 2,
+                "local_epochs": 3,
+                "round_timeout_s": 120,
+                "min_clients": 2,
+            }
+        )
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*cmd: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: the ClientApp dies with it
+        )
+        procs.append(proc)
+        return proc
+
+    try:
+        start(str(bin_dir / "flower-superlink"), "--insecure", "--port", str(link))
+        owners = {
+            "lights owner": FIXTURES / "skills",
+            "timer owner": TIMER,
+            "second timer owner": TIMER,  # the same skill definition: the labels agree
+        }
+        nodes = [
+            start(
+                str(bin_dir / "flower-supernode"),
+                "--insecure",
+                "--superlink",
+                f"127.0.0.1:{link}",
+                "--port",
+                str(free_port()),
+                "--node-config",
+                f"data='{path}' name='{name}'",
+            )
+            for name, path in owners.items()
+        ]
+        time.sleep(3)
+        run = subprocess.run(
+            [
+                str(bin_dir / "flwr"),
+                "run",
+                str(Path(__file__).parents[1] / "deploy" / "flower"),
+                "test",
+                "--run-config",
+                f"config='{config}' clients=3",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        history = out / "federated.json"
+        deadline = time.time() + 600
+        while time.time() < deadline and not (
+            history.is_file() and json.loads(history.read_text())["rounds"]
+        ):
+            time.sleep(0.5)
+        assert history.is_file(), "round 1 never finished"
+        os.killpg(nodes[2].pid, signal.SIGKILL)
+        while time.time() < deadline and not (out / "model").is_dir():
+            time.sleep(1)
+        assert (out / "model").is_dir(), "the federation did not finish without the killed node"
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    saved = json.loads(history.read_text())
+    rounds = saved["rounds"]
+    assert sorted(saved["clients"]) == sorted(owners)
+    assert [r["clients_trained"] for r in rounds] == [3, 2]
+    assert "Node Unavailable" in " ".join(rounds[1]["failures"])  # the lost client is named
+    assert rounds[-1]["dev"]["exact_match"] > rounds[0]["dev"]["exact_match"]
+    assert rounds[-1]["dev"]["router_accuracy"] >= 90.0

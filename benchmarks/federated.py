@@ -1,0 +1,191 @@
+"""Federated vs centralised training on MASSIVE en-US (issue 15), at equal passes over the data.
+
+    python benchmarks/federated.py [--rounds 3] [--local-epochs 1] [--limit N] [--runs a,b]
+
+Runs (each `nlu federated` in Flower's simulation engine, clients one after another):
+- central: `nlu train` with epochs = rounds · local_epochs (the reference);
+- owners: 18 clients, one per scenario (the skill-owner case), router fitted (`router: lda`);
+- owners-trained-router: the same with the naive router (every client trains it on its own
+  examples, FedAvg) - what the fitted router is measured against;
+- iid: 10 IID shards; dirichlet: 10 shards, each intent's shares from Dirichlet(0.5);
+- owners-fedprox: owners with FedProx (mu 0.01).
+Reported on the test split (selection: the last round; no test label is read before): intent
+accuracy, slot F1, exact match, router accuracy; rounds, bytes per round (down and up), wall
+time as a ratio to central (same machine, same session). `--limit` subsamples the train split
+(smoke runs; say so when reporting). Each run caches its JSON in OUT/<run>.json, so a killed
+benchmark resumes; curves per round: OUT/<run>/federated.png. Writes
+benchmarks/results/federated.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MASSIVE = "../shared/data/massive_en_us/en-US.jsonl"
+RUNS: dict[str, dict[str, Any]] = {
+    "central": {},
+    "owners": {"partition": "skill"},
+    "owners-trained-router": {"partition": "skill", "router": "trained"},
+    "iid": {"partition": "iid", "clients": 10},
+    "dirichlet": {"partition": "dirichlet", "clients": 10, "dirichlet_alpha": 0.5},
+    "owners-fedprox": {"partition": "skill", "strategy": "fedprox", "proximal_mu": 0.01},
+}
+KEYS = ("intent_accuracy", "slot_f1", "exact_match", "router_accuracy")
+
+
+def data_source(out: Path, limit: int | None, seed: int) -> str:
+    """MASSIVE itself, or (--limit) a folder with a subsample of its train split and its full
+    dev and test splits, under OUT (never in the repository)."""
+    if not limit:
+        return str(Path(MASSIVE).resolve())
+    from nlu.data.loaders import load_split, write_jsonl
+
+    folder = out / f"massive-limit-{limit}"
+    if not (folder / "test.jsonl").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        train = load_split(MASSIVE, "train").examples
+        write_jsonl(folder / "train.jsonl", random.Random(seed).sample(train, limit))
+        for split in ("dev", "test"):
+            write_jsonl(folder / f"{split}.jsonl", load_split(MASSIVE, split).examples)
+    return str(folder.resolve())
+
+
+def common(args: argparse.Namespace, source: str, output_dir: Path) -> dict[str, Any]:
+    return {
+        "data": [source],
+        "encoder": "default",
+        "batch_size": 32,
+        "learning_rate": 1e-4,
+        "head_learning_rate": 1e-3,
+        "max_length": 64,
+        "oos_method": "none",
+        "seed": args.seed,
+        "output_dir": str(output_dir),
+        "overwrite": True,
+    }
+
+
+def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from nlu.evaluate import evaluate
+
+    out = Path(args.out)
+    source = data_source(out, args.limit, args.seed)
+    output_dir = out / name
+    started = time.perf_counter()
+    result: dict[str, Any] = {"run": name}
+    if name == "central":
+        from nlu.config import make_config
+        from nlu.train import train
+
+        cfg = make_config(
+            {**common(args, source, output_dir), "epochs": args.rounds * args.local_epochs},
+            source=name,
+        )
+        trained = train(cfg)
+        model_dir = trained.model_dir
+        result["history"] = trained.history
+    else:
+        from nlu.federated import federated, make_federated_config
+
+        values = {
+            **common(args, source, output_dir),
+            "rounds": args.rounds,
+            "local_epochs": args.local_epochs,
+            **RUNS[name],
+        }
+        fed = federated(make_federated_config(values, source=name))
+        model_dir = fed.model_dir
+        rounds = fed.history
+        result |= {
+            "clients": len(fed.clients),
+            "rounds": rounds,
+            "bytes_down_per_round": sum(r["bytes_down"] for r in rounds) / len(rounds),
+            "bytes_up_per_round": sum(r["bytes_up"] for r in rounds) / len(rounds),
+            "router_seconds": sum(r["router_seconds"] for r in rounds),
+        }
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    test = evaluate(model_dir=model_dir, data=[source], split="test")["overall"]
+    result["test"] = {k: test[k] for k in KEYS}
+    return result
+
+
+def cached(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    path = Path(args.out) / f"{name}.json"
+    if not path.is_file():
+        print(f"-- {name}", flush=True)
+        cmd = [sys.executable, __file__, "--phase", name, "--out", args.out]
+        cmd += ["--rounds", str(args.rounds), "--local-epochs", str(args.local_epochs)]
+        cmd += ["--seed", str(args.seed)] + (["--limit", str(args.limit)] if args.limit else [])
+        subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return dict(json.loads(path.read_text()))
+
+
+def mb(n: float) -> str:
+    return f"{n / 2**20:,.0f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--local-epochs", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, help="subsample the train split (smoke runs)")
+    ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of runs")
+    ap.add_argument("--out", default="runs/federated_bench")
+    ap.add_argument("--phase", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    tag = f"r{args.rounds}-e{args.local_epochs}" + (f"-limit{args.limit}" if args.limit else "")
+    args.out = str(Path(args.out) / tag)
+    if args.phase:
+        result = run_one(args.phase, args)
+        path = Path(args.out) / f"{args.phase}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        return
+    names = [n for n in args.runs.split(",") if n]
+    unknown = sorted(set(names) - set(RUNS))
+    if unknown:
+        raise SystemExit(f"unknown runs {unknown}; choose from {', '.join(RUNS)}")
+    results = {name: cached(name, args) for name in names}
+    base = results.get("central")
+    lines = [
+        f"MASSIVE en-US{' (train limited to ' + str(args.limit) + ')' if args.limit else ''}, "
+        f"{args.rounds} rounds × {args.local_epochs} local epoch(s) = central "
+        f"{args.rounds * args.local_epochs} epochs; all-MiniLM-L6-v2, batch 32, lr 1e-4 / 1e-3, "
+        f"seed {args.seed}, {os.cpu_count()} CPU cores. Test split; model of the last round "
+        "(central: best dev epoch).",
+        "",
+        "| run | clients | intent acc | slot F1 | exact match | router acc | Δ EM vs central "
+        "| MB down / round | MB up / round | wall (× central) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        t = r["test"]
+        delta = f"{t['exact_match'] - base['test']['exact_match']:+.2f}" if base else ""
+        ratio = f"{r['wall_seconds'] / base['wall_seconds']:.2f}" if base else ""
+        lines.append(
+            f"| {name} | {r.get('clients', 1)} | {t['intent_accuracy']} | {t['slot_f1']} | "
+            f"{t['exact_match']} | {t['router_accuracy']} | {delta} | "
+            f"{mb(r.get('bytes_down_per_round', 0))} | {mb(r.get('bytes_up_per_round', 0))} | "
+            f"{r['wall_seconds']:.0f} s ({ratio}) |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    results_path = Path("benchmarks/results/federated")
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    results_path.with_suffix(".md").write_text(table + "\n")
+    print(f"wrote {results_path}.json and .md")
+
+
+if __name__ == "__main__":
+    main()
