@@ -50,7 +50,7 @@ if typing.TYPE_CHECKING:
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
     from flwr.serverapp import Grid, ServerApp
-    from flwr.serverapp.strategy import FedAvg
+    from flwr.serverapp.strategy import FedAvg, Strategy
 
     from nlu.model import JointModel
 
@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 Partition = Literal["skill", "iid", "dirichlet"]
 FedStrategy = Literal["fedavg", "fedprox", "fedadam"]
 RouterMode = Literal["lda", "trained"]
+Updates = Literal["full", "lora"]
+DpMode = Literal["none", "server", "client"]
 
 HISTORY_FILE = "federated.json"
 PLOT_FILE = "federated.png"
@@ -92,6 +94,15 @@ class FederationConfig:
     # How long the server waits for the expected clients to connect before round 1.
     connect_timeout_s: float = 300.0
     router: RouterMode = "lda"
+    # What clients train and send: the whole model ("full"), or a LoRA adapter on the frozen
+    # encoder plus the heads ("lora"; its rank: lora_rank), orders of magnitude fewer bytes.
+    updates: Updates = "full"
+    # Differential privacy through Flower's fixed-clipping wrappers: "server" clips each update
+    # at the server, "client" on the client (Flower's fixedclipping_mod); both add Gaussian
+    # noise to the average. No privacy accounting (epsilon) is done here.
+    dp: DpMode = "none"
+    dp_noise_multiplier: float = 0.1
+    dp_clipping_norm: float = 1.0
     # Simulation: CPUs per client (clients run one after another when it is all the CPUs).
     client_cpus: int = 0  # 0: all of this machine's
 
@@ -366,10 +377,17 @@ def sum_train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecor
     return MetricRecord({"num-examples": total, "loss": loss, "seconds_max": slowest})
 
 
-def make_strategy(fed: FederationConfig) -> FedAvg:
+def make_strategy(fed: FederationConfig, clients: int) -> Strategy:
     """Flower's strategy for `fed.strategy`, averaging each array over the clients that trained
-    it (`average_by_owner`) where Flower averages every array over every client."""
-    from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
+    it (`average_by_owner`) where Flower averages every array over every client; wrapped in
+    Flower's differential-privacy strategy when `dp` asks for it."""
+    from flwr.serverapp.strategy import (
+        DifferentialPrivacyClientSideFixedClipping,
+        DifferentialPrivacyServerSideFixedClipping,
+        FedAdam,
+        FedAvg,
+        FedProx,
+    )
 
     class OwnedFedAvg(FedAvg):
         current: dict[str, np.ndarray]
@@ -409,12 +427,33 @@ def make_strategy(fed: FederationConfig) -> FedAvg:
         "min_available_nodes": fed.min_clients,
         "train_metrics_aggr_fn": sum_train_metrics,
     }
+    strategy: FedAvg
     if fed.strategy == "fedprox":
-        return OwnedFedProx(proximal_mu=fed.proximal_mu, **common)
-    if fed.strategy == "fedadam":
+        strategy = OwnedFedProx(proximal_mu=fed.proximal_mu, **common)
+    elif fed.strategy == "fedadam":
         # Adam on the averaged update; eta_l is only reported (clients use their own rates).
-        return OwnedFedAdam(eta=fed.server_learning_rate, beta_1=0.9, beta_2=0.99, **common)
-    return OwnedFedAvg(**common)
+        strategy = OwnedFedAdam(eta=fed.server_learning_rate, beta_1=0.9, beta_2=0.99, **common)
+    else:
+        strategy = OwnedFedAvg(**common)
+    # Gaussian noise of std noise_multiplier · clipping_norm / clients on the averaged update,
+    # each client's update clipped to clipping_norm first: by the server, or by the client
+    # before it sends (`clip_when_asked`), so the server never sees an unclipped update.
+    wrapper = {
+        "server": DifferentialPrivacyServerSideFixedClipping,
+        "client": DifferentialPrivacyClientSideFixedClipping,
+    }.get(fed.dp)
+    if wrapper is None:
+        return strategy
+    return wrapper(strategy, fed.dp_noise_multiplier, fed.dp_clipping_norm, clients)
+
+
+def clip_when_asked(msg: Message, context: Context, call_next: Any) -> Message:
+    """Flower's client-side clipping mod, for runs whose server asks for it (`dp: client`):
+    the same ClientApp serves runs with and without it."""
+    from flwr.clientapp.mod import fixedclipping_mod
+
+    asked = any("clipping_norm" in c for c in msg.content.config_records.values())
+    return fixedclipping_mod(msg, context, call_next) if asked else call_next(msg, context)
 
 
 def nbytes(arrays: ArrayRecord) -> int:
@@ -522,7 +561,9 @@ def _state(job_text: str, context: Context) -> ClientState:
 
         datasets.disable_progress_bars()  # many clients share one log
         cfg = parse_federated_config(job_text, source="the server's job")
-        _STATES.clear()  # one federation at a time per process
+        # One federation at a time per process; in simulation one process serves many clients.
+        for old in [k for k in _STATES if k[0] != key[0]]:
+            del _STATES[old]
         _STATES[key] = ClientState(client_data(cfg, context.node_config))
     return _STATES[key]
 
@@ -543,16 +584,33 @@ def _model(state: ClientState, job: Job) -> JointModel:
                 pooling=cfg.model.pooling,
                 dropout=cfg.model.dropout,
             )
+        model = with_updates(model, job.config.federation, cfg.finetune.lora_rank)
         model.label_smoothing = cfg.optim.label_smoothing
         state.model, state.tokenizer, state.max_length = model, tokenizer, cfg.model.max_length
         state.skills = sorted({e.skill for e in state.data.train if e.skill is not None})
     return state.model
 
 
+HEAD_PREFIXES = ("router.", "intent_heads.", "slot_heads.")
+
+
 def shared_arrays(model: JointModel) -> dict[str, torch.Tensor]:
     """The arrays that travel: every floating-point tensor of the model (buffers of token ids
-    stay home)."""
-    return {k: v.detach() for k, v in model.state_dict().items() if v.is_floating_point()}
+    stay home); with LoRA updates only the adapters and the heads (the frozen encoder is the
+    same pretrained one on every machine)."""
+    state = {k: v.detach() for k, v in model.state_dict().items() if v.is_floating_point()}
+    if any(".lora_" in k for k in state):
+        state = {k: v for k, v in state.items() if ".lora_" in k or k.startswith(HEAD_PREFIXES)}
+    return state
+
+
+def with_updates(model: JointModel, fed: FederationConfig, rank: int) -> JointModel:
+    """`updates: lora`: a LoRA adapter on the frozen encoder (nlu.adapters, as fine-tuning)."""
+    if fed.updates == "lora":
+        from nlu import adapters
+
+        adapters.wrap_for_training(model, rank=rank)
+    return model
 
 
 def _load(model: JointModel, arrays: ArrayRecord) -> None:
@@ -768,7 +826,7 @@ def make_client_app() -> ClientApp:
     app = ClientApp()
     app.query("labels")(client_labels)
     app.query("stats")(client_stats)
-    app.train()(client_train)
+    app.train(mods=[clip_when_asked])(client_train)
     app.evaluate()(client_evaluate)
     return app
 
@@ -849,6 +907,7 @@ def run_server(
             pooling=student.model.pooling,
             dropout=student.model.dropout,
         )
+    model = with_updates(model, fed, student.finetune.lora_rank)
     clients = {
         name: {
             "train": int(number(row, "train")),
@@ -860,7 +919,7 @@ def run_server(
     logger.info("%d clients, %d skills: %s", len(clients), len(labels), clients)
     job = ConfigRecord({"job-config": text, "job-labels": labels_to_json(labels)})
     arrays = ArrayRecord(shared_arrays(model))
-    strategy = make_strategy(fed)
+    strategy = make_strategy(fed, len(nodes))
     history: list[dict[str, Any]] = []
     for round_ in range(1, fed.rounds + 1):
         t0 = time.perf_counter()
@@ -934,6 +993,10 @@ def run_server(
         write_history(output_dir, history, clients)
 
     _load(model, arrays)
+    if fed.updates == "lora":  # an ordinary model folder: the adapter merged into the encoder
+        from nlu import adapters
+
+        model = adapters.merged_copy(model)
     model.eval()
     folder = model.to_folder(
         tokenizer=tokenizer, max_length=student.model.max_length, training_config=text

@@ -408,3 +408,20 @@ def test_deployment_goes_on_when_a_supernode_is_killed_mid_run(
     assert "Node Unavailable" in " ".join(rounds[1]["failures"])  # the lost client is named
     assert rounds[-1]["dev"]["exact_match"] > rounds[0]["dev"]["exact_match"]
     assert rounds[-1]["dev"]["router_accuracy"] >= 90.0
+
+
+def test_lora_updates_send_only_adapters_and_heads(tiny_encoder: str) -> None:
+    from nlu.federated import shared_arrays, with_updates
+    from nlu.model import build_model
+
+    labels = [skill("lights", ["on", "off"], ["room"]), skill("timer", ["set"], ["length"])]
+    model, _ = build_model(encoder=tiny_encoder, skills=labels, pooling="mean", dropout=0.1)
+    full = shared_arrays(model)
+    assert any(k.startswith("encoder.") for k in full)
+    lora = shared_arrays(with_updates(model, FederationConfig(updates="lora"), rank=4))
+    assert lora and all(
+        ".lora_" in k or k.split(".")[0] in ("router", "intent_heads", "slot_heads") for k in lora
+    )
+    assert any(".lora_" in k for k in lora)
+    size = lambda arrays: sum(v.numel() for v in arrays.values())  # noqa: E731
+    assert size(lora) * 20 < size(full)
