@@ -8,7 +8,9 @@ Runs (each `nlu federated` in Flower's simulation engine, clients one after anot
 - owners-trained-router: the same with the naive router (every client trains it on its own
   examples, FedAvg) - what the fitted router is measured against;
 - iid: 10 IID shards; dirichlet: 10 shards, each intent's shares from Dirichlet(0.5);
-- owners-fedprox: owners with FedProx (mu 0.01).
+- owners-fedprox: owners with FedProx (mu 0.01);
+- owners-lora: owners sending LoRA adapters (rank 8) and heads only;
+- owners-lora-dp: owners-lora with server-side clipping (norm 1) and noise multiplier 0.1.
 Reported on the test split (selection: the last round; no test label is read before): intent
 accuracy, slot F1, exact match, router accuracy; rounds, bytes per round (down and up), wall
 time as a ratio to central (same machine, same session). `--limit` subsamples the train split
@@ -37,6 +39,15 @@ RUNS: dict[str, dict[str, Any]] = {
     "iid": {"partition": "iid", "clients": 10},
     "dirichlet": {"partition": "dirichlet", "clients": 10, "dirichlet_alpha": 0.5},
     "owners-fedprox": {"partition": "skill", "strategy": "fedprox", "proximal_mu": 0.01},
+    "owners-lora": {"partition": "skill", "updates": "lora", "lora_rank": 8},
+    "owners-lora-dp": {
+        "partition": "skill",
+        "updates": "lora",
+        "lora_rank": 8,
+        "dp": "server",
+        "dp_noise_multiplier": 0.1,
+        "dp_clipping_norm": 1.0,
+    },
 }
 KEYS = ("intent_accuracy", "slot_f1", "exact_match", "router_accuracy")
 
