@@ -132,7 +132,7 @@ def cached(name: str, args: argparse.Namespace) -> dict[str, Any]:
     path = Path(args.out) / f"{name}.json"
     if not path.is_file():
         print(f"-- {name}", flush=True)
-        cmd = [sys.executable, __file__, "--phase", name, "--out", args.out]
+        cmd = [sys.executable, __file__, "--phase", name, "--out", args.root]
         cmd += ["--rounds", str(args.rounds), "--local-epochs", str(args.local_epochs)]
         cmd += ["--seed", str(args.seed)] + (["--limit", str(args.limit)] if args.limit else [])
         subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -156,7 +156,7 @@ def main() -> None:
     ap.add_argument("--phase", help=argparse.SUPPRESS)
     args = ap.parse_args()
     tag = f"r{args.rounds}-e{args.local_epochs}" + (f"-limit{args.limit}" if args.limit else "")
-    args.out = str(Path(args.out) / tag)
+    args.root, args.out = args.out, str(Path(args.out) / tag)
     if args.phase:
         result = run_one(args.phase, args)
         path = Path(args.out) / f"{args.phase}.json"
