@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -269,17 +270,23 @@ def replace(cfg: TrainConfig, *, source: str = "overrides", **changes: Any) -> T
     return new
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+def read_values(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A config file's keys with `key=value` overrides on top, not yet checked (every recipe's
+    loader checks them against its own keys)."""
     values: dict[str, Any] = {}
     if path is not None:
         values.update(read_yaml(Path(path)))
-    for item in overrides or []:
+    for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key=value")
         # YAML parsing gives numbers, booleans, null and [lists] their natural types.
         values[key.strip()] = yaml.safe_load(raw) if raw else ""
-    return make_config(values, source=str(path or "overrides"))
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    return make_config(read_values(path, overrides or []), source=str(path or "overrides"))
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ import yaml
 from torch.nn import functional as F
 
 from nlu.alignment import Encoding, Tokenizer, encode, spans_to_tags
-from nlu.config import ConfigError, TrainConfig, make_config, read_yaml
+from nlu.config import ConfigError, TrainConfig, make_config, read_values
 from nlu.labels import LabelIndex, SkillLabels
 from nlu.schema import DataError, Example, Span, raise_collected
 from nlu.teachers import Answer, Teacher, TeacherConfig, TeacherError, ask_all, open_teacher
@@ -142,13 +142,7 @@ def make_distill_config(values: Mapping[str, Any], *, source: str) -> DistillCon
 
 
 def load_distill_config(path: str | Path, overrides: Sequence[str] = ()) -> DistillConfig:
-    values = read_yaml(Path(path))
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value")
-        values[key.strip()] = yaml.safe_load(raw) if raw else ""
-    return make_distill_config(values, source=str(path))
+    return make_distill_config(read_values(path, overrides), source=str(path))
 
 
 def dump_distill_config(cfg: DistillConfig) -> str:

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from nlu.config import ConfigError, TrainConfig, make_config, read_yaml, typed_value
+from nlu.config import ConfigError, TrainConfig, make_config, read_values, typed_value
 from nlu.labels import SkillLabels
 from nlu.schema import Example
 
@@ -158,13 +158,7 @@ def make_federated_config(values: Mapping[str, Any], *, source: str) -> Federate
 
 
 def load_federated_config(path: str | Path, overrides: Sequence[str] = ()) -> FederatedConfig:
-    values = read_yaml(Path(path))
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value")
-        values[key.strip()] = yaml.safe_load(raw) if raw else ""
-    return make_federated_config(values, source=str(path))
+    return make_federated_config(read_values(path, overrides), source=str(path))
 
 
 def dump_federated_config(cfg: FederatedConfig) -> str:

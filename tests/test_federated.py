@@ -226,20 +226,26 @@ def test_federation_keys_are_checked(tmp_path: Path) -> None:
 # -- whole federations (Flower's simulation engine) ------------------------------------------------
 
 
+# Local training that learns the tiny skills in a few rounds (the tests' tiny encoder).
+TINY = {
+    "samples_per_template": 10,
+    "dev_fraction": 0.2,
+    "batch_size": 8,
+    "learning_rate": 1e-3,
+    "head_learning_rate": 3e-3,
+    "oos_method": "none",
+    "seed": 0,
+    "local_epochs": 3,
+}
+
+
 def fed_config(tiny_encoder: str, out: Path, **changes: Any) -> FederatedConfig:
     values = {
         "data": [str(FIXTURES / "skills"), str(TIMER)],
         "encoder": tiny_encoder,
-        "samples_per_template": 10,
-        "dev_fraction": 0.2,
-        "batch_size": 8,
-        "learning_rate": 1e-3,
-        "head_learning_rate": 3e-3,
-        "oos_method": "none",
-        "seed": 0,
         "output_dir": str(out),
         "rounds": 4,
-        "local_epochs": 3,
+        **TINY,
         **changes,
     }
     return make_federated_config(values, source="test")
@@ -322,16 +328,10 @@ def test_deployment_goes_on_when_a_supernode_is_killed_mid_run(
     config.write_text(
         yaml.safe_dump(
             {
+                **TINY,
                 "encoder": tiny_encoder,
-                "dev_fraction": 0.2,
-                "batch_size": 8,
-                "learning_rate": 1e-3,
-                "head_learning_rate": 3e-3,
-                "oos_method": "none",
-                "seed": 0,
                 "output_dir": str(out),
                 "rounds": 2,
-                "local_epochs": 3,
                 "round_timeout_s": 120,
                 "min_clients": 2,
             }
