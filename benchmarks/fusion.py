@@ -425,10 +425,11 @@ def main() -> None:
     table, payload = {"fusion": fusion, "compression": compression, "http": http}[args.what](args)
     print(table)
     tag = student_tag(args) if args.what == "fusion" else ""
+    # Not with_suffix: a tag such as "-a0.5" would lose its ".5".
     results = Path("benchmarks/results") / f"fusion_{args.what}{tag}"
     results.parent.mkdir(parents=True, exist_ok=True)
-    results.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
-    results.with_suffix(".md").write_text(table + "\n")
+    Path(f"{results}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    Path(f"{results}.md").write_text(table + "\n")
     print(f"wrote {results}.json and .md")
 
 
