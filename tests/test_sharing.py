@@ -183,3 +183,42 @@ def test_add_skill_and_lora_refuse_soft_models(
     )
     with pytest.raises(ConfigError, match="LoRA adapters need one encoder"):
         train(lora)
+
+
+@pytest.mark.parametrize("mode", ["hard", "cross_stitch", "sluice"])
+def test_every_mode_decides_the_same_in_pytorch_and_onnx_on_the_demo_skills(
+    mode: str, make_config: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The shipped skills (five, with out-of-scope examples): saved, exported to fp32 ONNX,
+    every mode makes the same decisions on their hand-written tests in both backends."""
+    from nlu.data.loaders import load_split
+    from nlu.export import export_onnx
+    from nlu.predict import Parser
+    from nlu.train import train
+
+    demo = Path(__file__).parents[1] / "skills"
+    cfg = replace(
+        make_config(tmp_path / "run"),
+        data=[str(demo)],
+        samples_per_template=4,
+        epochs=3,
+        batch_size=16,
+        sharing=mode,
+        sharing_groups=["tasks"],
+    )
+    result = train(cfg)
+    texts = [e.text for e in load_split(demo, "test").examples]
+    assert len(texts) >= 20
+    export_onnx(model_dir=result.model_dir, out_dir=tmp_path / "onnx")
+
+    def decisions(model_dir: Path) -> list[Any]:
+        return [
+            (
+                r.skill.name if r.skill else None,
+                r.intent.name if r.intent else None,
+                [(s.slot, s.start, s.end) for s in r.slots],
+            )
+            for r in Parser.from_pretrained(model_dir).parse(texts)
+        ]
+
+    assert decisions(tmp_path / "onnx") == decisions(result.model_dir)
