@@ -200,8 +200,8 @@ def test_every_mode_decides_the_same_in_pytorch_and_onnx_on_the_demo_skills(
     cfg = replace(
         make_config(tmp_path / "run"),
         data=[str(demo)],
-        samples_per_template=4,
-        epochs=3,
+        samples_per_template=2,
+        epochs=1,
         batch_size=16,
         sharing=mode,
         sharing_groups=["tasks"],
