@@ -52,6 +52,7 @@ if typing.TYPE_CHECKING:
     from flwr.serverapp import Grid, ServerApp
     from flwr.serverapp.strategy import FedAvg, Strategy
 
+    from nlu.data.loaders import TrainData
     from nlu.model import JointModel
 
 logger = logging.getLogger(__name__)
@@ -506,6 +507,9 @@ class ClientData:
     owned: bool  # its own data (deployment) rather than a simulated share
 
 
+_SOURCES: dict[str, TrainData] = {}
+
+
 def client_data(cfg: FederatedConfig, node_config: Mapping[str, Any]) -> ClientData:
     """A deployment SuperNode's own data (`--node-config "data='PATH[,PATH]'"`), or in
     simulation this client's share of the configured data."""
@@ -524,7 +528,12 @@ def client_data(cfg: FederatedConfig, node_config: Mapping[str, Any]) -> ClientD
         )
     client = int(node_config["partition-id"])
     clients = int(node_config["num-partitions"])
-    data = load_train_dev(student.data, seed=student.seed)
+    # One simulation process serves many clients of the same data: read it once.
+    key = json.dumps([dataclasses.asdict(student.data), student.seed])
+    if key not in _SOURCES:
+        _SOURCES.clear()
+        _SOURCES[key] = load_train_dev(student.data, seed=student.seed)
+    data = _SOURCES[key]
     fed = cfg.federation
     return ClientData(
         name=f"client {client}",
