@@ -458,6 +458,18 @@ def nbytes(arrays: ArrayRecord) -> int:
 # -- the router: a linear discriminant fitted from the clients' feature statistics ----------------
 
 
+def pack_symmetric(matrix: np.ndarray) -> np.ndarray:
+    """The upper triangle of a symmetric matrix in float32: what a client sends of its summed
+    outer products (a quarter of the float64 matrix)."""
+    return matrix[np.triu_indices(len(matrix))].astype(np.float32)
+
+
+def unpack_symmetric(packed: np.ndarray, dim: int) -> np.ndarray:
+    matrix = np.zeros((dim, dim))
+    matrix[np.triu_indices(dim)] = packed
+    return matrix + np.triu(matrix, 1).T
+
+
 def fit_router(
     sums: np.ndarray, counts: np.ndarray, outer: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -791,7 +803,7 @@ def client_stats(msg: Message, context: Context) -> Message:
     sums = np.zeros((n_skills, dim))
     np.add.at(sums, skills, vectors)
     counts = np.bincount(skills, minlength=n_skills).astype(np.float64)
-    stats = ArrayRecord([sums, counts, vectors.T @ vectors])
+    stats = ArrayRecord([sums.astype(np.float32), counts, pack_symmetric(vectors.T @ vectors)])
     return Message(RecordDict({"stats": stats}), reply_to=msg)
 
 
@@ -959,7 +971,10 @@ def run_server(
             if not got:
                 raise FederationError(f"round {round_}: no client sent router statistics: {missed}")
             parts = [arrays_of(r, "stats").to_numpy_ndarrays() for r in got]
-            sums, counts, outer = (np.sum([p[i] for p in parts], axis=0) for i in range(3))
+            sums, counts, packed = (
+                np.sum([p[i].astype(np.float64) for p in parts], axis=0) for i in range(3)
+            )
+            outer = unpack_symmetric(packed, sums.shape[1])
             weight, bias = fit_router(sums, counts, outer)
             from flwr.app import Array
 

@@ -193,6 +193,12 @@ def test_the_fitted_router_is_additive_over_clients_and_separates_skills() -> No
     assert np.allclose(w_fed, w_all) and np.allclose(b_fed, b_all)
     accuracy = float(((x @ w_fed.T + b_fed).argmax(1) == y).mean())
     assert accuracy > 0.97
+    # What travels: float32 upper triangles, unpacked to the same matrix.
+    from nlu.federated import pack_symmetric, unpack_symmetric
+
+    packed = pack_symmetric(summed[2])
+    assert packed.size == 8 * 9 // 2
+    assert np.allclose(unpack_symmetric(packed, 8), summed[2], rtol=1e-5)
     # A skill no client holds is never chosen.
     sums, counts, outer = summed
     counts[2], sums[2] = 0, 0
