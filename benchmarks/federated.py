@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import write_results
+
 MASSIVE = "../shared/data/massive_en_us/en-US.jsonl"
 RUNS: dict[str, dict[str, Any]] = {
     "central": {},
@@ -195,11 +197,7 @@ def main() -> None:
         )
     table = "\n".join(lines)
     print(table)
-    results_path = Path("benchmarks/results/federated")
-    results_path.parent.mkdir(parents=True, exist_ok=True)
-    results_path.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    results_path.with_suffix(".md").write_text(table + "\n")
-    print(f"wrote {results_path}.json and .md")
+    write_results("benchmarks/results/federated", table, results)
 
 
 if __name__ == "__main__":

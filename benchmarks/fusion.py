@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 # The experts and the joint run on gold labels come from there.
 import joint_vs_separate as jvs
+from common import write_results
 
 SNIPS = "../shared/data/snips"
 
@@ -425,12 +426,7 @@ def main() -> None:
     table, payload = {"fusion": fusion, "compression": compression, "http": http}[args.what](args)
     print(table)
     tag = student_tag(args) if args.what == "fusion" else ""
-    # Not with_suffix: a tag such as "-a0.5" would lose its ".5".
-    results = Path("benchmarks/results") / f"fusion_{args.what}{tag}"
-    results.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{results}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    Path(f"{results}.md").write_text(table + "\n")
-    print(f"wrote {results}.json and .md")
+    write_results(f"benchmarks/results/fusion_{args.what}{tag}", table, payload)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import write_results
+
 MODES = ("hard", "cross_stitch", "sluice")
 DATA = {
     "massive": ["../shared/data/massive_en_us/en-US.jsonl"],
@@ -195,11 +197,7 @@ def main() -> None:
     ]
     text = table(runs, args)
     print(text)
-    results = Path(args.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.with_suffix(".json").write_text(json.dumps(runs, indent=2) + "\n")
-    results.with_suffix(".md").write_text(text + "\n")
-    print(f"wrote {results}.json and .md")
+    write_results(args.results, text, runs)
 
 
 if __name__ == "__main__":
