@@ -905,7 +905,12 @@ def run_server(
     answers, failed = _ask(grid, nodes, f"{MessageType.QUERY}.labels", ask, fed.round_timeout_s)
     if failed:
         raise FederationError("clients failed before round 1: " + "; ".join(failed))
-    info = {str(configs(r, "labels")["name"]): configs(r, "labels") for r in answers}
+    info: dict[str, ConfigRecord] = {}
+    for r in answers:
+        name = str(configs(r, "labels")["name"])
+        if name in info:  # two SuperNodes with one name: keep both, told apart by node id
+            name = f"{name} (node {r.metadata.src_node_id})"
+        info[name] = configs(r, "labels")
     reported = {name: labels_from_json(str(row["labels"])) for name, row in info.items()}
     owned = all(bool(row["owned"]) for row in info.values())
     if student.finetune.init_from:
