@@ -680,7 +680,7 @@ def client_train(msg: Message, context: Context) -> Message:
     setup = ModelSetup(model, state.tokenizer, state.max_length, save=lambda *_: None)
     # With a fitted router the out-of-scope examples would train nothing here.
     examples = [e for e in state.data.train if train_router or e.in_scope]
-    loader, sampler = setup_batches(
+    loader, _ = setup_batches(
         examples,
         setup,
         batch_size=cfg.optim.batch_size,
@@ -726,10 +726,10 @@ def client_train(msg: Message, context: Context) -> Message:
             return loss + 0.5 * mu * drift.sum()
 
     losses: list[float] = []
-    seen, seconds = 0, 0.0
+    seconds = 0.0
     for epoch in range(fed.local_epochs):
         batches.set_epoch(epoch)
-        loss, n, s = run_epoch(
+        loss, _, s = run_epoch(
             accelerator,
             model_p,
             batches,
@@ -743,9 +743,7 @@ def client_train(msg: Message, context: Context) -> Message:
             progress=False,  # many clients share one log: the server logs each round
         )
         losses.append(loss)
-        seen += n
         seconds += s
-    del sampler
     model.eval()
     arrays = ArrayRecord(shared_arrays(model))
     counts = {count_key(s.name): 0.0 for s in job.labels}
