@@ -482,10 +482,10 @@ def fit_router(
     means = np.zeros_like(sums, dtype=np.float64)
     means[seen] = sums[seen] / counts[seen, None]
     within = outer - (means[seen].T * counts[seen]) @ means[seen]
-    covariance = within / max(total - seen.sum(), 1.0)
-    # The same ridge as the Mahalanobis detector (nlu/ood.py): bounded where nearly singular.
-    ridge = 1e-3 * float(np.trace(covariance)) / len(covariance) + 1e-12
-    precision = np.linalg.inv(covariance + ridge * np.eye(len(covariance)))
+    from nlu.ood import shared_precision
+
+    # The Mahalanobis detector's precision (nlu/ood.py), from the summed statistics.
+    precision = shared_precision(within / max(total - seen.sum(), 1.0))
     weight = means @ precision
     bias = -0.5 * np.einsum("sd,sd->s", weight, means)
     bias = np.where(seen, bias + np.log(np.maximum(counts, 1.0) / max(total, 1.0)), -1e4)

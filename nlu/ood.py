@@ -208,11 +208,15 @@ def fit_mahalanobis(features: np.ndarray, classes: np.ndarray) -> tuple[np.ndarr
     means = np.stack([x[classes == c].mean(0) for c in labels])
     centred = x - means[np.searchsorted(labels, classes)]
     covariance = centred.T @ centred / len(x)
-    # A small ridge keeps the precision bounded where the covariance is (nearly) singular: few
-    # examples per intent, or directions the encoder never uses.
+    return means, shared_precision(covariance)
+
+
+def shared_precision(covariance: np.ndarray) -> np.ndarray:
+    """The inverse of a pooled within-class covariance. A small ridge keeps it bounded where
+    the covariance is (nearly) singular: few examples per class, or directions the encoder
+    never uses."""
     ridge = 1e-3 * float(np.trace(covariance)) / len(covariance) + 1e-12
-    precision = np.linalg.inv(covariance + ridge * np.eye(len(covariance)))
-    return means, precision
+    return np.linalg.inv(covariance + ridge * np.eye(len(covariance)))
 
 
 def threshold_for_recall(in_scope_scores: np.ndarray, recall: float) -> float:
