@@ -52,6 +52,7 @@ if typing.TYPE_CHECKING:
     from flwr.serverapp import Grid, ServerApp
     from flwr.serverapp.strategy import FedAvg, Strategy
 
+    from nlu.alignment import Tokenizer
     from nlu.data.loaders import TrainData
     from nlu.model import JointModel
 
@@ -560,10 +561,8 @@ class ClientState:
     """A client's data and model, kept between rounds in the process that runs it."""
 
     data: ClientData
-    model: JointModel | None = None
-    tokenizer: Any = None
+    network: tuple[JointModel, Tokenizer] | None = None  # built on the first message
     max_length: int = 64
-    skills: list[str] = field(default_factory=list)
 
 
 _STATES: dict[tuple[int, str], ClientState] = {}
@@ -583,27 +582,38 @@ def _state(job_text: str, context: Context) -> ClientState:
     return _STATES[key]
 
 
-def _model(state: ClientState, job: Job) -> JointModel:
+def federation_model(
+    cfg: FederatedConfig, labels: Sequence[SkillLabels]
+) -> tuple[JointModel, Tokenizer]:
+    """The network the server and every client build alike (the arrays then travel into it):
+    `init_from`'s model, or a new one on the encoder; with a LoRA adapter for `updates: lora`."""
     from nlu.model import JointModel, build_model
 
-    if state.model is None:
-        cfg = job.config.student
-        tokenizer: Any
-        if cfg.finetune.init_from:  # the same network as the server's (its arrays follow)
-            model, folder = JointModel.load(cfg.finetune.init_from)
-            tokenizer = folder.tokenizer
-        else:
-            model, tokenizer = build_model(
-                encoder=cfg.model.encoder,
-                skills=job.labels,
-                pooling=cfg.model.pooling,
-                dropout=cfg.model.dropout,
-            )
-        model = with_updates(model, job.config.federation, cfg.finetune.lora_rank)
-        model.label_smoothing = cfg.optim.label_smoothing
-        state.model, state.tokenizer, state.max_length = model, tokenizer, cfg.model.max_length
-        state.skills = sorted({e.skill for e in state.data.train if e.skill is not None})
-    return state.model
+    student = cfg.student
+    tokenizer: Tokenizer
+    if student.finetune.init_from:
+        model, folder = JointModel.load(student.finetune.init_from)
+        tokenizer = folder.tokenizer
+    else:
+        model, tokenizer = build_model(
+            encoder=student.model.encoder,
+            skills=labels,
+            pooling=student.model.pooling,
+            dropout=student.model.dropout,
+        )
+    if cfg.federation.updates == "lora":
+        from nlu import adapters
+
+        adapters.wrap_for_training(model, rank=student.finetune.lora_rank)
+    return model, tokenizer
+
+
+def _model(state: ClientState, job: Job) -> tuple[JointModel, Tokenizer]:
+    if state.network is None:
+        model, tokenizer = federation_model(job.config, job.labels)
+        model.label_smoothing = job.config.student.optim.label_smoothing
+        state.network, state.max_length = (model, tokenizer), job.config.student.model.max_length
+    return state.network
 
 
 HEAD_PREFIXES = ("router.", "intent_heads.", "slot_heads.")
@@ -617,15 +627,6 @@ def shared_arrays(model: JointModel) -> dict[str, torch.Tensor]:
     if any(".lora_" in k for k in state):
         state = {k: v for k, v in state.items() if ".lora_" in k or k.startswith(HEAD_PREFIXES)}
     return state
-
-
-def with_updates(model: JointModel, fed: FederationConfig, rank: int) -> JointModel:
-    """`updates: lora`: a LoRA adapter on the frozen encoder (nlu.adapters, as fine-tuning)."""
-    if fed.updates == "lora":
-        from nlu import adapters
-
-        adapters.wrap_for_training(model, rank=rank)
-    return model
 
 
 def _load(model: JointModel, arrays: ArrayRecord) -> None:
@@ -670,14 +671,14 @@ def client_train(msg: Message, context: Context) -> Message:
     config = configs(msg, "config")
     job = Job.from_record(config)
     state = _state(job.text, context)
-    model = _model(state, job)
+    model, tokenizer = _model(state, job)
     _load(model, arrays_of(msg, "arrays"))
     cfg, fed = job.config.student, job.config.federation
     round_, rounds = int(number(config, "server-round")), fed.rounds
     train_router = fed.router == "trained"
     model.router.requires_grad_(train_router)
     model.train()
-    setup = ModelSetup(model, state.tokenizer, state.max_length, save=lambda *_: None)
+    setup = ModelSetup(model, tokenizer, state.max_length, save=lambda *_: None)
     # With a fitted router the out-of-scope examples would train nothing here.
     examples = [e for e in state.data.train if train_router or e.in_scope]
     loader, _ = setup_batches(
@@ -761,18 +762,18 @@ def client_train(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
 
-def sentence_vectors(state: ClientState, model: JointModel) -> tuple[np.ndarray, np.ndarray]:
+def sentence_vectors(
+    train: Sequence[Example], model: JointModel, tokenizer: Tokenizer, max_length: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(pooled sentence vectors, skill ids) of the client's in-scope training examples."""
     import torch
 
     from nlu.alignment import pad_id
     from nlu.features import collate, featurize
 
-    examples = [e for e in state.data.train if e.in_scope]
-    features = featurize(
-        examples, tokenizer=state.tokenizer, index=model.index, max_length=state.max_length
-    )
-    padding = pad_id(state.tokenizer)
+    examples = [e for e in train if e.in_scope]
+    features = featurize(examples, tokenizer=tokenizer, index=model.index, max_length=max_length)
+    padding = pad_id(tokenizer)
     vectors, skills = [], []
     model.eval()
     with torch.inference_mode():
@@ -794,9 +795,9 @@ def client_stats(msg: Message, context: Context) -> Message:
 
     job = Job.from_record(configs(msg, "config"))
     state = _state(job.text, context)
-    model = _model(state, job)
+    model, tokenizer = _model(state, job)
     _load(model, arrays_of(msg, "arrays"))
-    vectors, skills = sentence_vectors(state, model)
+    vectors, skills = sentence_vectors(state.data.train, model, tokenizer, state.max_length)
     n_skills, dim = len(job.labels), vectors.shape[1]
     sums = np.zeros((n_skills, dim))
     np.add.at(sums, skills, vectors)
@@ -810,23 +811,24 @@ def client_evaluate(msg: Message, context: Context) -> Message:
     from flwr.app import Message, MetricRecord, RecordDict
 
     from nlu.evaluate import score
-    from nlu.predict import parse_batch, torch_forward
+    from nlu.predict import Parser, torch_forward
 
     job = Job.from_record(configs(msg, "config"))
     state = _state(job.text, context)
-    model = _model(state, job)
+    model, tokenizer = _model(state, job)
     _load(model, arrays_of(msg, "arrays"))
     model.eval()
     dev = state.data.dev
-    forward = torch_forward(model)
-    predictions = []
-    for start in range(0, len(dev), 64):
-        texts = [e.text for e in dev[start : start + 64]]
-        predictions += parse_batch(
-            forward, model.index, state.tokenizer, texts, max_length=state.max_length
-        )
+    parser = Parser(
+        forward=torch_forward(model),
+        skills=model.skills,
+        tokenizer=tokenizer,
+        max_length=state.max_length,
+        backend="torch",
+    )
+    predictions = parser.parse([e.text for e in dev])
     keys = ("intent_accuracy", "slot_f1", "exact_match", "router_accuracy")
-    overall = score(dev, predictions, tokenizer=state.tokenizer)["overall"] if dev else {}
+    overall = score(dev, predictions, tokenizer=tokenizer)["overall"] if dev else {}
     metrics = MetricRecord(
         {"num-examples": float(len(dev)), **{k: float(overall.get(k, 0.0)) for k in keys}}
     )
@@ -875,11 +877,22 @@ def _ask(
     from flwr.app import Message
 
     messages = [Message(content, message_type=kind, dst_node_id=n) for n in nodes]
+    return _exchange(grid, messages, timeout)
+
+
+def _exchange(
+    grid: Grid, messages: Sequence[Message], timeout: float
+) -> tuple[list[Message], list[str]]:
+    """Send the messages and wait; (answers, a line per client that failed or did not answer)."""
     replies = list(grid.send_and_receive(messages, timeout=timeout))
     ok = [r for r in replies if not r.has_error()]
     failed = [reason(r) for r in replies if r.has_error()]
     answered = {r.metadata.src_node_id for r in replies}
-    failed += [f"node {n}: no answer in {timeout:.0f} s" for n in nodes if n not in answered]
+    failed += [
+        f"node {m.metadata.dst_node_id}: no answer in {timeout:.0f} s"
+        for m in messages
+        if m.metadata.dst_node_id not in answered
+    ]
     return ok, failed
 
 
@@ -891,7 +904,6 @@ def run_server(
     from flwr.app import ArrayRecord, ConfigRecord, MessageType, RecordDict
 
     from nlu import modeldir
-    from nlu.model import JointModel, build_model
 
     fed, student = cfg.federation, cfg.student
     started = time.perf_counter()
@@ -912,20 +924,13 @@ def run_server(
     reported = {name: labels_from_json(str(row["labels"])) for name, row in info.items()}
     owned = all(bool(row["owned"]) for row in info.values())
     if student.finetune.init_from:
-        base, folder = JointModel.load(student.finetune.init_from)
+        base = modeldir.load(student.finetune.init_from, backend="torch").meta.skills
         labels = merge_labels(
-            reported, owned=owned, fixed=base.skills, fixed_from=student.finetune.init_from
+            reported, owned=owned, fixed=base, fixed_from=student.finetune.init_from
         )
-        model, tokenizer = base, folder.tokenizer
     else:
         labels = merge_labels(reported, owned=owned)
-        model, tokenizer = build_model(
-            encoder=student.model.encoder,
-            skills=labels,
-            pooling=student.model.pooling,
-            dropout=student.model.dropout,
-        )
-    model = with_updates(model, fed, student.finetune.lora_rank)
+    model, tokenizer = federation_model(cfg, labels)
     clients = {
         name: {
             "train": int(number(row, "train")),
@@ -942,11 +947,7 @@ def run_server(
     for round_ in range(1, fed.rounds + 1):
         t0 = time.perf_counter()
         messages = list(strategy.configure_train(round_, arrays, ConfigRecord(dict(job)), grid))
-        replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout_s))
-        ok = [r for r in replies if not r.has_error()]
-        failures = [reason(r) for r in replies if r.has_error()]
-        if len(replies) < len(messages):
-            failures.append(f"{len(messages) - len(replies)} client(s) gave no answer")
+        ok, failures = _exchange(grid, messages, fed.round_timeout_s)
         if len(ok) < fed.min_clients:
             raise FederationError(
                 f"round {round_}: {len(ok)} of {len(messages)} clients answered, min_clients="
@@ -956,7 +957,7 @@ def run_server(
             logger.warning("round %d goes on without: %s", round_, "; ".join(failures))
         down = nbytes(arrays) * len(messages)
         up = sum(nbytes(arrays_of(r, "arrays")) for r in ok)
-        new_arrays, train_metrics = strategy.aggregate_train(round_, replies)
+        new_arrays, train_metrics = strategy.aggregate_train(round_, ok)
         if new_arrays is not None:
             arrays = new_arrays
         train_seconds = time.perf_counter() - t0
@@ -989,17 +990,19 @@ def run_server(
         eval_messages = list(
             strategy.configure_evaluate(round_, arrays, ConfigRecord(dict(job)), grid)
         )
-        eval_replies = list(grid.send_and_receive(eval_messages, timeout=fed.round_timeout_s))
-        dev = strategy.aggregate_evaluate(round_, eval_replies)
+        evaluated, eval_failures = _exchange(grid, eval_messages, fed.round_timeout_s)
+        if eval_failures:
+            logger.warning("round %d: dev scores without: %s", round_, "; ".join(eval_failures))
+        dev = strategy.aggregate_evaluate(round_, evaluated)
         per_client = {
             str(r.metadata.src_node_id): dict(r.content.metric_records["metrics"])
-            for r in eval_replies
-            if not r.has_error()
+            for r in evaluated
         }
         record = {
             "round": round_,
             "clients_trained": len(ok),
             "failures": failures,
+            "eval_failures": eval_failures,
             "train": dict(train_metrics) if train_metrics else {},
             "dev": {k: round(number(dev, k), 2) for k in dev} if dev else {},
             "dev_per_node": per_client,

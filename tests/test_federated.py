@@ -417,14 +417,15 @@ def test_deployment_goes_on_when_a_supernode_is_killed_mid_run(
 
 
 def test_lora_updates_send_only_adapters_and_heads(tiny_encoder: str) -> None:
-    from nlu.federated import shared_arrays, with_updates
-    from nlu.model import build_model
+    from nlu.federated import federation_model, shared_arrays
 
     labels = [skill("lights", ["on", "off"], ["room"]), skill("timer", ["set"], ["length"])]
-    model, _ = build_model(encoder=tiny_encoder, skills=labels, pooling="mean", dropout=0.1)
+    values = {"encoder": tiny_encoder, "lora_rank": 4}
+    model, _ = federation_model(make_federated_config(values, source="t"), labels)
     full = shared_arrays(model)
     assert any(k.startswith("encoder.") for k in full)
-    lora = shared_arrays(with_updates(model, FederationConfig(updates="lora"), rank=4))
+    lora_cfg = make_federated_config({**values, "updates": "lora"}, source="t")
+    lora = shared_arrays(federation_model(lora_cfg, labels)[0])
     assert lora and all(
         ".lora_" in k or k.split(".")[0] in ("router", "intent_heads", "slot_heads") for k in lora
     )
