@@ -3,7 +3,8 @@ and labelling a transfer set through an HTTP teacher.
 
     python benchmarks/fusion.py fusion            # experts -> one fused student
     python benchmarks/fusion.py fusion --student-epochs 4 --alpha 0.5
-    python benchmarks/fusion.py compression --teacher runs/teachers/snips_mpnet
+    python benchmarks/fusion.py compression --teacher runs/teachers/snips_mpnet/model
+    python benchmarks/fusion.py compression --dataset atis --teacher runs/teachers/atis_mpnet/model
     python benchmarks/fusion.py http              # SNIPS transfer set through `nlu serve`
 
 **fusion**: the separate per-dataset experts of benchmarks/joint_vs_separate.py (for ATIS,
@@ -14,10 +15,10 @@ is scored on each test split against each expert and against joint training on t
 labels (the same run's `joint`), with serving parameters and latency. Model selection uses a
 held-out share of the teacher-labelled texts: no gold label is read before test.
 
-**compression**: an `encoder=mpnet` joint model trained on SNIPS is the teacher; the default
-encoder is the student, trained on the SNIPS training texts with the teacher's distributions
-and the gold labels (`alpha` mixes them), against the same student without KD at the same
-budget (epochs, batch, learning rates). Dev selects, test is scored once.
+**compression**: an `encoder=mpnet` joint model trained on SNIPS (or ATIS, `--dataset`) is the
+teacher; the default encoder is the student, trained on the training texts with the teacher's
+distributions and the gold labels (`alpha` mixes them), against the same student without KD at
+the same budget (epochs, batch, learning rates). Dev selects, test is scored once.
 
 **http**: `nlu serve` (the fusion run's joint model) on loopback as an `http` teacher labels
 the 13,084 SNIPS training texts; the labelling client is killed part-way and started again:
@@ -48,6 +49,7 @@ import joint_vs_separate as jvs
 from common import write_results
 
 SNIPS = "../shared/data/snips"
+DATA = {"snips": SNIPS, "atis": "../shared/data/atis"}
 
 
 def student_tag(args: argparse.Namespace) -> str:
@@ -128,15 +130,17 @@ def run_distill(config: Path) -> dict[str, Any]:
 # -- compression -----------------------------------------------------------------------------------
 
 
-def compression_config(out: Path, teacher: str, epochs: int, seed: int, alpha: float) -> Path:
+def compression_config(
+    out: Path, data: str, teacher: str, epochs: int, seed: int, alpha: float
+) -> Path:
     import yaml
 
     config = {
-        "teachers": [{"name": "mpnet", "kind": "nlu", "path": teacher, "texts": [SNIPS]}],
+        "teachers": [{"name": "mpnet", "kind": "nlu", "path": teacher, "texts": [data]}],
         "alpha": alpha,
         "temperature": 2.0,
         "cache_dir": str(out / "teacher_cache"),
-        "data": [SNIPS],  # gold labels beside the teacher's, and SNIPS dev for selection
+        "data": [data],  # gold labels beside the teacher's, and dev for selection
         "encoder": "default",
         "epochs": epochs,
         "seed": seed,
@@ -155,13 +159,13 @@ def compression_config(out: Path, teacher: str, epochs: int, seed: int, alpha: f
     return path
 
 
-def train_plain(out: Path, epochs: int, seed: int) -> dict[str, Any]:
+def train_plain(out: Path, data: str, epochs: int, seed: int) -> dict[str, Any]:
     from nlu.config import TrainConfig, replace
     from nlu.train import train
 
     cfg = replace(
         TrainConfig(),
-        data=[SNIPS],
+        data=[data],
         encoder="default",
         epochs=epochs,
         seed=seed,
@@ -268,6 +272,7 @@ def phase(argv: list[str], args: argparse.Namespace) -> dict[str, Any]:
         cmd += ["--student-epochs", str(args.student_epochs)]
     if args.teacher:
         cmd += ["--teacher", args.teacher]
+    cmd += ["--dataset", args.dataset]
     cmd += ["--phase", *argv]
     subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return dict(json.loads(cache.read_text()))
@@ -291,14 +296,15 @@ def run_phase(args: argparse.Namespace) -> None:
             system="joint", out=out, utterances=300, model_dir=out / f"fused{tag}" / "model"
         )
     elif what == "distill-kd":
-        config = compression_config(out, args.teacher, args.epochs, args.seed, args.alpha)
+        data = DATA[args.dataset]
+        config = compression_config(out, data, args.teacher, args.epochs, args.seed, args.alpha)
         result = run_distill(config)
-        result["test"] = test_scores(Path(result["model_dir"]), {"snips": SNIPS})
+        result["test"] = test_scores(Path(result["model_dir"]), {args.dataset: data})
     elif what == "train-no-kd":
-        result = train_plain(out, args.epochs, args.seed)
-        result["test"] = test_scores(out / "no_kd" / "model", {"snips": SNIPS})
+        result = train_plain(out, DATA[args.dataset], args.epochs, args.seed)
+        result["test"] = test_scores(out / "no_kd" / "model", {args.dataset: DATA[args.dataset]})
     elif what == "test-teacher":
-        result = {"test": test_scores(Path(args.teacher), {"snips": SNIPS})}
+        result = {"test": test_scores(Path(args.teacher), {args.dataset: DATA[args.dataset]})}
     elif what == "http":
         result = http_benchmark(out, Path(rest[0]), kill_after=float(rest[1]))
     else:
@@ -372,17 +378,18 @@ def fusion(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 def compression(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if not args.teacher:
         raise SystemExit("compression needs --teacher (an nlu model folder, e.g. encoder=mpnet)")
+    name = args.dataset
     teacher = phase(["test-teacher"], args)
     kd = phase(["distill-kd"], args)
     plain = phase(["train-no-kd"], args)
     lines = [
-        f"SNIPS test, seed {args.seed}; students: all-MiniLM-L6-v2, {args.epochs} epochs, "
+        f"{name.upper()} test, seed {args.seed}; students: all-MiniLM-L6-v2, {args.epochs} epochs, "
         f"batch 32, lr 1e-4 / 1e-3; KD alpha {args.alpha}, T 2; teacher: {args.teacher}.",
         "",
         *HEADER,
-        row("snips", "teacher", teacher["test"]["snips"]),
-        row("snips", "student with KD", kd["test"]["snips"]),
-        row("snips", "student without KD", plain["test"]["snips"]),
+        row(name, "teacher", teacher["test"][name]),
+        row(name, "student with KD", kd["test"][name]),
+        row(name, "student without KD", plain["test"][name]),
         "",
         f"Student training: {kd['train_seconds']:.0f} s with KD (+"
         f"{kd['wall_seconds'] - kd['train_seconds']:.0f} s asking the teacher, setup), "
@@ -416,16 +423,19 @@ def main() -> None:
         "--student-epochs", type=int, help="fusion: the fused student's epochs (default --epochs)"
     )
     ap.add_argument("--teacher", help="compression: the teacher's model folder")
+    ap.add_argument("--dataset", choices=sorted(DATA), default="snips", help="compression: data")
     ap.add_argument("--kill-after", type=float, default=20.0, help="http: seconds before the kill")
     ap.add_argument("--out", default="runs/fusion")
     ap.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.what == "compression" and args.out == "runs/fusion":
+        args.out = f"runs/fusion/compression_{args.dataset}"
     if args.phase:
         run_phase(args)
         return
     table, payload = {"fusion": fusion, "compression": compression, "http": http}[args.what](args)
     print(table)
-    tag = student_tag(args) if args.what == "fusion" else ""
+    tag = {"fusion": student_tag(args), "compression": f"_{args.dataset}"}.get(args.what, "")
     write_results(f"benchmarks/results/fusion_{args.what}{tag}", table, payload)
 
 

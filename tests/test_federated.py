@@ -412,7 +412,20 @@ def test_deployment_goes_on_when_a_supernode_is_killed_mid_run(
     assert sorted(saved["clients"]) == sorted(owners)
     assert [r["clients_trained"] for r in rounds] == [3, 2]
     assert "Node Unavailable" in " ".join(rounds[1]["failures"])  # the lost client is named
-    assert rounds[-1]["dev"]["exact_match"] > rounds[0]["dev"]["exact_match"]
+    # Learning goes on without the lost node: the same surviving clients score better on their
+    # own dev sets after round 2. Intent accuracy plus slot F1, not exact match: dev sets of five
+    # to seven utterances leave exact match at 0 after two rounds of a tiny encoder.
+    survivors = rounds[1]["dev_per_node"]
+    assert len(survivors) == 2 and set(survivors) <= set(rounds[0]["dev_per_node"])
+
+    def score(round_: dict[str, Any]) -> float:
+        return sum(
+            round_["dev_per_node"][node][key]
+            for node in survivors
+            for key in ("intent_accuracy", "slot_f1")
+        )
+
+    assert score(rounds[1]) > score(rounds[0]) + 10
     assert rounds[-1]["dev"]["router_accuracy"] >= 90.0
 
 
