@@ -50,6 +50,8 @@ def check_tokenizer(tokenizer: Tokenizer) -> None:
 
 def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> list[Encoding]:
     """Tokenize texts; truncation is reported per text rather than silently applied."""
+    if not texts:  # the fast tokenizer fails on an empty batch rather than returning one
+        return []
     batch = tokenizer(
         list(texts),
         truncation=True,

@@ -96,3 +96,9 @@ def test_example_rejects_bad_spans() -> None:
         Example("hello world", "s", "i", (Span(0, 5, "a"), Span(3, 8, "b")))
     with pytest.raises(DataError, match="whitespace"):
         Example("hello world", "s", "i", (Span(0, 6, "a"),))
+
+
+def test_an_empty_batch_encodes_to_nothing(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    # Distillation encodes "the gold texts no teacher answered", which is often none at all.
+    assert encode(tokenizer, [], 16) == []
+    assert len(encode(tokenizer, ["turn on the light"], 16)) == 1
