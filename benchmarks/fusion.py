@@ -301,8 +301,9 @@ def run_phase(args: argparse.Namespace) -> None:
         result = run_distill(config)
         result["test"] = test_scores(Path(result["model_dir"]), {args.dataset: data})
     elif what == "train-no-kd":
-        result = train_plain(out, DATA[args.dataset], args.epochs, args.seed)
-        result["test"] = test_scores(out / "no_kd" / "model", {args.dataset: DATA[args.dataset]})
+        data = DATA[args.dataset]
+        result = train_plain(out, data, args.epochs, args.seed)
+        result["test"] = test_scores(out / "no_kd" / "model", {args.dataset: data})
     elif what == "test-teacher":
         result = {"test": test_scores(Path(args.teacher), {args.dataset: DATA[args.dataset]})}
     elif what == "http":
@@ -425,11 +426,14 @@ def main() -> None:
     ap.add_argument("--teacher", help="compression: the teacher's model folder")
     ap.add_argument("--dataset", choices=sorted(DATA), default="snips", help="compression: data")
     ap.add_argument("--kill-after", type=float, default=20.0, help="http: seconds before the kill")
-    ap.add_argument("--out", default="runs/fusion")
+    ap.add_argument(
+        "--out", help="default: runs/fusion (compression: runs/fusion/compression_<dataset>)"
+    )
     ap.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.what == "compression" and args.out == "runs/fusion":
-        args.out = f"runs/fusion/compression_{args.dataset}"
+    if args.out is None:
+        compression = args.what == "compression"
+        args.out = f"runs/fusion/compression_{args.dataset}" if compression else "runs/fusion"
     if args.phase:
         run_phase(args)
         return

@@ -43,6 +43,7 @@ import yaml
 
 from nlu.config import ConfigError, TrainConfig, make_config, read_values, typed_value
 from nlu.labels import SkillLabels
+from nlu.ood import shared_precision
 from nlu.schema import Example
 
 if typing.TYPE_CHECKING:
@@ -483,8 +484,6 @@ def fit_router(
     means = np.zeros_like(sums, dtype=np.float64)
     means[seen] = sums[seen] / counts[seen, None]
     within = outer - (means[seen].T * counts[seen]) @ means[seen]
-    from nlu.ood import shared_precision
-
     # The Mahalanobis detector's precision (nlu/ood.py), from the summed statistics.
     precision = shared_precision(within / max(total - seen.sum(), 1.0))
     weight = means @ precision
@@ -924,7 +923,11 @@ def run_server(
     reported = {name: labels_from_json(str(row["labels"])) for name, row in info.items()}
     owned = all(bool(row["owned"]) for row in info.values())
     if student.finetune.init_from:
-        base = modeldir.load(student.finetune.init_from, backend="torch").meta.skills
+        # Only its labels here (federation_model loads the weights once, below); a missing or
+        # damaged folder is still named before any client trains.
+        init_dir = modeldir.locate(student.finetune.init_from)
+        modeldir.check(init_dir, "torch")
+        base = modeldir.read_meta(init_dir).skills
         labels = merge_labels(
             reported, owned=owned, fixed=base, fixed_from=student.finetune.init_from
         )
