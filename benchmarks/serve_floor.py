@@ -88,13 +88,16 @@ def floor(model: str, calls: int) -> dict[str, float]:
     }
 
 
-def batch_histogram(port: int) -> dict[str, float]:
-    """Cumulative (sum, count) of the server's nlu_batch_size histogram."""
+def batch_histogram(port: int) -> dict[str, Any]:
+    """Cumulative sum, count and per-bucket counts (texts per pass <= le) of the server's
+    nlu_batch_size histogram."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    out = {}
+    out: dict[str, Any] = {}
     for name in ("sum", "count"):
         m = re.search(rf"^nlu_batch_size_{name} (\S+)$", text, re.M)
         out[name] = float(m.group(1)) if m else 0.0
+    bucket = r'^nlu_batch_size_bucket\{le="([^"]+)"\} (\S+)$'
+    out["buckets"] = {le: float(n) for le, n in re.findall(bucket, text, re.M)}
     return out
 
 
@@ -133,6 +136,52 @@ def wrk(port: int, clients: int, seconds: float, script: Path) -> dict[str, floa
     }
 
 
+def server_code(rev: str, into: Path) -> Path:
+    """The repository at git revision `rev`, unpacked into `into` (its nlu/serve link included),
+    so a server from before a change runs beside the current one in the same run."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", rev], capture_output=True, check=True
+    ).stdout
+    into.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def measure(
+    name: str, cmd: list[str], port: int, seconds: float, script: Path, cwd: Path | None
+) -> list[dict[str, Any]]:
+    """One server start, then 1, 8 and 32 clients, with its micro-batch sizes under each."""
+    env = {**os.environ, "PYTHONPATH": str(cwd)} if cwd else None
+    proc = start(cmd, port, cwd=cwd, env=env)
+    loads = []
+    try:
+        for clients in (1, 8, 32):
+            before = batch_histogram(port)
+            if shutil.which("wrk"):
+                row: dict[str, Any] = wrk(port, clients, seconds, script)
+            else:
+                row = asyncio.run(concurrent(port, clients, seconds))
+            after = batch_histogram(port)
+            batches = after["count"] - before["count"]
+            row["mean_batch_size"] = round((after["sum"] - before["sum"]) / max(batches, 1), 2)
+            row["batch_sizes"] = {
+                k: round(after["buckets"].get(k, 0) - before["buckets"].get(k, 0))
+                for k in after["buckets"]
+            }
+            loads.append(row)
+            print(
+                f"{name}: {clients:2d} clients: {row['utterances_per_s']:.0f} utt/s, "
+                f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, "
+                f"mean batch {row['mean_batch_size']}",
+                flush=True,
+            )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return loads
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -144,6 +193,22 @@ def main() -> None:
     ap.add_argument(
         "--server-args", default="", help="extra `nlu serve` arguments, e.g. '--threads 1'"
     )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="another server in the same run with these extra `nlu serve` arguments "
+        "(repeatable), e.g. --variant spin='--spin'",
+    )
+    ap.add_argument(
+        "--rev",
+        help="also serve with the code of this git revision (e.g. HEAD before a change): "
+        "before/after in one run",
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="interleaved rounds over the servers (medians)"
+    )
     ap.add_argument("--out", default="benchmarks/results/serve_floor.json")
     args = ap.parse_args()
 
@@ -151,59 +216,62 @@ def main() -> None:
     print(
         f"floor: parse p50 {base['parse_p50_ms']:.2f} ms, raw ORT single p50 "
         f"{base['raw_ort_single_p50_ms']:.2f} ms, raw ORT batch-32 "
-        f"{base['raw_ort_batch32_utt_per_s']:.0f} utt/s"
+        f"{base['raw_ort_batch32_utt_per_s']:.0f} utt/s",
+        flush=True,
     )
-
-    cmd = [sys.executable, "-m", "nlu.cli", "serve", args.model, "--port", str(args.port)]
-    cmd += args.server_args.split()
-    proc = start(cmd, args.port)
+    model = str(Path(args.model).resolve())
+    serve = [sys.executable, "-m", "nlu.cli", "serve", model, "--port", str(args.port)]
+    servers: list[tuple[str, list[str], Path | None]] = [
+        ("server", serve + args.server_args.split(), None)
+    ]
+    for variant in args.variant:
+        name, _, extra = variant.partition("=")
+        servers.append((name, serve + args.server_args.split() + extra.split(), None))
     tool = "wrk" if shutil.which("wrk") else "asyncio client (wrk not installed)"
-    loads = []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            script = Path(tmp) / "post.lua"
-            bodies = ", ".join(json.dumps(json.dumps({"text": t})) for t in UTTERANCES)
-            script.write_text(LUA % bodies)
-            for clients in (1, 8, 32):
-                before = batch_histogram(args.port)
-                if shutil.which("wrk"):
-                    row = wrk(args.port, clients, args.seconds, script)
-                else:
-                    row = asyncio.run(concurrent(args.port, clients, args.seconds))
-                after = batch_histogram(args.port)
-                batches = after["count"] - before["count"]
-                row["mean_batch_size"] = round((after["sum"] - before["sum"]) / max(batches, 1), 2)
-                loads.append(row)
-                print(
-                    f"{clients:2d} clients ({tool}): {row['utterances_per_s']:.0f} utt/s, "
-                    f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, "
-                    f"mean batch {row['mean_batch_size']}"
-                )
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    results: dict[str, list[list[dict[str, Any]]]] = {name: [] for name, _, _ in servers}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.rev:
+            code = server_code(args.rev, Path(tmp) / "rev")
+            # Options the old code may not know are left out: same model, same port.
+            servers.insert(0, (args.rev, serve, code))
+            results = {args.rev: [], **results}
+        script = Path(tmp) / "post.lua"
+        bodies = ", ".join(json.dumps(json.dumps({"text": t})) for t in UTTERANCES)
+        script.write_text(LUA % bodies)
+        for _ in range(args.rounds):
+            for name, cmd, cwd in servers:
+                results[name].append(measure(name, cmd, args.port, args.seconds, script, cwd))
 
-    single, busy = loads[0], loads[-1]
-    ratios = {
-        "http_p50_minus_parse_p50_ms": round(single["p50_ms"] - base["parse_p50_ms"], 3),
-        "throughput_32_over_raw_batch32": round(
-            busy["utterances_per_s"] / base["raw_ort_batch32_utt_per_s"], 3
-        ),
-        "p99_over_p50_at_32": round(busy["p99_ms"] / busy["p50_ms"], 2),
-    }
-    print(
-        f"HTTP p50 - parse p50: {ratios['http_p50_minus_parse_p50_ms']:+.2f} ms (target <= 1.0); "
-        f"32 clients / raw batch-32: {ratios['throughput_32_over_raw_batch32']:.2f} "
-        "(target >= 0.9); "
-        f"p99/p50 at 32: {ratios['p99_over_p50_at_32']:.1f} (target <= 3)"
-    )
+    summary = {}
+    for name, runs in results.items():
+        loads = [
+            {
+                key: statistics.median(run[i][key] for run in runs)
+                for key in ("clients", "utterances_per_s", "p50_ms", "p99_ms", "mean_batch_size")
+            }
+            for i in range(len(runs[0]))
+        ]
+        single, busy = loads[0], loads[-1]
+        ratios = {
+            "http_p50_minus_parse_p50_ms": round(single["p50_ms"] - base["parse_p50_ms"], 3),
+            "throughput_32_over_raw_batch32": round(
+                busy["utterances_per_s"] / base["raw_ort_batch32_utt_per_s"], 3
+            ),
+            "p99_over_p50_at_32": round(busy["p99_ms"] / busy["p50_ms"], 2),
+        }
+        summary[name] = {"median_loads": loads, "ratios": ratios, "runs": runs}
+        print(
+            f"{name} (median of {len(runs)}): HTTP p50 - parse p50 "
+            f"{ratios['http_p50_minus_parse_p50_ms']:+.2f} ms (target <= 1.0); 32 clients / "
+            f"raw batch-32 {ratios['throughput_32_over_raw_batch32']:.2f} (target >= 0.9); "
+            f"p99/p50 at 32 {ratios['p99_over_p50_at_32']:.1f} (target <= 3)"
+        )
     result = {
         "model": args.model,
         "tool": tool,
         "server_args": args.server_args,
         "floor": base,
-        "loads": loads,
-        "ratios": ratios,
+        "servers": summary,
         "cpu_count": os.cpu_count(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

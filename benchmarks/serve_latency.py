@@ -32,9 +32,13 @@ import httpx
 from latency_common import UTTERANCES, percentile
 
 
-def start(cmd: list[str], port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def start(
+    cmd: list[str], port: int, *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {**(env or os.environ), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:

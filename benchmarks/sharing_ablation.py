@@ -157,8 +157,10 @@ def table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
         lines += [
             f"### {setting}",
             "",
+            "Per group: exact match / intent accuracy / slot F1.",
+            "",
             "| mode | "
-            + " | ".join(f"{g} EM" for g in groups)
+            + " | ".join(groups)
             + " | overall EM | parameters (M) | train time ÷ hard | int8 latency ÷ hard |",
             "|---|" + "---|" * (len(groups) + 4),
         ]
@@ -167,7 +169,13 @@ def table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
             rows = [r for r in mine if r["mode"] == mode]
             if not rows:
                 continue
-            cells = [mean_stderr([r["groups"][g]["exact_match"] for r in rows]) for g in groups]
+            cells = [
+                " / ".join(
+                    mean_stderr([r["groups"][g][key] for r in rows])
+                    for key in ("exact_match", "intent_accuracy", "slot_f1")
+                )
+                for g in groups
+            ]
             cells.append(mean_stderr([r["overall_exact_match"] for r in rows]))
             cells.append(f"{rows[0]['parameters_millions']:.1f}")
             for key in ("train_seconds", "latency_int8_ms"):

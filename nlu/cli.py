@@ -388,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-queue", type=int, default=defaults.max_queue, help="queued requests before 503"
     )
     p.add_argument(
+        "--spin",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.spin,
+        help="let ONNX Runtime's idle threads busy-wait between passes (off: they sleep and "
+        "leave the cores to request handling)",
+    )
+    p.add_argument(
         "--oos-threshold",
         type=float,
         help="out-of-scope threshold instead of the one saved in the model (texts scoring above "

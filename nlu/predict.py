@@ -81,7 +81,10 @@ def torch_forward(model: JointModel) -> Forward:
     return forward
 
 
-def onnx_forward(path: Path | None, *, threads: int | None = None) -> Forward:
+def onnx_forward(path: Path | None, *, threads: int | None = None, spin: bool = True) -> Forward:
+    """`spin=False`: ONNX Runtime's idle worker threads sleep instead of busy-waiting for the
+    next run. Spinning suits back-to-back batch jobs; a server shares its cores with the event
+    loop, which the spinning threads would starve between passes."""
     import onnxruntime as ort
 
     if path is None:
@@ -89,6 +92,8 @@ def onnx_forward(path: Path | None, *, threads: int | None = None) -> Forward:
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     names = [o.name for o in session.get_outputs()]
@@ -213,8 +218,11 @@ class Parser:
         self.backend = backend
 
     @classmethod
-    def from_folder(cls, folder: ModelFolder, *, threads: int | None = None) -> Parser:
-        """`threads` caps intra-op threads (several server workers on few cores)."""
+    def from_folder(
+        cls, folder: ModelFolder, *, threads: int | None = None, spin: bool = True
+    ) -> Parser:
+        """`threads` caps intra-op threads (several server workers on few cores); `spin=False`
+        stops idle ONNX Runtime threads busy-waiting (see `onnx_forward`)."""
         if folder.backend == "torch":
             import torch
 
@@ -230,9 +238,9 @@ class Parser:
                 for skill, adapter in folder.adapters.items()
             }
         else:
-            forward = onnx_forward(folder.onnx, threads=threads)
+            forward = onnx_forward(folder.onnx, threads=threads, spin=spin)
             adapters = {
-                skill: onnx_forward(adapter.onnx, threads=threads)
+                skill: onnx_forward(adapter.onnx, threads=threads, spin=spin)
                 for skill, adapter in folder.adapters.items()
             }
         return cls(
@@ -286,10 +294,15 @@ class Parser:
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, *, backend: str = "auto", threads: int | None = None
+        cls,
+        directory: str | Path,
+        *,
+        backend: str = "auto",
+        threads: int | None = None,
+        spin: bool = True,
     ) -> Parser:
         """backend: 'torch', 'onnx', or 'auto' (ONNX when the directory has model.onnx)."""
-        parser = cls.from_folder(modeldir.load(directory, backend), threads=threads)
+        parser = cls.from_folder(modeldir.load(directory, backend), threads=threads, spin=spin)
         parser.source = modeldir.locate(directory)
         return parser
 

@@ -20,6 +20,9 @@ class ServeSettings:
     port: int = 8000
     workers: int = 1  # server processes
     threads: int | None = None  # inference threads per worker (default: cores / workers)
+    # ONNX Runtime's idle threads busy-wait for the next pass (its default); off by default
+    # here, since the spinning takes the cores the event loop needs to answer and read requests.
+    spin: bool = False
     max_batch: int = 32  # texts per forward pass
     # Extra wait to grow micro-batches (requests queued during a pass are batched anyway).
     max_wait_ms: float = 0.0

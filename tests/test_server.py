@@ -114,6 +114,51 @@ def test_malformed_bodies_get_a_json_4xx(
     assert "error" in r.json()
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"text": "turn on the kitchen lights"}',
+        b'{"texts": ["lights on", "make the hall blue"], "top_k": 2}',
+        b'{"text": "set a timer", "skill": "lights", "top_k": 3.0}',
+        b'{"hypotheses": [{"text": "lights on", "confidence": 0.7}, '
+        b'{"text": "light son", "confidence": 0.3}]}',
+        b'{"text": "caf\xc3\xa9", "text": "lights off"}',  # duplicate key: the last one
+        b'{"text": "hi", "skill": "weather"}',
+        b'{"text": "\\ud800"}',  # valid JSON, not text: orjson refuses it, the route words it
+        b'{"text": NaN}',
+        b'{"text": "lights on", "top_k": 1e400}',
+        b"",
+        b"[]",
+    ],
+)
+def test_fast_parse_path_answers_exactly_as_the_route(
+    client: TestClient, body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard answers `application/json` bodies itself; `application/merge-patch+json` is
+    JSON to FastAPI but not to the fast path, so it shows what the route alone answers."""
+    import nlu.serve.app
+
+    validated: list[object] = []
+
+    class Spy(nlu.serve.app.ParseRequest):
+        @classmethod
+        def model_validate(cls, obj: Any, **kwargs: Any) -> Any:
+            validated.append(obj)
+            return super().model_validate(obj, **kwargs)
+
+    monkeypatch.setattr(nlu.serve.app, "ParseRequest", Spy)
+    fast = client.post("/parse", content=body, headers={"content-type": "application/json"})
+    took_fast_path = bool(validated)
+    route = client.post(
+        "/parse", content=body, headers={"content-type": "application/merge-patch+json"}
+    )
+    assert len(validated) == took_fast_path  # the route never calls the guard's validation
+    assert (fast.status_code, fast.content) == (route.status_code, route.content)
+    assert fast.headers["content-type"] == route.headers["content-type"]
+    if fast.status_code == 200:
+        assert took_fast_path
+
+
 def test_unknown_route_and_method_are_json_errors(client: TestClient) -> None:
     assert client.get("/nope").json()["error"] == "Not Found"
     assert client.get("/parse").status_code == 405
