@@ -75,16 +75,22 @@ def floor(model: str, calls: int) -> dict[str, float]:
         t0 = time.perf_counter()
         session.run(None, singles[i % len(singles)])
         raw_ms.append((time.perf_counter() - t0) * 1000)
-    batch32 = feed([UTTERANCES[i % len(UTTERANCES)] for i in range(32)])
-    session.run(None, batch32)
-    rounds, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < 3.0:
-        session.run(None, batch32)
-        rounds += 1
+    rates = {}
+    # Smaller batches too: how much a fuller micro-batch could gain at all.
+    for size, seconds in ((8, 2.0), (16, 2.0), (32, 3.0)):
+        batch = feed([UTTERANCES[i % len(UTTERANCES)] for i in range(size)])
+        session.run(None, batch)
+        rounds, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            session.run(None, batch)
+            rounds += 1
+        rates[size] = round(size * rounds / (time.perf_counter() - t0), 1)
     return {
         "parse_p50_ms": round(statistics.median(parse_ms), 3),
         "raw_ort_single_p50_ms": round(statistics.median(raw_ms), 3),
-        "raw_ort_batch32_utt_per_s": round(32 * rounds / (time.perf_counter() - t0), 1),
+        "raw_ort_batch8_utt_per_s": rates[8],
+        "raw_ort_batch16_utt_per_s": rates[16],
+        "raw_ort_batch32_utt_per_s": rates[32],
     }
 
 
@@ -215,7 +221,8 @@ def main() -> None:
     base = floor(args.model, args.calls)
     print(
         f"floor: parse p50 {base['parse_p50_ms']:.2f} ms, raw ORT single p50 "
-        f"{base['raw_ort_single_p50_ms']:.2f} ms, raw ORT batch-32 "
+        f"{base['raw_ort_single_p50_ms']:.2f} ms, raw ORT batch-8/16/32 "
+        f"{base['raw_ort_batch8_utt_per_s']:.0f}/{base['raw_ort_batch16_utt_per_s']:.0f}/"
         f"{base['raw_ort_batch32_utt_per_s']:.0f} utt/s",
         flush=True,
     )

@@ -382,17 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra wait to grow micro-batches (requests queued during a pass are batched anyway)",
     )
     p.add_argument(
+        "--fill-wait-ms",
+        type=float,
+        default=defaults.fill_wait_ms,
+        help="under heavy load only (the last micro-batch at least half of --max-batch): wait "
+        "this long for the next one to fill; a lone request never waits (0: off)",
+    )
+    p.add_argument(
         "--threads", type=int, help="inference threads per worker (default: cores / workers)"
     )
     p.add_argument(
         "--max-queue", type=int, default=defaults.max_queue, help="queued requests before 503"
-    )
-    p.add_argument(
-        "--spin",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.spin,
-        help="let ONNX Runtime's idle threads busy-wait between passes (off: they sleep and "
-        "leave the cores to request handling)",
     )
     p.add_argument(
         "--oos-threshold",

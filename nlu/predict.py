@@ -81,10 +81,7 @@ def torch_forward(model: JointModel) -> Forward:
     return forward
 
 
-def onnx_forward(path: Path | None, *, threads: int | None = None, spin: bool = True) -> Forward:
-    """`spin=False`: ONNX Runtime's idle worker threads sleep instead of busy-waiting for the
-    next run. Spinning suits back-to-back batch jobs; a server shares its cores with the event
-    loop, which the spinning threads would starve between passes."""
+def onnx_forward(path: Path | None, *, threads: int | None = None) -> Forward:
     import onnxruntime as ort
 
     if path is None:
@@ -92,8 +89,6 @@ def onnx_forward(path: Path | None, *, threads: int | None = None, spin: bool = 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    if not spin:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     names = [o.name for o in session.get_outputs()]
@@ -218,11 +213,8 @@ class Parser:
         self.backend = backend
 
     @classmethod
-    def from_folder(
-        cls, folder: ModelFolder, *, threads: int | None = None, spin: bool = True
-    ) -> Parser:
-        """`threads` caps intra-op threads (several server workers on few cores); `spin=False`
-        stops idle ONNX Runtime threads busy-waiting (see `onnx_forward`)."""
+    def from_folder(cls, folder: ModelFolder, *, threads: int | None = None) -> Parser:
+        """`threads` caps intra-op threads (several server workers on few cores)."""
         if folder.backend == "torch":
             import torch
 
@@ -238,9 +230,9 @@ class Parser:
                 for skill, adapter in folder.adapters.items()
             }
         else:
-            forward = onnx_forward(folder.onnx, threads=threads, spin=spin)
+            forward = onnx_forward(folder.onnx, threads=threads)
             adapters = {
-                skill: onnx_forward(adapter.onnx, threads=threads, spin=spin)
+                skill: onnx_forward(adapter.onnx, threads=threads)
                 for skill, adapter in folder.adapters.items()
             }
         return cls(
@@ -294,15 +286,10 @@ class Parser:
 
     @classmethod
     def from_pretrained(
-        cls,
-        directory: str | Path,
-        *,
-        backend: str = "auto",
-        threads: int | None = None,
-        spin: bool = True,
+        cls, directory: str | Path, *, backend: str = "auto", threads: int | None = None
     ) -> Parser:
         """backend: 'torch', 'onnx', or 'auto' (ONNX when the directory has model.onnx)."""
-        parser = cls.from_folder(modeldir.load(directory, backend), threads=threads, spin=spin)
+        parser = cls.from_folder(modeldir.load(directory, backend), threads=threads)
         parser.source = modeldir.locate(directory)
         return parser
 

@@ -21,9 +21,7 @@ def create_app_from_env() -> FastAPI:
     """App factory for uvicorn's workers: the settings come from one environment variable."""
     settings = ServeSettings.from_json(os.environ[ENV_VAR])
     threads = settings.threads or max(1, (os.cpu_count() or 1) // settings.workers)
-    parser = Parser.from_pretrained(
-        settings.model_dir, backend=settings.backend, threads=threads, spin=settings.spin
-    )
+    parser = Parser.from_pretrained(settings.model_dir, backend=settings.backend, threads=threads)
     return create_app(parser, settings)
 
 

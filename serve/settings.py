@@ -20,12 +20,12 @@ class ServeSettings:
     port: int = 8000
     workers: int = 1  # server processes
     threads: int | None = None  # inference threads per worker (default: cores / workers)
-    # ONNX Runtime's idle threads busy-wait for the next pass (its default); off by default
-    # here, since the spinning takes the cores the event loop needs to answer and read requests.
-    spin: bool = False
     max_batch: int = 32  # texts per forward pass
     # Extra wait to grow micro-batches (requests queued during a pass are batched anyway).
     max_wait_ms: float = 0.0
+    # Under heavy load only (the last pass at least half of max_batch): wait this long for the
+    # batch to fill. A lone request never waits.
+    fill_wait_ms: float = 3.0
     max_queue: int = 1024  # queued requests before 503
     api_key: str | None = None
     # Host header names the server answers to; None: any. `nlu serve` sets the loopback names

@@ -59,6 +59,44 @@ def test_only_the_request_that_breaks_a_batch_gets_an_error() -> None:
     assert after == ["LATER", "TOO"]  # and serving goes on
 
 
+def test_batches_wait_to_fill_only_under_heavy_load() -> None:
+    """After a pass at least half of max_batch, the next waits (up to fill_wait_ms) for more
+    requests; after a smaller one, or at the start, a lone request runs at once."""
+    parser = FlakyParser()
+    sizes = Histogram("sizes", "", registry=CollectorRegistry())
+    settings = ServeSettings(max_batch=8, fill_wait_ms=2000)
+    batcher = MicroBatcher(parser, settings, batch_sizes=sizes)  # type: ignore[arg-type]
+
+    async def run() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        batcher.start()
+        try:
+            started = loop.time()
+            await batcher.submit(["lone"], ParseOptions())  # idle server: no wait
+            lone = loop.time() - started
+            await asyncio.gather(*(batcher.submit([f"busy {i}"], ParseOptions()) for i in range(8)))
+            # A full pass just ran: the next request waits for company, which arrives.
+            started = loop.time()
+
+            async def later() -> Any:
+                await asyncio.sleep(0.3)
+                return await batcher.submit(["second"], ParseOptions())
+
+            await asyncio.gather(batcher.submit(["first"], ParseOptions()), later())
+            waited = loop.time() - started
+            # That pass carried two of eight: the next lone request runs at once again.
+            started = loop.time()
+            await batcher.submit(["alone again"], ParseOptions())
+            return lone, loop.time() - started if waited >= 0.3 else -1.0
+        finally:
+            await batcher.stop()
+
+    lone, alone_again = asyncio.run(run())
+    assert ["first", "second"] in parser.batches  # one pass: the first waited for the second
+    assert parser.batches[-1] == ["alone again"]
+    assert lone < 1.0 and 0 <= alone_again < 1.0  # neither waited out the 2 s fill wait
+
+
 def test_two_worker_processes_serve_the_same_answers(trained: TrainResult) -> None:
     from nlu.predict import Parser
 
