@@ -1,10 +1,15 @@
 """The server against the compute floor, all in one run (issue: serving close to the floor).
 
-    python benchmarks/serve_floor.py runs/demo/int8 [--seconds 8]
+    python benchmarks/serve_floor.py runs/demo/int8 [--seconds 8] [--rev REV]
+        [--variant NAME="SERVE ARGS" ...] [--rounds N]
+
+Before/after in one run: `--rev` serves the code of a git revision beside this checkout,
+`--variant` adds servers with other `nlu serve` flags, `--rounds` interleaves them N times
+(medians reported).
 
 In the same invocation, on the same utterances:
 - floor, in-process: `Parser.parse` of one utterance (p50), a raw ONNX Runtime call on one
-  pre-tokenised utterance (p50), and raw ONNX Runtime batches of 32 (utterances/s);
+  pre-tokenised utterance (p50), and raw ONNX Runtime batches of 8, 16 and 32 (utterances/s);
 - the real `nlu serve` process on loopback, driven by `wrk` (one thread, keep-alive, a Lua
   script cycling the utterances) when it is installed (Debian package `wrk`; this script installs
   nothing), else by the minimal asyncio client of serve_latency.py: 1, 8 and 32 connections,

@@ -102,7 +102,7 @@ class MicroBatcher:
                 # Closed-loop clients under heavy load split into two groups that take turns,
                 # each pass carrying half of them; the other half's next requests come back
                 # within a few milliseconds of their answers. Waiting for them makes one full
-                # pass, which costs less per text than two half ones (benchmarks/serve_floor.py).
+                # pass instead of two half ones, which halved the 32-client p99 (docs/serving.md).
                 wait = max(wait, self.fill_wait)
             deadline = loop.time() + wait
             while size < self.max_batch:
