@@ -9,7 +9,8 @@ Runs (each `nlu federated` in Flower's simulation engine, clients one after anot
   examples, FedAvg) - what the fitted router is measured against;
 - iid: 10 IID shards; dirichlet: 10 shards, each intent's shares from Dirichlet(0.5);
 - owners-fedprox: owners with FedProx (mu 0.01);
-- owners-batch8: owners with local batches of 8 (4× the local steps at the same passes);
+- owners-batch8, owners-batch4: owners with local batches of 8 or 4 (4× or 8× the local steps
+  at the same passes);
 - owners-lora: owners sending LoRA adapters (rank 8) and heads only;
 - owners-lora-dp: owners-lora with server-side clipping (norm 1) and noise multiplier 0.1.
 Reported on the test split (selection: the last round; no test label is read before): intent
@@ -45,6 +46,7 @@ RUNS: dict[str, dict[str, Any]] = {
     # Owners take ~5 local steps of 32 per round, where central training updates each skill's
     # heads in most of its ~100 steps per epoch: smaller local batches, more local steps.
     "owners-batch8": {"partition": "skill", "batch_size": 8},
+    "owners-batch4": {"partition": "skill", "batch_size": 4},
     "owners-lora": {"partition": "skill", "updates": "lora", "lora_rank": 8},
     "owners-lora-dp": {
         "partition": "skill",
