@@ -98,7 +98,7 @@ class _Guard:
         *,
         metrics: Metrics,
         settings: ServeSettings,
-        parse: Callable[[ParseRequest], Awaitable[Response]] | None = None,
+        parse: Callable[[ParseRequest], Awaitable[Response]],
     ) -> None:
         self.app = app
         self.parse = parse
@@ -146,12 +146,10 @@ class _Guard:
                 response = _json_error(413, f"request body over {MAX_BODY_BYTES} bytes")
                 await response(scope, receive, send_and_record)
                 return
-            content_type = headers.get(b"content-type", b"").split(b";")[0].strip()
             if (
-                self.parse is not None
-                and scope["path"] == "/parse"
+                scope["path"] == "/parse"
                 and scope["method"] == "POST"
-                and content_type == b"application/json"
+                and headers.get(b"content-type", b"").split(b";")[0].strip() == b"application/json"
             ):
                 await self._parse(scope, self._limited(receive), send_and_record)
                 return
@@ -190,7 +188,6 @@ class _Guard:
         except (orjson.JSONDecodeError, ValidationError):
             await self.app(scope, _replay(body, receive), send)
             return
-        assert self.parse is not None
         response = await self.parse(request)
         await response(scope, receive, send)
 
