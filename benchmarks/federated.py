@@ -9,8 +9,11 @@ Runs (each `nlu federated` in Flower's simulation engine, clients one after anot
   examples, FedAvg) - what the fitted router is measured against;
 - iid: 10 IID shards; dirichlet: 10 shards, each intent's shares from Dirichlet(0.5);
 - owners-fedprox: owners with FedProx (mu 0.01);
-- owners-batch8, owners-batch4: owners with local batches of 8 or 4 (4× or 8× the local steps
-  at the same passes);
+- owners-batch8, owners-batch4, owners-batch2: owners with local batches of 8, 4 or 2 (4×, 8×
+  or 16× the local steps at the same passes);
+- owners-batch4-slr2, -slr4: owners-batch4 with a server learning rate of 2 or 4 on the shared
+  arrays (`shared_server_lr`);
+- owners-lora-batch4: owners-lora with local batches of 4;
 - owners-lora: owners sending LoRA adapters (rank 8) and heads only;
 - owners-lora-dp: owners-lora with server-side clipping (norm 1) and noise multiplier 0.1.
 Reported on the test split (selection: the last round; no test label is read before): intent
@@ -47,6 +50,17 @@ RUNS: dict[str, dict[str, Any]] = {
     # heads in most of its ~100 steps per epoch: smaller local batches, more local steps.
     "owners-batch8": {"partition": "skill", "batch_size": 8},
     "owners-batch4": {"partition": "skill", "batch_size": 4},
+    "owners-batch2": {"partition": "skill", "batch_size": 2},
+    # The average of 18 owners' encoder updates moves the encoder far less than one pass of
+    # centralised training: a server learning rate on the shared arrays.
+    "owners-batch4-slr2": {"partition": "skill", "batch_size": 4, "shared_server_lr": 2.0},
+    "owners-batch4-slr4": {"partition": "skill", "batch_size": 4, "shared_server_lr": 4.0},
+    "owners-lora-batch4": {
+        "partition": "skill",
+        "updates": "lora",
+        "lora_rank": 8,
+        "batch_size": 4,
+    },
     "owners-lora": {"partition": "skill", "updates": "lora", "lora_rank": 8},
     "owners-lora-dp": {
         "partition": "skill",

@@ -90,6 +90,12 @@ class FederationConfig:
     strategy: FedStrategy = "fedavg"
     proximal_mu: float = 0.01  # fedprox: weight of the proximal term
     server_learning_rate: float = 0.01  # fedadam: the server optimiser's step (eta)
+    # fedavg/fedprox: the server moves the shared arrays (encoder, router) by this multiple of
+    # their averaged update; a skill's heads always take their owners' plain average. Owners
+    # that each hold a sliver of the data move the encoder a little each; their average moves
+    # it about 1/clients as far as centralised training would (FedAvg with a server learning
+    # rate, Reddi et al. 2021). 1.0: plain FedAvg.
+    shared_server_lr: float = 1.0
     # A round goes on with the clients that answered if at least this many did (a crashed or
     # timed-out client does not stop training); fewer is an error.
     min_clients: int = 1
@@ -150,6 +156,12 @@ def make_federated_config(values: Mapping[str, Any], *, source: str) -> Federate
     ]
     if fed.dirichlet_alpha <= 0:
         problems.append(f"dirichlet_alpha={fed.dirichlet_alpha} (above 0, e.g. 0.5)")
+    if fed.shared_server_lr <= 0:
+        problems.append(f"shared_server_lr={fed.shared_server_lr} (above 0; 1.0 is plain FedAvg)")
+    if fed.strategy == "fedadam" and fed.shared_server_lr != 1.0:
+        problems.append(
+            "shared_server_lr applies to fedavg and fedprox; fedadam steps by server_learning_rate"
+        )
     if fed.partition != "skill" and fed.clients < 2:
         problems.append(f"partition={fed.partition} needs clients=N (2 or more shards)")
     if problems:
@@ -339,11 +351,12 @@ def count_key(skill: str) -> str:
 
 
 def average_by_owner(
-    replies: Sequence[RecordDict], current: Mapping[str, np.ndarray]
+    replies: Sequence[RecordDict], current: Mapping[str, np.ndarray], shared_lr: float = 1.0
 ) -> dict[str, np.ndarray]:
     """Each array averaged over the clients that trained it, weighted by their examples of it
     (a skill's heads: the client's examples of that skill; shared arrays: all its examples).
-    An array no client trained keeps its current value."""
+    An array no client trained keeps its current value. Shared arrays then move `shared_lr`
+    times their averaged update from their current value (1.0: the average itself)."""
     totals: dict[str, np.ndarray] = {}
     weights: dict[str, float] = {}
     for content in replies:
@@ -357,10 +370,16 @@ def average_by_owner(
             value = array.numpy().astype(np.float64) * w
             totals[key] = totals[key] + value if key in totals else value
             weights[key] = weights.get(key, 0.0) + w
-    return {
-        key: (totals[key] / weights[key]).astype(value.dtype) if key in totals else value
-        for key, value in current.items()
-    }
+    out = {}
+    for key, value in current.items():
+        if key not in totals:
+            out[key] = value
+            continue
+        mean = totals[key] / weights[key]
+        if shared_lr != 1.0 and owner_of(key) is None:
+            mean = value + shared_lr * (mean - value)
+        out[key] = mean.astype(value.dtype)
+    return out
 
 
 def sum_train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -406,7 +425,7 @@ def make_strategy(fed: FederationConfig, clients: int) -> Strategy:
             if not valid:
                 return None, None
             contents = [m.content for m in valid]
-            averaged = average_by_owner(contents, self.current)
+            averaged = average_by_owner(contents, self.current, fed.shared_server_lr)
             arrays = ArrayRecord({k: Array(v) for k, v in averaged.items()})
             return arrays, self.train_metrics_aggr_fn(contents, self.weighted_by_key)
 

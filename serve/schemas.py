@@ -26,6 +26,10 @@ MAX_BATCH = 64  # texts per request
 MAX_NBEST = 20  # ASR hypotheses per request
 MAX_CHARS = 1000  # characters per text; longer texts are refused (422)
 MAX_BODY_BYTES = 1 << 20
+# RFC 3339 date-time; seconds and the offset may be left out (a naive local time).
+DATE_TIME = re.compile(
+    r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d(:\d\d(\.\d+)?)?([Zz]|[+-]\d\d:?\d\d)?\Z", re.ASCII
+)
 
 
 _UTTERANCE: dict[str, Any] = {
@@ -143,12 +147,18 @@ class ParseRequest(BaseModel):
 
     @field_validator("reference_time", mode="before")
     @classmethod
-    def leap_second(cls, value: Any) -> Any:
+    def date_time_string(cls, value: Any) -> Any:
+        # Pydantic would also take a number or a numeric string as Unix time, and a bare date,
+        # none of which the schema's date-time allows: only an ISO 8601 date-time string.
+        if value is None:
+            return value
+        if not isinstance(value, str) or not DATE_TIME.match(value):
+            raise ValueError(
+                'must be an ISO 8601 date-time string such as "2026-11-26T09:00:00+01:00"'
+            )
         # RFC 3339 (the schema's date-time) allows a leap second, 23:59:60; Python's datetime
         # does not. A second early changes no date or time of day a slot resolves to.
-        if isinstance(value, str):
-            return re.sub(r"^(.{10}[Tt ]\d\d:\d\d):60", r"\1:59", value)
-        return value
+        return re.sub(r"^(.{10}[Tt ]\d\d:\d\d):60", r"\1:59", value)
 
     @field_validator("top_k", mode="before")
     @classmethod

@@ -171,6 +171,11 @@ def test_heads_average_over_their_owners_and_the_encoder_over_everyone() -> None
     assert np.allclose(out["intent_heads.b.weight"], 8.0)
     assert np.allclose(out["slot_heads.c.weight"], 7.0)  # nobody holds c: unchanged
     assert out["encoder.w"].dtype == np.float32
+    # A server learning rate scales the shared arrays' averaged update, never a skill's heads.
+    stepped = average_by_owner([one, two], current, shared_lr=3.0)
+    assert np.allclose(stepped["encoder.w"], 3.0 * (30 * 1 + 10 * 3) / 40)
+    assert np.allclose(stepped["intent_heads.a.weight"], 4.0)
+    assert np.allclose(stepped["slot_heads.c.weight"], 7.0)
 
 
 def test_the_fitted_router_is_additive_over_clients_and_separates_skills() -> None:
@@ -218,6 +223,10 @@ def test_federation_keys_are_checked(tmp_path: Path) -> None:
         make_federated_config({"partition": "iid"}, source="t")
     with pytest.raises(ConfigError, match="strategy="):
         make_federated_config({"strategy": "fedsgd"}, source="t")
+    with pytest.raises(ConfigError, match="shared_server_lr applies to fedavg"):
+        make_federated_config({"strategy": "fedadam", "shared_server_lr": 2.0}, source="t")
+    with pytest.raises(ConfigError, match="shared_server_lr=0"):
+        make_federated_config({"shared_server_lr": 0}, source="t")
     with pytest.raises(ConfigError, match="unknown key 'epoch'"):
         make_federated_config({"epoch": 2}, source="t")
     config = tmp_path / "fed.yaml"
