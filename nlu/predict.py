@@ -19,7 +19,7 @@ import numpy as np
 
 from nlu import modeldir
 from nlu.alignment import Tokenizer, check_tokenizer, encode, pad_id
-from nlu.decode import chosen_skill, decode
+from nlu.decode import chosen_skill, decode_batch
 from nlu.features import encodings_inputs
 from nlu.labels import LabelIndex, SkillLabels
 from nlu.modeldir import ModelDirError, ModelFolder
@@ -156,32 +156,28 @@ def parse_batch(
         apply_adapters(
             logits, batch, adapters=adapters, index=index, forced=[o.skill for o in per_text]
         )
-    scores = ood.scores(logits.router, logits.pooled) if ood is not None else None
-    results = []
-    for row, (text, enc, opts) in enumerate(zip(texts, encodings, per_text, strict=True)):
-        oos_score = None if scores is None else float(scores[row])
-        in_scope = True
-        if oos_score is not None and ood is not None and opts.skill is None:
+    oos_scores: list[float | None] = [None] * len(texts)
+    in_scope = [True] * len(texts)
+    if ood is not None:
+        scores = [float(s) for s in ood.scores(logits.router, logits.pooled)]
+        for row, (score, opts) in enumerate(zip(scores, per_text, strict=True)):
             threshold = ood.threshold if opts.oos_threshold is None else opts.oos_threshold
-            in_scope = oos_score <= threshold
-        results.append(
-            decode(
-                text=text,
-                encoding=enc,
-                router_logits=logits.router[row],
-                intent_logits=logits.intents[row],
-                slot_logits=logits.slots[row],
-                index=index,
-                skill=opts.skill,
-                top_k=opts.top_k,
-                oos_score=oos_score,
-                in_scope=in_scope,
-                router_temperature=ood.router_temperature if ood else 1.0,
-                intent_temperature=ood.intent_temperature if ood else 1.0,
-                reference_time=opts.reference_time,
-            )
-        )
-    return results
+            # A forced skill is always in scope: the caller knows what the text is about.
+            in_scope[row] = opts.skill is not None or score <= threshold
+        oos_scores = list(scores)
+    return decode_batch(
+        texts=texts,
+        encodings=encodings,
+        router_logits=logits.router,
+        intent_logits=logits.intents,
+        slot_logits=logits.slots,
+        index=index,
+        options=per_text,
+        oos_scores=oos_scores,
+        in_scope=in_scope,
+        router_temperature=ood.router_temperature if ood else 1.0,
+        intent_temperature=ood.intent_temperature if ood else 1.0,
+    )
 
 
 class Parser:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 
 from nlu.alignment import Encoding
-from nlu.decode import bio_constraints, decode, softmax, viterbi
+from nlu.decode import bio_constraints, decode, decode_batch, softmax, viterbi, viterbi_batch
 from nlu.labels import LabelIndex, SkillLabels
-from nlu.result import Scored, SkillChoice
+from nlu.result import ParseOptions, Scored, SkillChoice
 
 
 def is_valid_iob2(tags: list[str]) -> bool:
@@ -52,6 +53,16 @@ def test_viterbi_is_exact_best_valid_path() -> None:
             key=lambda p: sum(scores[w, t] for w, t in enumerate(p)),
         )
         assert viterbi(scores, transition, start) == list(best)
+
+
+def test_batched_viterbi_gives_each_row_its_own_best_path() -> None:
+    rng = np.random.default_rng(2)
+    transition, start = bio_constraints(TAGS)
+    lengths = [3, 0, 7, 1, 7]
+    scores = rng.normal(size=(len(lengths), 7, len(TAGS))).astype(np.float32) * 3
+    paths = viterbi_batch(scores, lengths, transition, start)
+    assert paths == [viterbi(scores[r, :n], transition, start) for r, n in enumerate(lengths)]
+    assert [len(p) for p in paths] == lengths
 
 
 def test_i_after_o_becomes_b_or_o() -> None:
@@ -117,3 +128,71 @@ def test_forcing_a_skill_keeps_the_routers_probability_of_it_and_top_k() -> None
 def test_equal_intent_scores_keep_label_order() -> None:
     result = _decode([0.0, 2.0], [0.0, 0.0, 0.0, 2.0, 2.0], skill=None, top_k=1)
     assert [i.name for i in result.intents] == ["play"] and result.intent.name == "play"
+
+
+def test_a_batch_decodes_each_row_exactly_as_alone() -> None:
+    """Rows of different lengths, skills, options and scopes decoded together give, byte for
+    byte, what each gives alone (the server decodes whole micro-batches)."""
+    index = _two_skills()
+    rng = np.random.default_rng(3)
+    texts = ["play abba now", "wake me at seven tomorrow please", "stop", "snooze it"]
+    encodings = []
+    for text in texts:
+        words, at = [], 0
+        for word in text.split():
+            at = text.index(word, at)
+            words.append((at, at + len(word)))
+            at += len(word)
+        encodings.append(
+            Encoding(
+                input_ids=[101, *range(1, len(words) + 1), 102],
+                words=words,
+                word_starts=list(range(1, len(words) + 1)),
+                truncated=False,
+            )
+        )
+    width = max(len(e.input_ids) for e in encodings)
+    router = rng.normal(size=(len(texts), 2)).astype(np.float32) * 2
+    intents = rng.normal(size=(len(texts), 5)).astype(np.float32) * 2
+    slots = rng.normal(size=(len(texts), width, 8)).astype(np.float32) * 3
+    options = [
+        ParseOptions(),
+        ParseOptions(skill="music", top_k=1),
+        ParseOptions(top_k=3),
+        ParseOptions(skill="alarm"),
+    ]
+    oos = [0.1, 0.9, 0.7, None]
+    in_scope = [True, True, False, True]
+    batch = decode_batch(
+        texts=texts,
+        encodings=encodings,
+        router_logits=router,
+        intent_logits=intents,
+        slot_logits=slots,
+        index=index,
+        options=options,
+        oos_scores=oos,
+        in_scope=in_scope,
+        router_temperature=1.3,
+        intent_temperature=0.7,
+    )
+    alone = [
+        decode(
+            text=texts[r],
+            encoding=encodings[r],
+            router_logits=router[r],
+            intent_logits=intents[r],
+            slot_logits=slots[r, : len(encodings[r].input_ids)],
+            index=index,
+            skill=options[r].skill,
+            top_k=options[r].top_k,
+            oos_score=oos[r],
+            in_scope=in_scope[r],
+            router_temperature=1.3,
+            intent_temperature=0.7,
+        )
+        for r in range(len(texts))
+    ]
+    assert [json.dumps(r.to_dict()) for r in batch] == [json.dumps(r.to_dict()) for r in alone]
+    assert batch[2].in_scope is False and batch[2].slots == []
+    assert sum(len(r.slots) for r in batch) >= 2  # the random slot scores do tag some words
