@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol, overload
 import numpy as np
 
 from nlu import modeldir
-from nlu.alignment import Tokenizer, check_tokenizer, encode, pad_id
+from nlu.alignment import Encoding, Tokenizer, check_tokenizer, encode, pad_id
 from nlu.decode import chosen_skill, decode_batch
 from nlu.features import encodings_inputs
 from nlu.labels import LabelIndex, SkillLabels
@@ -131,6 +131,37 @@ def apply_adapters(
         logits.slots[rows, :width, tags] = sub.slots[:, :, tags]
 
 
+# What one more forward pass costs, in padded tokens: a pass pays a fixed price (thread
+# hand-offs, every graph node once) besides its tokens. For the int8 MiniLM on 2 cores about
+# 30-40 tokens (benchmarks/serve_floor.py prints raw passes with and without length groups).
+PASS_COST_TOKENS = 32
+
+
+def length_groups(lengths: Sequence[int], pass_cost: int = PASS_COST_TOKENS) -> list[list[int]]:
+    """Rows grouped into forward passes of similar lengths: of the splits of the rows sorted by
+    length, the one with the fewest padded tokens plus `pass_cost` per pass (each pass pads to
+    its longest row). A batch of like lengths stays one pass."""
+    if not lengths:
+        return []
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    ordered = [lengths[i] for i in order]
+    # A pass only ever ends where the length changes.
+    cuts = [0] + [i for i in range(1, len(ordered)) if ordered[i] != ordered[i - 1]]
+    cuts.append(len(ordered))
+    cost = [0] * len(cuts)
+    first = [0] * len(cuts)  # the cut where the last pass ending at cuts[j] starts
+    for j in range(1, len(cuts)):
+        cost[j], first[j] = min(
+            (cost[i] + (cuts[j] - cuts[i]) * ordered[cuts[j] - 1] + pass_cost, i) for i in range(j)
+        )
+    groups = []
+    j = len(cuts) - 1
+    while j > 0:
+        groups.append(order[cuts[first[j]] : cuts[j]])
+        j = first[j]
+    return groups[::-1]
+
+
 def parse_batch(
     forward: Forward,
     index: LabelIndex,
@@ -142,25 +173,57 @@ def parse_batch(
     adapters: Mapping[str, Forward] | None = None,
     ood: OutOfScope | None = None,
 ) -> list[ParseResult]:
-    """One forward pass over `texts`; the single code path for evaluation and serving.
+    """The single code path for evaluation and serving: tokenize `texts`, run the forward
+    passes (one per length group, `length_groups`), decode.
 
     `options` gives each text its own (forced skill, top_k, threshold), so the server can answer
     several requests from one micro-batch. `adapters`: per-skill adapted forwards (a second pass
     for the texts decoded as those skills). `ood`: the out-of-scope detector and calibration.
     """
     encodings = encode(tokenizer, texts, max_length)
-    batch = encodings_inputs(encodings, pad_id(tokenizer))
-    logits = forward(batch)
     per_text = list(options) if options is not None else [ParseOptions()] * len(texts)
+    results: list[ParseResult | None] = [None] * len(texts)
+    for rows in length_groups([len(e.input_ids) for e in encodings]):
+        parsed = parse_encoded(
+            forward,
+            index,
+            [encodings[row] for row in rows],
+            [texts[row] for row in rows],
+            [per_text[row] for row in rows],
+            pad=pad_id(tokenizer),
+            adapters=adapters,
+            ood=ood,
+        )
+        for row, result in zip(rows, parsed, strict=True):
+            results[row] = result
+    done = [r for r in results if r is not None]
+    assert len(done) == len(texts), "length_groups covers every row once"
+    return done
+
+
+def parse_encoded(
+    forward: Forward,
+    index: LabelIndex,
+    encodings: Sequence[Encoding],
+    texts: Sequence[str],
+    options: Sequence[ParseOptions],
+    *,
+    pad: int,
+    adapters: Mapping[str, Forward] | None,
+    ood: OutOfScope | None,
+) -> list[ParseResult]:
+    """One forward pass over tokenized texts, then their results."""
+    batch = encodings_inputs(encodings, pad)
+    logits = forward(batch)
     if adapters:
         apply_adapters(
-            logits, batch, adapters=adapters, index=index, forced=[o.skill for o in per_text]
+            logits, batch, adapters=adapters, index=index, forced=[o.skill for o in options]
         )
     oos_scores: list[float | None] = [None] * len(texts)
     in_scope = [True] * len(texts)
     if ood is not None:
         scores = [float(s) for s in ood.scores(logits.router, logits.pooled)]
-        for row, (score, opts) in enumerate(zip(scores, per_text, strict=True)):
+        for row, (score, opts) in enumerate(zip(scores, options, strict=True)):
             threshold = ood.threshold if opts.oos_threshold is None else opts.oos_threshold
             # A forced skill is always in scope: the caller knows what the text is about.
             in_scope[row] = opts.skill is not None or score <= threshold
@@ -172,7 +235,7 @@ def parse_batch(
         intent_logits=logits.intents,
         slot_logits=logits.slots,
         index=index,
-        options=per_text,
+        options=options,
         oos_scores=oos_scores,
         in_scope=in_scope,
         router_temperature=ood.router_temperature if ood else 1.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 from nlu.alignment import Encoding
 from nlu.decode import bio_constraints, decode, decode_batch, softmax, viterbi, viterbi_batch
 from nlu.labels import LabelIndex, SkillLabels
+from nlu.predict import length_groups
 from nlu.result import ParseOptions, Scored, SkillChoice
 
 
@@ -40,7 +42,6 @@ def test_viterbi_never_emits_invalid_bio_on_random_scores() -> None:
 def test_viterbi_is_exact_best_valid_path() -> None:
     rng = np.random.default_rng(1)
     transition, start = bio_constraints(TAGS)
-    import itertools
 
     for _ in range(50):
         scores = rng.normal(size=(4, len(TAGS))).astype(np.float32)
@@ -196,3 +197,31 @@ def test_a_batch_decodes_each_row_exactly_as_alone() -> None:
     assert [json.dumps(r.to_dict()) for r in batch] == [json.dumps(r.to_dict()) for r in alone]
     assert batch[2].in_scope is False and batch[2].slots == []
     assert sum(len(r.slots) for r in batch) >= 2  # the random slot scores do tag some words
+
+
+def test_length_groups_cover_every_row_once_at_the_least_padded_cost() -> None:
+    rng = np.random.default_rng(4)
+
+    def cost(groups: list[list[int]], lengths: list[int], pass_cost: int) -> int:
+        return sum(len(g) * max(lengths[i] for i in g) + pass_cost for g in groups)
+
+    for _ in range(200):
+        lengths = [int(n) for n in rng.integers(3, 40, size=rng.integers(1, 9))]
+        pass_cost = int(rng.integers(0, 60))
+        groups = length_groups(lengths, pass_cost)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        # Best of every split of the rows sorted by length into consecutive passes.
+        ordered = sorted(range(len(lengths)), key=lengths.__getitem__)
+        best = min(
+            cost(
+                [ordered[a:b] for a, b in itertools.pairwise([0, *cuts, len(ordered)])],
+                lengths,
+                pass_cost,
+            )
+            for r in range(len(ordered))
+            for cuts in itertools.combinations(range(1, len(ordered)), r)
+        )
+        assert cost(groups, lengths, pass_cost) == best
+    assert length_groups([12] * 32) == [list(range(32))]  # like lengths: one pass
+    assert len(length_groups([5] * 16 + [60] * 16)) == 2  # far apart: two
+    assert length_groups([]) == []
