@@ -13,7 +13,8 @@ Runs (each `nlu federated` in Flower's simulation engine, clients one after anot
   or 16× the local steps at the same passes);
 - owners-batch4-slr2, -slr4: owners-batch4 with a server learning rate of 2 or 4 on the shared
   arrays (`shared_server_lr`);
-- owners-lora-batch4: owners-lora with local batches of 4;
+- owners-lora-batch4, owners-lora-batch4-slr2: owners-lora with local batches of 4, and with
+  the server learning rate 2 too (against owners-batch4-slr2: LoRA against full updates);
 - owners-lora: owners sending LoRA adapters (rank 8) and heads only;
 - owners-lora-dp: owners-lora with server-side clipping (norm 1) and noise multiplier 0.1.
 Reported on the test split (selection: the last round; no test label is read before): intent
@@ -60,6 +61,13 @@ RUNS: dict[str, dict[str, Any]] = {
         "updates": "lora",
         "lora_rank": 8,
         "batch_size": 4,
+    },
+    "owners-lora-batch4-slr2": {
+        "partition": "skill",
+        "updates": "lora",
+        "lora_rank": 8,
+        "batch_size": 4,
+        "shared_server_lr": 2.0,
     },
     "owners-lora": {"partition": "skill", "updates": "lora", "lora_rank": 8},
     "owners-lora-dp": {

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -45,6 +46,11 @@ from nlu.serve.schemas import (
 from nlu.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
+
+
+# prometheus_client's multiprocess mode: set (by `nlu serve --workers N`) before the workers
+# import prometheus_client.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
@@ -335,7 +341,15 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        registry = metrics.registry
+        if os.environ.get(MULTIPROCESS_ENV):
+            # Several worker processes (`nlu serve --workers N`): each writes its counts to the
+            # shared folder; whichever worker answers sums them all.
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     errors: dict[int | str, dict[str, Any]] = {
         code: {"model": ErrorBody, "description": description}

@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
+import tempfile
 
 from fastapi import FastAPI
 
 from nlu import modeldir
 from nlu.ood import threshold_problem
 from nlu.predict import OptionError, Parser
-from nlu.serve.app import create_app
+from nlu.serve.app import MULTIPROCESS_ENV, create_app
 from nlu.serve.settings import ENV_VAR, LOCAL_HOSTS, ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -59,12 +61,22 @@ def serve(settings: ServeSettings) -> None:
         hosts = LOCAL_HOSTS  # against DNS rebinding: a web page cannot reach a local server
     resolved = dataclasses.replace(settings, backend=backend, trusted_hosts=hosts)
     os.environ[ENV_VAR] = resolved.to_json()
-    uvicorn.run(
-        "nlu.serve.run:create_app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level="warning",
-        timeout_graceful_shutdown=30,
-    )
+    shared_metrics = None
+    if settings.workers > 1 and not os.environ.get(MULTIPROCESS_ENV):
+        # Each worker process counts its own requests; /metrics must report all of them.
+        shared_metrics = tempfile.mkdtemp(prefix="nlu-metrics-")
+        os.environ[MULTIPROCESS_ENV] = shared_metrics
+    try:
+        uvicorn.run(
+            "nlu.serve.run:create_app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level="warning",
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        if shared_metrics is not None:
+            del os.environ[MULTIPROCESS_ENV]
+            shutil.rmtree(shared_metrics, ignore_errors=True)

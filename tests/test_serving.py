@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import threading
 from collections.abc import Sequence
@@ -159,6 +160,10 @@ def test_two_worker_processes_with_two_passes_serve_the_same_answers(trained: Tr
             return [r.json() for r in replies]
 
         concurrent = asyncio.run(burst())
+        # Each on a new connection, so that both workers answer some.
+        expositions = [
+            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text for _ in range(8)
+        ]
         # A local bind answers only requests addressed to a loopback name (DNS rebinding).
         assert rebound.status_code == 400
         assert answers == expected
@@ -167,6 +172,14 @@ def test_two_worker_processes_with_two_passes_serve_the_same_answers(trained: Tr
             return row["intent"]["name"], [(s["slot"], s["start"], s["end"]) for s in row["slots"]]
 
         assert [meaning(r) for r in concurrent] == [meaning(r) for r in expected]
+        # /metrics counts every worker's requests, whichever worker answers it.
+        for exposition in expositions:
+            parsed = re.search(
+                r'^nlu_requests_total\{route="/parse",status="200"\} (\S+)$', exposition, re.M
+            )
+            assert parsed is not None and float(parsed.group(1)) == 2 * len(texts), exposition
+            texts_seen = re.search(r"^nlu_batch_size_sum (\S+)$", exposition, re.M)
+            assert texts_seen is not None and float(texts_seen.group(1)) == 2 * len(texts)
         assert health["model"] == trained.model_dir.name  # no absolute path without a key
     finally:
         proc.send_signal(signal.SIGTERM)
