@@ -389,16 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         "this long for the next one to fill; a lone request never waits (0: off)",
     )
     p.add_argument(
-        "--passes",
-        type=int,
-        default=defaults.passes,
-        help="forward passes a worker runs at once (2: more throughput under load, a lone "
-        "request slightly slower; --fill-wait-ms then does not apply)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="inference threads per pass (default: cores / workers / passes)",
+        "--threads", type=int, help="inference threads per worker (default: cores / workers)"
     )
     p.add_argument(
         "--max-queue", type=int, default=defaults.max_queue, help="queued requests before 503"

@@ -262,10 +262,6 @@ class Parser:
             from nlu.resolve import warm_up
 
             warm_up()  # not on the first request
-        # The fast tokenizer's truncation settings are set on its first call: make it here, so
-        # that parses in several threads at once (the server's passes) only read them; a Rust
-        # tokenizer refuses to be reconfigured while another thread encodes ("Already borrowed").
-        encode(tokenizer, ["warm up"], max_length)
         self.source: Path | None = None  # the model folder, when loaded from one
         self.ood = ood
         self.forward = forward

@@ -1,12 +1,11 @@
 """Micro-batching: concurrent requests share one forward pass.
 
-While a forward pass runs, new requests queue; the next pass takes all of them (up to
+While one forward pass runs, new requests queue; the next pass takes all of them (up to
 `max_batch` texts, optionally waiting `max_wait_ms` for more), runs in a worker thread (the
 event loop never blocks on tokenization or inference), and answers each request with its own
-rows. Up to `passes` passes run at once, each in its own thread: the next batch does not wait
-for the previous one to finish. With one pass at a time, under heavy load (the last pass at
-least half full) a pass waits up to `fill_wait_ms` for the batch to fill; a lone request never
-waits. The queue is bounded: a full queue is `Overloaded`.
+rows. Under heavy load (the last pass at least half full) a pass waits up to `fill_wait_ms` for
+the batch to fill; a lone request never waits. The queue is bounded: a full queue is
+`Overloaded`.
 """
 
 from __future__ import annotations
@@ -43,8 +42,7 @@ class _Job:
 
 
 class MicroBatcher:
-    """Collect concurrent requests into forward passes; bounded queue, one worker thread per
-    pass that may run at once."""
+    """Collect concurrent requests into one forward pass; bounded queue, one worker thread."""
 
     def __init__(
         self,
@@ -57,20 +55,18 @@ class MicroBatcher:
         self.max_batch = settings.max_batch
         self.max_wait = settings.max_wait_ms / 1000
         self.fill_wait = settings.fill_wait_ms / 1000
-        self.passes = settings.passes
         self.max_queue = settings.max_queue
         self.batch_sizes = batch_sizes
         self.queue: asyncio.Queue[_Job] | None = None
         self.executor: ThreadPoolExecutor | None = None
         self.task: asyncio.Task[None] | None = None
-        self.running: set[asyncio.Task[None]] = set()  # passes in flight
 
     def start(self) -> None:
         # Made per start, not per instance: an app can run its lifespan more than once (a test
         # client opened twice), each time on a new event loop, and a shut-down executor accepts
-        # no work. One thread per pass: inference already uses the cores given to each.
+        # no work. One thread: inference already uses every core; more would only contend.
         self.queue = asyncio.Queue(maxsize=self.max_queue)
-        self.executor = ThreadPoolExecutor(max_workers=self.passes, thread_name_prefix="nlu-infer")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlu-infer")
         self.task = asyncio.get_running_loop().create_task(self._run(self.queue, self.executor))
 
     async def stop(self) -> None:
@@ -78,8 +74,6 @@ class MicroBatcher:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-        # Passes in flight finish: their requests are answered, not dropped.
-        await asyncio.gather(*self.running, return_exceptions=True)
         if self.executor is not None:
             self.executor.shutdown(wait=True)
 
@@ -95,74 +89,51 @@ class MicroBatcher:
 
     async def _run(self, queue: asyncio.Queue[_Job], executor: ThreadPoolExecutor) -> None:
         loop = asyncio.get_running_loop()
-        free = asyncio.Semaphore(self.passes)
         last = 0  # texts in the previous pass
         while True:
-            # A pass slot first, then the batch: requests that come while every slot is busy
-            # queue up and go into the next pass together.
-            await free.acquire()
-            try:
-                jobs = await self._collect(queue, loop, last)
-            except BaseException:
-                free.release()
-                raise
+            jobs = [await queue.get()]
+            size = len(jobs[0].texts)
+            # Requests that arrived while the previous batch ran are already queued, so under
+            # load batches form without any waiting; one yield lets handlers that are ready
+            # enqueue too. An extra wait (max_wait_ms > 0) only trades latency for batch size.
+            await asyncio.sleep(0)
+            wait = self.max_wait
+            if 2 * last >= self.max_batch:
+                # Closed-loop clients under heavy load split into two groups that take turns,
+                # each pass carrying half of them; the other half's next requests come back
+                # within a few milliseconds of their answers. Waiting for them makes one full
+                # pass instead of two half ones, which halved the 32-client p99 (docs/serving.md).
+                wait = max(wait, self.fill_wait)
+            deadline = loop.time() + wait
+            while size < self.max_batch:
+                try:
+                    job = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        job = await asyncio.wait_for(queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                jobs.append(job)
+                size += len(job.texts)
             last = sum(len(job.texts) for job in jobs)
             self.batch_sizes.observe(last)
-            task = loop.create_task(self._pass(jobs, loop, executor))
-            self.running.add(task)
-            task.add_done_callback(self.running.discard)
-            task.add_done_callback(lambda _: free.release())
-
-    async def _collect(
-        self, queue: asyncio.Queue[_Job], loop: asyncio.AbstractEventLoop, last: int
-    ) -> list[_Job]:
-        jobs = [await queue.get()]
-        size = len(jobs[0].texts)
-        # Requests that arrived while the previous batch ran are already queued, so under
-        # load batches form without any waiting; one yield lets handlers that are ready
-        # enqueue too. An extra wait (max_wait_ms > 0) only trades latency for batch size.
-        await asyncio.sleep(0)
-        wait = self.max_wait
-        if self.passes == 1 and 2 * last >= self.max_batch:
-            # Closed-loop clients under heavy load split into two groups that take turns,
-            # each pass carrying half of them; the other half's next requests come back
-            # within a few milliseconds of their answers. Waiting for them makes one full
-            # pass instead of two half ones, which halved the 32-client p99 (docs/serving.md).
-            # With two passes at once each group has its own.
-            wait = max(wait, self.fill_wait)
-        deadline = loop.time() + wait
-        while size < self.max_batch:
             try:
-                job = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    job = await asyncio.wait_for(queue.get(), remaining)
-                except TimeoutError:
-                    break
-            jobs.append(job)
-            size += len(job.texts)
-        return jobs
-
-    async def _pass(
-        self, jobs: list[_Job], loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor
-    ) -> None:
-        try:
-            await self._answer(jobs, loop, executor)
-        except Exception as err:
-            if len(jobs) == 1:
-                self._fail(jobs[0], err)
-                return
-            # One request can break a whole batch (a text the tokenizer cannot encode):
-            # answer each request on its own, so only the one that fails gets an error.
-            logger.warning("a batch of %d requests failed; retrying them one by one", len(jobs))
-            for job in jobs:
-                try:
-                    await self._answer([job], loop, executor)
-                except Exception as alone:
-                    self._fail(job, alone)
+                await self._answer(jobs, loop, executor)
+            except Exception as err:
+                if len(jobs) == 1:
+                    self._fail(jobs[0], err)
+                    continue
+                # One request can break a whole batch (a text the tokenizer cannot encode):
+                # answer each request on its own, so only the one that fails gets an error.
+                logger.warning("a batch of %d requests failed; retrying them one by one", len(jobs))
+                for job in jobs:
+                    try:
+                        await self._answer([job], loop, executor)
+                    except Exception as alone:
+                        self._fail(job, alone)
 
     @staticmethod
     def _fail(job: _Job, err: Exception) -> None:

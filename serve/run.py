@@ -22,9 +22,7 @@ logger = logging.getLogger(__name__)
 def create_app_from_env() -> FastAPI:
     """App factory for uvicorn's workers: the settings come from one environment variable."""
     settings = ServeSettings.from_json(os.environ[ENV_VAR])
-    threads = settings.threads or max(
-        1, (os.cpu_count() or 1) // (settings.workers * settings.passes)
-    )
+    threads = settings.threads or max(1, (os.cpu_count() or 1) // settings.workers)
     parser = Parser.from_pretrained(settings.model_dir, backend=settings.backend, threads=threads)
     return create_app(parser, settings)
 
@@ -34,7 +32,7 @@ def serve(settings: ServeSettings) -> None:
     the folder is checked, not loaded (each worker loads it once)."""
     import uvicorn
 
-    for name in ("workers", "passes", "max_batch", "max_queue"):
+    for name in ("workers", "max_batch", "max_queue"):
         if getattr(settings, name) < 1:
             raise OptionError(f"--{name.replace('_', '-')} must be at least 1")
     backend = modeldir.check(settings.model_dir, settings.backend)

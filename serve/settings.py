@@ -19,11 +19,7 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1  # server processes
-    # Forward passes a worker runs at once. 2: while one pass computes, the next one forms and
-    # runs beside it, each on its own core (threads default to cores / (workers * passes));
-    # more throughput under load, a lone request a little slower (docs/serving.md).
-    passes: int = 1
-    threads: int | None = None  # inference threads per pass (default: cores / workers / passes)
+    threads: int | None = None  # inference threads per worker (default: cores / workers)
     max_batch: int = 32  # texts per forward pass
     # Extra wait to grow micro-batches (requests queued during a pass are batched anyway).
     max_wait_ms: float = 0.0

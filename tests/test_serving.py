@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from nlu.result import ParseOptions
@@ -100,51 +98,10 @@ def test_batches_wait_to_fill_only_under_heavy_load() -> None:
     assert lone < 1.0 and 0 <= alone_again < 1.0  # neither waited out the 2 s fill wait
 
 
-class HoldingParser:
-    """Answers each text with itself; a batch holding "hold" waits until `release` is set."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-
-    def parse_with_options(
-        self, texts: Sequence[str], options: Sequence[Any], *, batch_size: int
-    ) -> list[str]:
-        if "hold" in texts:
-            self.release.wait(10)
-        return list(texts)
-
-
-@pytest.mark.parametrize("passes", [1, 2])
-def test_a_second_pass_runs_beside_a_slow_one_only_when_allowed(passes: int) -> None:
-    parser = HoldingParser()
-    sizes = Histogram("sizes", "", registry=CollectorRegistry())
-    batcher = MicroBatcher(parser, ServeSettings(passes=passes), batch_sizes=sizes)  # type: ignore[arg-type]
-
-    async def run() -> tuple[bool, list[str], list[str]]:
-        batcher.start()
-        try:
-            held = asyncio.ensure_future(batcher.submit(["hold"], ParseOptions()))
-            await asyncio.sleep(0.2)  # the held pass is running
-            quick = asyncio.ensure_future(batcher.submit(["quick"], ParseOptions()))
-            done, _ = await asyncio.wait([quick], timeout=1.0)
-            answered_while_held = quick in done
-            parser.release.set()
-            return answered_while_held, await held, await quick
-        finally:
-            parser.release.set()
-            await batcher.stop()
-
-    answered_while_held, held, quick = asyncio.run(run())
-    assert answered_while_held == (passes == 2)
-    assert (held, quick) == (["hold"], ["quick"])  # both answered, each with its own rows
-
-
-def test_two_worker_processes_with_two_passes_serve_the_same_answers(trained: TrainResult) -> None:
+def test_two_worker_processes_serve_the_same_answers(trained: TrainResult) -> None:
     from nlu.predict import Parser
 
-    proc, port = start_server(
-        trained.model_dir, "--workers", "2", "--passes", "2", "--threads", "1", timeout=90
-    )
+    proc, port = start_server(trained.model_dir, "--workers", "2", "--threads", "1", timeout=90)
     try:
         texts = [f"turn on the {room} lights" for room in ("kitchen", "hall", "bedroom")] * 4
         expected = [r.to_dict() for r in Parser.from_pretrained(trained.model_dir).parse(texts)]
@@ -154,7 +111,7 @@ def test_two_worker_processes_with_two_passes_serve_the_same_answers(trained: Tr
             rebound = client.get("/health", headers={"host": "evil.example"})
 
         async def burst() -> list[Any]:
-            # Concurrent requests: several passes at once in each worker.
+            # Concurrent requests, micro-batched in both workers.
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
                 replies = await asyncio.gather(*(c.post("/parse", json={"text": t}) for t in texts))
             return [r.json() for r in replies]
