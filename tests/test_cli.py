@@ -57,7 +57,11 @@ def test_train_then_predict_and_evaluate_through_the_cli(
         (["serve", "/no/such/model", "--workers", "0"], "--workers must be at least 1"),
         (["serve", "/no/such/model", "--max-batch", "0"], "--max-batch must be at least 1"),
         (["train", "epochz=3"], "unknown key 'epochz'"),
-        (["train", "data=/no/such/skills", "epochs=1"], "/no/such/skills: no such file"),
+        (
+            # Not the default output_dir: a trained demo model there is refused first.
+            ["train", "data=/no/such/skills", "epochs=1", "output_dir=/no/such/run"],
+            "/no/such/skills: no such file",
+        ),
         (["evaluate", "/no/such/model", "skills"], "does not exist"),
     ],
 )
