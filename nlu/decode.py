@@ -110,6 +110,7 @@ def decode(
     """One row of model output -> its ParseResult (`decode_batch` of a batch of one).
 
     router_logits [S], intent_logits [total intents], slot_logits [tokens, total tags].
+    `skill` forces the skill instead of taking the router's choice.
     """
     return decode_batch(
         texts=[text],
@@ -147,7 +148,8 @@ def decode_batch(
     relative dates. Temperatures (fitted on dev, see `nlu.ood`) make the confidences
     calibrated; 1.0 leaves the softmax as it is. The array work runs once per batch and skill
     (the server decodes whole micro-batches); the per-row arithmetic is exactly that of a batch
-    of one, so a text's result does not depend on its batch.
+    of one, so decoding never makes a text's result depend on its batch-mates (the logits of an
+    int8 model can: its activations are quantised per batch).
     """
     router_probs = softmax(router_logits / router_temperature)
     skill_ranking = np.argsort(-router_probs, axis=-1, kind="stable")
