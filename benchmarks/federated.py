@@ -12,7 +12,7 @@ Runs (each `nlu federated` in Flower's simulation engine, clients one after anot
 - owners-batch8, owners-batch4, owners-batch2: owners with local batches of 8, 4 or 2 (4×, 8×
   or 16× the local steps at the same passes);
 - owners-batch4-slr2, -slr4: owners-batch4 with a server learning rate of 2 or 4 on the shared
-  arrays (`shared_server_lr`);
+  arrays (`shared_server_lr`); owners-batch2-slr4: batches of 2 with the rate 4;
 - owners-lora-batch4, owners-lora-batch4-slr2: owners-lora with local batches of 4, and with
   the server learning rate 2 too (against owners-batch4-slr2: LoRA against full updates), and
   that with the encoder (adapter) learning rate 1e-3 instead of 1e-4;
@@ -57,6 +57,7 @@ RUNS: dict[str, dict[str, Any]] = {
     # centralised training: a server learning rate on the shared arrays.
     "owners-batch4-slr2": {"partition": "skill", "batch_size": 4, "shared_server_lr": 2.0},
     "owners-batch4-slr4": {"partition": "skill", "batch_size": 4, "shared_server_lr": 4.0},
+    "owners-batch2-slr4": {"partition": "skill", "batch_size": 2, "shared_server_lr": 4.0},
     "owners-lora-batch4": {
         "partition": "skill",
         "updates": "lora",
