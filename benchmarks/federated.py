@@ -81,6 +81,64 @@ RUNS: dict[str, dict[str, Any]] = {
         "shared_server_lr": 2.0,
         "learning_rate": 1e-3,
     },
+    # LoRA with the full model's best local batch and server rate.
+    "owners-lora-batch2-slr4": {
+        "partition": "skill",
+        "updates": "lora",
+        "lora_rank": 8,
+        "batch_size": 2,
+        "shared_server_lr": 4.0,
+    },
+    # Only the B matrices train and travel (A frozen, the same on every machine): averaging is
+    # exact, where averaging A and B apart is not the average of the adapters.
+    "owners-lorab-batch4-slr2": {
+        "partition": "skill",
+        "updates": "lora_b",
+        "lora_rank": 8,
+        "batch_size": 4,
+        "shared_server_lr": 2.0,
+    },
+    "owners-lorab-batch2-slr4": {
+        "partition": "skill",
+        "updates": "lora_b",
+        "lora_rank": 8,
+        "batch_size": 2,
+        "shared_server_lr": 4.0,
+    },
+    # Adapters on every linear layer of the encoder, not only attention's query and value.
+    "owners-lora-all-batch4": {
+        "partition": "skill",
+        "updates": "lora",
+        "lora_rank": 8,
+        "lora_modules": "all",
+        "batch_size": 4,
+    },
+    "owners-lorab-all-batch4-slr2": {
+        "partition": "skill",
+        "updates": "lora_b",
+        "lora_rank": 8,
+        "lora_modules": "all",
+        "batch_size": 4,
+        "shared_server_lr": 2.0,
+    },
+    # Adapters (and heads) at 3e-3 instead of 1e-3: few local steps, a B that starts at zero.
+    "owners-lorab-all-batch4-slr2-hlr3e-3": {
+        "partition": "skill",
+        "updates": "lora_b",
+        "lora_rank": 8,
+        "lora_modules": "all",
+        "batch_size": 4,
+        "shared_server_lr": 2.0,
+        "head_learning_rate": 3e-3,
+    },
+    "owners-lorab-all-batch2-slr4": {
+        "partition": "skill",
+        "updates": "lora_b",
+        "lora_rank": 8,
+        "lora_modules": "all",
+        "batch_size": 2,
+        "shared_server_lr": 4.0,
+    },
     "owners-lora": {"partition": "skill", "updates": "lora", "lora_rank": 8},
     "owners-lora-dp": {
         "partition": "skill",

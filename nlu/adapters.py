@@ -33,15 +33,20 @@ from nlu.modeldir import Adapter, ModelDirError
 
 logger = logging.getLogger(__name__)
 
-# Attention query and value projections of BERT-style encoders.
-TARGET_MODULES = ["query", "value"]
+# Per `lora_modules`, the linear layers of BERT-style encoders that get adapters: attention's
+# query and value projections, or every linear layer of each block ("dense" names attention's
+# output, the feed-forward layers and the pooler).
+TARGET_MODULES: dict[str, list[str]] = {
+    "attention": ["query", "value"],
+    "all": ["query", "key", "value", "dense"],
+}
 
 
-def lora_config(rank: int) -> Any:
+def lora_config(rank: int, modules: str = "attention") -> Any:
     from peft import LoraConfig
 
     return LoraConfig(
-        r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=list(TARGET_MODULES)
+        r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=list(TARGET_MODULES[modules])
     )
 
 
@@ -61,14 +66,20 @@ def _load_heads(model: JointModel, skill: str, state: dict[str, torch.Tensor]) -
 
 
 def wrap_for_training(
-    model: JointModel, *, rank: int, start: Adapter | None = None, skill: str | None = None
+    model: JointModel,
+    *,
+    rank: int,
+    modules: str = "attention",
+    start: Adapter | None = None,
+    skill: str | None = None,
 ) -> None:
-    """Put a trainable LoRA adapter on the encoder (freezing its base weights): a new one, or
-    a saved adapter to continue training it (then with its skill's heads, when it has them)."""
+    """Put a trainable LoRA adapter on the encoder's `modules` (freezing its base weights): a
+    new one, or a saved adapter to continue training it (its own rank and modules; then with
+    its skill's heads, when it has them)."""
     from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
 
     if start is None:
-        model.encoder = get_peft_model(model.encoder, lora_config(rank))
+        model.encoder = get_peft_model(model.encoder, lora_config(rank, modules))
         return
     if start.config is None or start.weights is None:
         raise ModelDirError("the adapter to continue has no PyTorch weights")

@@ -27,6 +27,7 @@ Sampling = Literal["proportional", "temperature", "uniform", "annealed"]
 Weighting = Literal["static", "uncertainty", "dwa"]
 Precision = Literal["no", "fp16", "bf16"]
 FinetuneMode = Literal["full", "top_layers", "heads", "lora", "lora_merged"]
+LoraModules = Literal["attention", "all"]
 OodMethod = Literal["none", "msp", "temperature", "energy", "mahalanobis"]
 SharingMode = Literal["hard", "cross_stitch", "sluice"]
 
@@ -113,6 +114,10 @@ class FinetuneConfig:
     finetune: FinetuneMode = "full"
     unfreeze_layers: int = 2  # top_layers: how many of the top encoder layers train
     lora_rank: int = 8
+    # Which encoder layers get LoRA adapters: "attention" (query and value projections, the
+    # LoRA paper's choice) or "all" (every linear layer of every transformer block: about 4.5x
+    # the adapter parameters, and faster learning on little data).
+    lora_modules: LoraModules = "attention"
 
 
 @dataclass

@@ -36,7 +36,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import yaml
@@ -59,10 +59,12 @@ if typing.TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 Partition = Literal["skill", "iid", "dirichlet"]
 FedStrategy = Literal["fedavg", "fedprox", "fedadam"]
 RouterMode = Literal["lda", "trained"]
-Updates = Literal["full", "lora"]
+Updates = Literal["full", "lora", "lora_b"]
 DpMode = Literal["none", "server", "client"]
 
 HISTORY_FILE = "federated.json"
@@ -105,6 +107,10 @@ class FederationConfig:
     router: RouterMode = "lda"
     # What clients train and send: the whole model ("full"), or a LoRA adapter on the frozen
     # encoder plus the heads ("lora"; its rank: lora_rank), orders of magnitude fewer bytes.
+    # "lora_b": only the adapters' B matrices train and travel; every machine builds the same
+    # A from the seed and keeps it. Averaging B alone is exact (the mean of B_i·A is mean(B)·A,
+    # where averaging A and B apart is not the mean of their products; Sun et al. 2024,
+    # FFA-LoRA), and half the adapter bytes.
     updates: Updates = "full"
     # Differential privacy through Flower's fixed-clipping wrappers: "server" clips each update
     # at the server, "client" on the client (Flower's fixedclipping_mod); both add Gaussian
@@ -350,6 +356,15 @@ def count_key(skill: str) -> str:
     return f"examples:{skill}"
 
 
+def owned_only(arrays: Mapping[str, T], counts: Mapping[str, float]) -> dict[str, T]:
+    """The arrays a client sends back: the shared ones and the heads of the skills it has
+    examples of. The other skills' heads come back unchanged and the server would not count
+    them (`average_by_owner`): with LoRA updates they were most of the bytes."""
+    return {
+        k: v for k, v in arrays.items() if (s := owner_of(k)) is None or counts[count_key(s)] > 0
+    }
+
+
 def average_by_owner(
     replies: Sequence[RecordDict], current: Mapping[str, np.ndarray], shared_lr: float = 1.0
 ) -> dict[str, np.ndarray]:
@@ -521,13 +536,14 @@ class Job:
     config: FederatedConfig
     text: str
     labels: list[SkillLabels]
+    frozen_digest: str = ""  # see `frozen_digest`
 
     @classmethod
     def from_record(cls, record: ConfigRecord) -> Job:
         text = str(record["job-config"])
         cfg = parse_federated_config(text, source="the server's job")
         labels = labels_from_json(str(record["job-labels"])) if "job-labels" in record else []
-        return cls(cfg, text, labels)
+        return cls(cfg, text, labels, str(record.get("frozen-digest", "")))
 
 
 @dataclass
@@ -619,16 +635,53 @@ def federation_model(
             pooling=student.model.pooling,
             dropout=student.model.dropout,
         )
-    if cfg.federation.updates == "lora":
+    if cfg.federation.updates in ("lora", "lora_b"):
+        import torch
+
         from nlu import adapters
 
-        adapters.wrap_for_training(model, rank=student.finetune.lora_rank)
+        # Seeded: with lora_b the A matrices never travel, so each machine must build the same.
+        with torch.random.fork_rng():
+            torch.manual_seed(student.seed)
+            adapters.wrap_for_training(
+                model, rank=student.finetune.lora_rank, modules=student.finetune.lora_modules
+            )
+        if cfg.federation.updates == "lora_b":
+            for name, param in model.encoder.named_parameters():
+                if ".lora_A." in name:
+                    param.requires_grad_(False)
     return model, tokenizer
+
+
+def frozen_digest(model: JointModel) -> str:
+    """A fingerprint of the LoRA A matrices that lora_b keeps at home ("" without them): the
+    server sends its own, so a machine that built different ones stops instead of averaging
+    B matrices that mean something else there."""
+    import hashlib
+
+    frozen = [
+        (name, param)
+        for name, param in sorted(model.named_parameters())
+        if ".lora_A." in name and not param.requires_grad
+    ]
+    if not frozen:
+        return ""
+    digest = hashlib.sha256()
+    for name, param in frozen:
+        digest.update(name.encode())
+        digest.update(param.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _model(state: ClientState, job: Job) -> tuple[JointModel, Tokenizer]:
     if state.network is None:
         model, tokenizer = federation_model(job.config, job.labels)
+        if frozen_digest(model) != job.frozen_digest:
+            raise FederationError(
+                "this client's frozen LoRA A matrices differ from the server's: a lora_b "
+                "federation needs the same torch version on every machine (they are built "
+                "from the seed)"
+            )
         model.label_smoothing = job.config.student.optim.label_smoothing
         state.network, state.max_length = (model, tokenizer), job.config.student.model.max_length
     return state.network
@@ -639,11 +692,16 @@ HEAD_PREFIXES = ("router.", "intent_heads.", "slot_heads.")
 
 def shared_arrays(model: JointModel) -> dict[str, torch.Tensor]:
     """The arrays that travel: every floating-point tensor of the model (buffers of token ids
-    stay home); with LoRA updates only the adapters and the heads (the frozen encoder is the
-    same pretrained one on every machine)."""
+    stay home); with LoRA updates only the adapters that train and the heads (the frozen
+    encoder, and lora_b's frozen A matrices, are the same on every machine)."""
     state = {k: v.detach() for k, v in model.state_dict().items() if v.is_floating_point()}
     if any(".lora_" in k for k in state):
-        state = {k: v for k, v in state.items() if ".lora_" in k or k.startswith(HEAD_PREFIXES)}
+        frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+        state = {
+            k: v
+            for k, v in state.items()
+            if (".lora_" in k and k not in frozen) or k.startswith(HEAD_PREFIXES)
+        }
     return state
 
 
@@ -764,11 +822,13 @@ def client_train(msg: Message, context: Context) -> Message:
         losses.append(loss)
         seconds += s
     model.eval()
-    arrays = ArrayRecord(shared_arrays(model))
     counts = {count_key(s.name): 0.0 for s in job.labels}
     for e in state.data.train:
         if e.skill is not None:
             counts[count_key(e.skill)] += 1.0
+    # Flower's DP clipping compares whole models, array by array: under DP, every array.
+    sent = shared_arrays(model)
+    arrays = ArrayRecord(sent if fed.dp != "none" else owned_only(sent, counts))
     metrics = MetricRecord(
         {
             "num-examples": float(len(state.data.train)),
@@ -962,7 +1022,13 @@ def run_server(
         for name, row in info.items()
     }
     logger.info("%d clients, %d skills: %s", len(clients), len(labels), clients)
-    job = ConfigRecord({"job-config": text, "job-labels": labels_to_json(labels)})
+    job = ConfigRecord(
+        {
+            "job-config": text,
+            "job-labels": labels_to_json(labels),
+            "frozen-digest": frozen_digest(model),
+        }
+    )
     arrays = ArrayRecord(shared_arrays(model))
     strategy = make_strategy(fed, len(nodes))
     history: list[dict[str, Any]] = []
@@ -1039,7 +1105,7 @@ def run_server(
         write_history(output_dir, history, clients)
 
     _load(model, arrays)
-    if fed.updates == "lora":  # an ordinary model folder: the adapter merged into the encoder
+    if fed.updates != "full":  # an ordinary model folder: the adapter merged into the encoder
         from nlu import adapters
 
         model = adapters.merged_copy(model)

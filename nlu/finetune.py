@@ -101,6 +101,7 @@ def freeze_for(
     mode: str,
     unfreeze_layers: int,
     lora_rank: int,
+    lora_modules: str,
     train_router: bool,
     data_skills: Sequence[str],
 ) -> Saver:
@@ -126,7 +127,11 @@ def freeze_for(
     if mode == "lora":
         (skill,) = data_skills
         adapters.wrap_for_training(
-            model, rank=lora_rank, start=base.adapters.get(skill), skill=skill
+            model,
+            rank=lora_rank,
+            modules=lora_modules,
+            start=base.adapters.get(skill),
+            skill=skill,
         )
 
         def save_lora(
@@ -144,7 +149,7 @@ def freeze_for(
 
     elif mode == "lora_merged":
         # Freezes the base weights; the peft wrapper stands in for the encoder while training.
-        adapters.wrap_for_training(model, rank=lora_rank)
+        adapters.wrap_for_training(model, rank=lora_rank, modules=lora_modules)
 
         def save_merged(
             directory: Path, training_config: str, metrics: dict[str, Any] | None

@@ -177,6 +177,7 @@ def setup_model(
             mode=finetune.finetune,
             unfreeze_layers=finetune.unfreeze_layers,
             lora_rank=finetune.lora_rank,
+            lora_modules=finetune.lora_modules,
             train_router=train_router,
             data_skills=data_skills,
         )

@@ -25,6 +25,7 @@ from nlu.federated import (
     fit_router,
     make_federated_config,
     merge_labels,
+    owned_only,
     partition,
 )
 from nlu.labels import SkillLabels
@@ -176,6 +177,15 @@ def test_heads_average_over_their_owners_and_the_encoder_over_everyone() -> None
     assert np.allclose(stepped["encoder.w"], 3.0 * (30 * 1 + 10 * 3) / 40)
     assert np.allclose(stepped["intent_heads.a.weight"], 4.0)
     assert np.allclose(stepped["slot_heads.c.weight"], 7.0)
+    # So a client need not send the heads of skills it has no examples of.
+    sent = owned_only(
+        dict(current), {count_key("a"): 30.0, count_key("b"): 0.0, count_key("c"): 0.0}
+    )
+    assert sorted(sent) == ["encoder.w", "intent_heads.a.weight"]
+    alone = reply(
+        sent | {"encoder.w": np.ones(2, np.float32)}, {"num-examples": 30.0, count_key("a"): 30.0}
+    )
+    assert np.allclose(average_by_owner([alone, two], current)["intent_heads.b.weight"], 8.0)
 
 
 def test_the_fitted_router_is_additive_over_clients_and_separates_skills() -> None:
@@ -456,3 +466,80 @@ def test_lora_updates_send_only_adapters_and_heads(tiny_encoder: str) -> None:
     assert any(".lora_" in k for k in lora)
     size = lambda arrays: sum(v.numel() for v in arrays.values())  # noqa: E731
     assert size(lora) * 20 < size(full)
+
+
+def test_lora_b_sends_only_b_and_every_machine_builds_the_same_a(tiny_encoder: str) -> None:
+    import torch
+
+    from nlu.federated import federation_model, frozen_digest, shared_arrays
+
+    labels = [skill("lights", ["on", "off"], ["room"]), skill("timer", ["set"], ["length"])]
+    values = {"encoder": tiny_encoder, "lora_rank": 4, "updates": "lora_b"}
+    server = federation_model(make_federated_config(values, source="t"), labels)[0]
+    client = federation_model(make_federated_config(values, source="t"), labels)[0]
+    sent = shared_arrays(client)
+    assert any(".lora_B." in k for k in sent) and not any(".lora_A." in k for k in sent)
+    # A never travels and never trains: the server's and a client's must be equal.
+    a_server = {k: v for k, v in server.state_dict().items() if ".lora_A." in k}
+    a_client = {k: v for k, v in client.state_dict().items() if ".lora_A." in k}
+    assert a_server and all(torch.equal(a_server[k], a_client[k]) for k in a_server)
+    assert not any(p.requires_grad for n, p in client.named_parameters() if ".lora_A." in n)
+    # The server's fingerprint of A, sent with the job, stops a client that built another A.
+    assert frozen_digest(server) == frozen_digest(client) != ""
+    with torch.no_grad():
+        next(p for n, p in client.named_parameters() if ".lora_A." in n)[0, 0] += 1e-6
+    assert frozen_digest(server) != frozen_digest(client)
+    both = shared_arrays(
+        federation_model(make_federated_config(values | {"updates": "lora"}, source="t"), labels)[0]
+    )
+    assert set(sent) < set(both)
+
+
+def test_lora_b_server_merges_the_model_a_client_trained(tiny_encoder: str) -> None:
+    """What the server saves (its own A, the client's B, merged into the encoder) computes
+    what the client's model computed."""
+    import torch
+    from flwr.app import ArrayRecord
+
+    from nlu import adapters
+    from nlu.federated import _load, federation_model, shared_arrays
+
+    labels = [skill("lights", ["on", "off"], ["room"])]
+    values = {"encoder": tiny_encoder, "lora_rank": 4, "updates": "lora_b", "lora_modules": "all"}
+    server, tokenizer = federation_model(make_federated_config(values, source="t"), labels)
+    client = federation_model(make_federated_config(values, source="t"), labels)[0]
+    torch.manual_seed(1)
+    with torch.no_grad():  # as if trained: B matrices and heads away from their start
+        for param in client.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param))
+    _load(server, ArrayRecord({k: v.clone() for k, v in shared_arrays(client).items()}))
+    batch = tokenizer(["turn on the lights in the kitchen"], return_tensors="pt")
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    saved = adapters.merged_copy(server).eval()
+    trained = client.eval()
+    with torch.no_grad():
+        want = trained(**inputs)
+        got = saved(**inputs)
+    assert torch.allclose(got.slot_logits, want.slot_logits, atol=1e-4)
+    assert torch.allclose(got.intent_logits, want.intent_logits, atol=1e-4)
+
+
+def test_lora_modules_all_puts_adapters_on_every_linear_layer(tiny_encoder: str) -> None:
+    from nlu.federated import federation_model, shared_arrays
+
+    labels = [skill("lights", ["on", "off"], ["room"])]
+    values = {"encoder": tiny_encoder, "lora_rank": 4, "updates": "lora"}
+    attention = shared_arrays(
+        federation_model(make_federated_config(values, source="t"), labels)[0]
+    )
+    every = make_federated_config(values | {"lora_modules": "all"}, source="t")
+    wrapped = {
+        k.split(".lora_")[0].rsplit(".", 1)[-1]
+        for k in shared_arrays(federation_model(every, labels)[0])
+        if ".lora_" in k
+    }
+    assert {"query", "value"} == {
+        k.split(".lora_")[0].rsplit(".", 1)[-1] for k in attention if ".lora_" in k
+    }
+    assert {"query", "key", "value", "dense"} <= wrapped
