@@ -168,6 +168,10 @@ def make_federated_config(values: Mapping[str, Any], *, source: str) -> Federate
         problems.append(
             "shared_server_lr applies to fedavg and fedprox; fedadam steps by server_learning_rate"
         )
+    if fed.dp_noise_multiplier < 0:
+        problems.append(f"dp_noise_multiplier={fed.dp_noise_multiplier} (0 or more)")
+    if fed.dp_clipping_norm <= 0:
+        problems.append(f"dp_clipping_norm={fed.dp_clipping_norm} (above 0)")
     if fed.partition != "skill" and fed.clients < 2:
         problems.append(f"partition={fed.partition} needs clients=N (2 or more shards)")
     if problems:

@@ -229,6 +229,8 @@ def test_federation_keys_are_checked(tmp_path: Path) -> None:
     assert isinstance(cfg, FederatedConfig) and cfg.federation.clients == 3
     with pytest.raises(ConfigError, match=r"unknown key federation\.round"):
         make_federated_config({"federation": {"round": 2}}, source="t")
+    with pytest.raises(ConfigError, match=r"dp_noise_multiplier=-0.1 \(0 or more\); dp_clip"):
+        make_federated_config({"dp_noise_multiplier": -0.1, "dp_clipping_norm": 0}, source="t")
     with pytest.raises(ConfigError, match="partition=iid needs clients"):
         make_federated_config({"partition": "iid"}, source="t")
     with pytest.raises(ConfigError, match="strategy="):
