@@ -304,13 +304,16 @@ def main() -> None:
     lines = [
         f"MASSIVE en-US{' (train limited to ' + str(args.limit) + ')' if args.limit else ''}, "
         f"{args.rounds} rounds × {args.local_epochs} local epoch(s) = central "
-        f"{args.rounds * args.local_epochs} epochs; all-MiniLM-L6-v2, batch 32, lr 1e-4 / 1e-3, "
-        f"seed {args.seed}, {os.cpu_count()} CPU cores. Test split; model of the last round "
-        "(central: best dev epoch).",
+        f"{args.rounds * args.local_epochs} epochs; all-MiniLM-L6-v2, batch 32, lr 1e-4 / 1e-3 "
+        "(encoder / heads and LoRA adapters) unless the run's entry in RUNS "
+        f"(benchmarks/federated.py) changes them; seed {args.seed}, {os.cpu_count()} CPU cores. "
+        "Test split; model of the last round (central: best dev epoch). Dev exact match by "
+        "round: the clients' held-out parts together (the dev split); curves in "
+        "federated.png.",
         "",
         "| run | clients | intent acc | slot F1 | exact match | router acc | Δ EM vs central "
-        "| MB down / round | MB up / round | wall (× central) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| dev EM by round | MB down / round | MB up / round | wall (× central) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         t = r["test"]
@@ -319,12 +322,42 @@ def main() -> None:
         lines.append(
             f"| {name} | {r.get('clients', 1)} | {t['intent_accuracy']} | {t['slot_f1']} | "
             f"{t['exact_match']} | {t['router_accuracy']} | {delta} | "
+            f"{' → '.join(f'{x:.1f}' for x in dev_curve(r))} | "
             f"{mb(r.get('bytes_down_per_round', 0))} | {mb(r.get('bytes_up_per_round', 0))} | "
             f"{r['wall_seconds']:.0f} s ({ratio}) |"
         )
     table = "\n".join(lines)
     print(table)
     write_results("benchmarks/results/federated", table, results)
+    plot_curves(results, Path("benchmarks/results/federated.png"))
+
+
+def dev_curve(result: dict[str, Any]) -> list[float]:
+    """Dev exact match after each round (central: each epoch); the clients' dev parts together
+    are the dev split central training scores on."""
+    rows = result.get("rounds") or result.get("history") or []
+    return [float(row["dev"]["exact_match"]) for row in rows]
+
+
+def plot_curves(results: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, result in results.items():
+        curve = dev_curve(result)
+        style = "-" if "lora" in name else ("--" if name.startswith("central") else "-.")
+        ax.plot(range(1, len(curve) + 1), curve, style, marker="o", label=name)
+    ax.set_xlabel("round (central: epoch)")
+    ax.set_ylabel("dev exact match (%)")
+    ax.set_xticks(range(1, 1 + max((len(dev_curve(r)) for r in results.values()), default=1)))
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
