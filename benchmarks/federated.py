@@ -156,6 +156,28 @@ RUNS: dict[str, dict[str, Any]] = {
         "dp_noise_multiplier": 0.1,
         "dp_clipping_norm": 1.0,
     },
+    # The shards with the settings that work for owners (LoRA-B on all layers).
+    "iid-lorab-all-batch4-slr2-hlr3e-3": {
+        "partition": "iid",
+        "clients": 10,
+        "updates": "lora_b",
+        "lora_rank": 8,
+        "lora_modules": "all",
+        "batch_size": 4,
+        "shared_server_lr": 2.0,
+        "head_learning_rate": 3e-3,
+    },
+    "dirichlet-lorab-all-batch4-slr2-hlr3e-3": {
+        "partition": "dirichlet",
+        "clients": 10,
+        "dirichlet_alpha": 0.5,
+        "updates": "lora_b",
+        "lora_rank": 8,
+        "lora_modules": "all",
+        "batch_size": 4,
+        "shared_server_lr": 2.0,
+        "head_learning_rate": 3e-3,
+    },
     # Clipping alone (no noise): how much of the DP cost is the clipping norm.
     "owners-lorab-all-batch4-slr2-hlr3e-3-clip": {
         "partition": "skill",
