@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 # Per `lora_modules`, the linear layers of BERT-style encoders that get adapters: attention's
 # query and value projections, or every linear layer of each block ("dense" names attention's
-# output, the feed-forward layers and the pooler).
+# output and the feed-forward layers; our encoders have no pooler).
 TARGET_MODULES: dict[str, list[str]] = {
     "attention": ["query", "value"],
     "all": ["query", "key", "value", "dense"],

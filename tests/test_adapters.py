@@ -37,7 +37,7 @@ def adapted(
         init_from=str(extended),
         finetune="lora",
         lora_rank=4,
-        lora_modules="all",  # attention-only adapters: the federated and sharing tests
+        lora_modules="all",  # the federated and sharing tests cover attention-only adapters
         data=[str(TIMER)],
         epochs=3,
     )
