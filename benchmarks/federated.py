@@ -3,7 +3,7 @@
     python benchmarks/federated.py [--rounds 3] [--local-epochs 1] [--limit N] [--runs a,b]
 
 Runs (each `nlu federated` in Flower's simulation engine, clients one after another):
-- central: `nlu train` with epochs = rounds · local_epochs (the reference);
+- central: `nlu train` with epochs = rounds · local_epochs / local_parts (the reference);
 - owners: 18 clients, one per scenario (the skill-owner case), router fitted (`router: lda`);
 - owners-trained-router: the same with the naive router (every client trains it on its own
   examples, FedAvg) - what the fitted router is measured against;
@@ -143,6 +143,34 @@ RUNS: dict[str, dict[str, Any]] = {
         "shared_server_lr": 2.0,
         "head_learning_rate": 3e-3,
     },
+    # The same two, then one more pass in which each owner refits its heads on the final
+    # encoder (`head_refit_epochs`): the last round's heads were fitted to the owner's locally
+    # moved encoder, not to the average the model ends with.
+    "owners-lorab-all-batch4-slr2-hlr3e-3-refit1": {
+        "partition": "skill",
+        **LORA_B,
+        "head_refit_epochs": 1,
+    },
+    # With the heads refitted at the end, a larger server step on the encoder.
+    "owners-lorab-all-batch4-slr4-hlr3e-3-refit1": {
+        "partition": "skill",
+        **LORA_B,
+        "shared_server_lr": 4.0,
+        "head_refit_epochs": 1,
+    },
+    # More passes of the heads alone on the final encoder.
+    "owners-lorab-all-batch4-slr2-hlr3e-3-refit3": {
+        "partition": "skill",
+        **LORA_B,
+        "head_refit_epochs": 3,
+    },
+    "owners-batch4-slr2-hlr3e-3-refit1": {
+        "partition": "skill",
+        "batch_size": 4,
+        "shared_server_lr": 2.0,
+        "head_learning_rate": 3e-3,
+        "head_refit_epochs": 1,
+    },
     "owners-lora": {"partition": "skill", "updates": "lora", "lora_rank": 8},
     # The LoRA row above with server-side DP: each client's update clipped to norm 1, Gaussian
     # noise of std 0.1 · 1 / clients on the average.
@@ -228,7 +256,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         cfg = make_config(
             {
                 **common(args, source, output_dir),
-                "epochs": args.rounds * args.local_epochs,
+                "epochs": args.passes,
                 **RUNS[name],
             },
             source=name,
@@ -243,6 +271,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
             **common(args, source, output_dir),
             "rounds": args.rounds,
             "local_epochs": args.local_epochs,
+            "local_parts": args.local_parts,
             **RUNS[name],
         }
         fed = federated(make_federated_config(values, source=name))
@@ -267,6 +296,7 @@ def cached(name: str, args: argparse.Namespace) -> dict[str, Any]:
         print(f"-- {name}", flush=True)
         cmd = [sys.executable, __file__, "--phase", name, "--out", args.root]
         cmd += ["--rounds", str(args.rounds), "--local-epochs", str(args.local_epochs)]
+        cmd += ["--local-parts", str(args.local_parts)]
         cmd += ["--seed", str(args.seed)] + (["--limit", str(args.limit)] if args.limit else [])
         subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return dict(json.loads(path.read_text()))
@@ -282,13 +312,30 @@ def main() -> None:
     )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--local-epochs", type=int, default=1)
+    ap.add_argument(
+        "--local-parts",
+        type=int,
+        default=1,
+        help="each round trains on the next 1/N of a client's data (central: fewer epochs)",
+    )
+    ap.add_argument(
+        "--results",
+        default="federated",
+        help="file stem under benchmarks/results/ (another keeps an earlier table)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, help="subsample the train split (smoke runs)")
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of runs")
     ap.add_argument("--out", default="runs/federated_bench")
     ap.add_argument("--phase", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    passes, rest = divmod(args.rounds * args.local_epochs, args.local_parts)
+    if rest:
+        raise SystemExit("rounds × local-epochs must be a multiple of local-parts (whole passes)")
+    args.passes = passes
     tag = f"r{args.rounds}-e{args.local_epochs}" + (f"-limit{args.limit}" if args.limit else "")
+    if args.local_parts > 1:
+        tag += f"-parts{args.local_parts}"
     args.root, args.out = args.out, str(Path(args.out) / tag)
     if args.phase:
         result = run_one(args.phase, args)
@@ -303,8 +350,9 @@ def main() -> None:
     base = results.get("central")
     lines = [
         f"MASSIVE en-US{' (train limited to ' + str(args.limit) + ')' if args.limit else ''}, "
-        f"{args.rounds} rounds × {args.local_epochs} local epoch(s) = central "
-        f"{args.rounds * args.local_epochs} epochs; all-MiniLM-L6-v2, batch 32, lr 1e-4 / 1e-3 "
+        f"{args.rounds} rounds × {args.local_epochs} local epoch(s)"
+        f"{f' / {args.local_parts} parts' if args.local_parts > 1 else ''} = central "
+        f"{args.passes} epochs; all-MiniLM-L6-v2, batch 32, lr 1e-4 / 1e-3 "
         "(encoder / heads and LoRA adapters) unless the run's entry in RUNS "
         f"(benchmarks/federated.py) changes them; seed {args.seed}, {os.cpu_count()} CPU cores. "
         "Test split; model of the last round (central: best dev epoch). Dev exact match by "
@@ -328,8 +376,8 @@ def main() -> None:
         )
     table = "\n".join(lines)
     print(table)
-    write_results("benchmarks/results/federated", table, results)
-    plot_curves(results, Path("benchmarks/results/federated.png"))
+    write_results(f"benchmarks/results/{args.results}", table, results)
+    plot_curves(results, Path(f"benchmarks/results/{args.results}.png"))
 
 
 def dev_curve(result: dict[str, Any]) -> list[float]:

@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import random
 import time
 import typing
 import zlib
@@ -60,6 +61,7 @@ if typing.TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+E = TypeVar("E")
 
 Partition = Literal["skill", "iid", "dirichlet"]
 FedStrategy = Literal["fedavg", "fedprox", "fedadam"]
@@ -82,6 +84,16 @@ class FederationConfig:
     # Passes over its own data a client makes per round. Centralised training with
     # epochs = rounds · local_epochs sees the same data as often.
     local_epochs: int = 1
+    # A round trains on one of this many parts of a client's data (a fixed shuffle), the next
+    # round on the next part: local_parts rounds make local_epochs passes. More, shorter
+    # rounds at the same passes: the clients drift apart less between averages.
+    local_parts: int = 1
+    # After the last round, each client refits its own skills' intent and slot heads for this
+    # many passes over its data, on the federation's final encoder (frozen, dropout off; the
+    # router stays as fitted): a round's heads are fitted to the client's locally moved encoder,
+    # and the final model pairs them with the average of everyone's (FedRep/FedBABU-style
+    # heads-last). 0: no such round. Costs forward passes only through the encoder.
+    head_refit_epochs: int = 0
     # Simulation only (in deployment each SuperNode brings its own data): how the `data`
     # sources are split. skill: each client owns whole skills (skill j -> client j mod clients);
     # iid: every intent spread evenly; dirichlet: each intent's share per client drawn from
@@ -155,6 +167,8 @@ def make_federated_config(values: Mapping[str, Any], *, source: str) -> Federate
         for name, value, low in (
             ("rounds", fed.rounds, 1),
             ("local_epochs", fed.local_epochs, 1),
+            ("head_refit_epochs", fed.head_refit_epochs, 0),
+            ("local_parts", fed.local_parts, 1),
             ("min_clients", fed.min_clients, 1),
             ("clients", fed.clients, 0),
         )
@@ -168,6 +182,10 @@ def make_federated_config(values: Mapping[str, Any], *, source: str) -> Federate
         problems.append(
             "shared_server_lr applies to fedavg and fedprox; fedadam steps by server_learning_rate"
         )
+    if fed.strategy == "fedadam" and fed.head_refit_epochs:
+        # FedAdam's server step would move the heads by its own rule, and the encoder by its
+        # momentum, in a round meant to fit the heads to a fixed encoder.
+        problems.append("head_refit_epochs works with fedavg and fedprox, not fedadam")
     if fed.dp_noise_multiplier < 0:
         problems.append(f"dp_noise_multiplier={fed.dp_noise_multiplier} (0 or more)")
     if fed.dp_clipping_norm <= 0:
@@ -600,6 +618,8 @@ class ClientState:
 
     data: ClientData
     network: tuple[JointModel, Tokenizer] | None = None  # built on the first message
+    # Which parameters the federation trains (the refit round freezes more for a while).
+    trainable: dict[str, bool] = field(default_factory=dict)
     max_length: int = 64
 
 
@@ -633,12 +653,17 @@ def federation_model(
         model, folder = JointModel.load(student.finetune.init_from)
         tokenizer = folder.tokenizer
     else:
-        model, tokenizer = build_model(
-            encoder=student.model.encoder,
-            skills=labels,
-            pooling=student.model.pooling,
-            dropout=student.model.dropout,
-        )
+        import torch
+
+        # The heads' initial weights: the same for the same seed, whatever ran before here.
+        with torch.random.fork_rng():
+            torch.manual_seed(student.seed)
+            model, tokenizer = build_model(
+                encoder=student.model.encoder,
+                skills=labels,
+                pooling=student.model.pooling,
+                dropout=student.model.dropout,
+            )
     if cfg.federation.updates in ("lora", "lora_b"):
         import torch
 
@@ -688,6 +713,7 @@ def _model(state: ClientState, job: Job) -> tuple[JointModel, Tokenizer]:
             )
         model.label_smoothing = job.config.student.optim.label_smoothing
         state.network, state.max_length = (model, tokenizer), job.config.student.model.max_length
+        state.trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     return state.network
 
 
@@ -739,6 +765,13 @@ def client_labels(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"labels": reply}), reply_to=msg)
 
 
+def local_part(examples: Sequence[E], *, parts: int, round_: int, seed: int) -> list[E]:
+    """The part of a client's examples that round `round_` trains on: one of `parts` disjoint
+    slices of a shuffle that is the same every round, in turn (`local_parts`)."""
+    order = random.Random(seed).sample(range(len(examples)), len(examples))
+    return [examples[i] for i in order[(round_ - 1) % parts :: parts]]
+
+
 def client_train(msg: Message, context: Context) -> Message:
     """One round of local training: the recipe's batches, loss weighting and training pass."""
     import torch
@@ -755,18 +788,35 @@ def client_train(msg: Message, context: Context) -> Message:
     _load(model, arrays_of(msg, "arrays"))
     cfg, fed = job.config.student, job.config.federation
     round_, rounds = int(number(config, "server-round")), fed.rounds
-    train_router = fed.router == "trained"
+    heads_only = "heads-only" in config
+    epochs = fed.head_refit_epochs if heads_only else fed.local_epochs
+    train_router = fed.router == "trained" and not heads_only
+    # The refit round moves the heads alone; the federation's flags go back after it (and
+    # before any round, should one have failed mid-way): `shared_arrays` reads them.
+    for name, param in model.named_parameters():
+        param.requires_grad_(
+            name.startswith(("intent_heads.", "slot_heads."))
+            if heads_only
+            else state.trainable[name]
+        )
     model.router.requires_grad_(train_router)
+    # Dropout draws from the global generator, which other clients in this process (and
+    # earlier federations) have used: seeded per client and round, a federation repeats.
+    torch.manual_seed(cfg.seed + 1009 * round_ + zlib.crc32(state.data.name.encode()) % 1009)
     model.train()
+    if heads_only:
+        model.encoder.eval()  # the features the final model will read: no dropout
     setup = ModelSetup(model, tokenizer, state.max_length, save=lambda *_: None)
     # With a fitted router the out-of-scope examples would train nothing here.
     examples = [e for e in state.data.train if train_router or e.in_scope]
+    if not heads_only:
+        examples = local_part(examples, parts=fed.local_parts, round_=round_, seed=cfg.seed)
     loader, _ = setup_batches(
         examples,
         setup,
         batch_size=cfg.optim.batch_size,
         mtl=cfg.mtl,
-        epochs=fed.local_epochs,
+        epochs=epochs,
         seed=cfg.seed + round_,
     )
     weighting = LossWeighting.from_config(
@@ -783,10 +833,13 @@ def client_train(msg: Message, context: Context) -> Message:
         layer_lr_decay=cfg.optim.layer_lr_decay,
     )
     optimizer = torch.optim.AdamW(groups)
-    steps = max(1, len(loader) * fed.local_epochs)
+    steps = max(1, len(loader) * epochs)
 
     # One linear decay over the whole federation: round r starts where round r-1 stopped.
+    # The refit round decays on its own, from the heads' full rate.
     def decay(step: int) -> float:
+        if heads_only:
+            return max(0.0, 1.0 - step / steps)
         return max(0.0, 1.0 - ((round_ - 1) + step / steps) / rounds)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
@@ -808,7 +861,7 @@ def client_train(msg: Message, context: Context) -> Message:
 
     losses: list[float] = []
     seconds = 0.0
-    for epoch in range(fed.local_epochs):
+    for epoch in range(epochs):
         batches.set_epoch(epoch)
         loss, _, s = run_epoch(
             accelerator,
@@ -830,9 +883,15 @@ def client_train(msg: Message, context: Context) -> Message:
     for e in state.data.train:
         if e.skill is not None:
             counts[count_key(e.skill)] += 1.0
+    for name, param in model.named_parameters():
+        param.requires_grad_(state.trainable[name])
     # Flower's DP clipping compares whole models, array by array: under DP, every array.
     sent = shared_arrays(model)
-    arrays = ArrayRecord(sent if fed.dp != "none" else owned_only(sent, counts))
+    if fed.dp == "none":
+        sent = owned_only(sent, counts)
+        if heads_only:  # nothing else moved
+            sent = {k: v for k, v in sent.items() if owner_of(k) is not None}
+    arrays = ArrayRecord(sent)
     metrics = MetricRecord(
         {
             "num-examples": float(len(state.data.train)),
@@ -981,8 +1040,9 @@ def _exchange(
 def run_server(
     grid: Grid, cfg: FederatedConfig, expected: int, output_dir: Path
 ) -> FederatedResult:
-    """Label check, then rounds of train -> aggregate -> fit the router -> evaluate; the model
-    folder and the per-round history at the end (history also after each round)."""
+    """Label check, then rounds of train -> aggregate -> fit the router -> evaluate (and the
+    heads' refit round, if asked); the model folder and the per-round history at the end
+    (history also after each round)."""
     from flwr.app import ArrayRecord, ConfigRecord, MessageType, RecordDict
 
     from nlu import modeldir
@@ -1026,6 +1086,16 @@ def run_server(
         for name, row in info.items()
     }
     logger.info("%d clients, %d skills: %s", len(clients), len(labels), clients)
+    few = [
+        f"{name} ({number(row, 'train'):.0f})"
+        for name, row in info.items()
+        if number(row, "train") < fed.local_parts
+    ]
+    if few:
+        raise FederationError(
+            f"local_parts={fed.local_parts} splits each client's training data into that many "
+            f"parts, but these clients hold fewer examples: {', '.join(few)}; lower local_parts"
+        )
     job = ConfigRecord(
         {
             "job-config": text,
@@ -1036,9 +1106,13 @@ def run_server(
     arrays = ArrayRecord(shared_arrays(model))
     strategy = make_strategy(fed, len(nodes))
     history: list[dict[str, Any]] = []
-    for round_ in range(1, fed.rounds + 1):
+    # The rounds, then (head_refit_epochs) one more in which the clients refit their heads on
+    # the final encoder.
+    for round_ in range(1, fed.rounds + 1 + (fed.head_refit_epochs > 0)):
         t0 = time.perf_counter()
-        messages = list(strategy.configure_train(round_, arrays, ConfigRecord(dict(job)), grid))
+        heads_only = round_ > fed.rounds
+        train_config = ConfigRecord(dict(job) | ({"heads-only": True} if heads_only else {}))
+        messages = list(strategy.configure_train(round_, arrays, train_config, grid))
         ok, failures = _exchange(grid, messages, fed.round_timeout_s)
         if len(ok) < fed.min_clients:
             raise FederationError(
@@ -1054,7 +1128,8 @@ def run_server(
             arrays = new_arrays
         train_seconds = time.perf_counter() - t0
         router_seconds = 0.0
-        if fed.router == "lda":
+        # In the refit the encoder stays put (unless DP's noise moved it): the router holds.
+        if fed.router == "lda" and not (heads_only and fed.dp == "none"):
             t1 = time.perf_counter()
             content = RecordDict({"config": ConfigRecord(dict(job)), "arrays": arrays})
             got, missed = _ask(
@@ -1092,6 +1167,7 @@ def run_server(
         }
         record = {
             "round": round_,
+            "phase": "heads" if heads_only else "train",
             "clients_trained": len(ok),
             "failures": failures,
             "eval_failures": eval_failures,

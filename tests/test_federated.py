@@ -95,6 +95,19 @@ def test_dirichlet_shares_are_uneven_and_the_same_for_train_and_dev() -> None:
 # -- labels ----------------------------------------------------------------------------------------
 
 
+def test_local_parts_take_turns_and_cover_the_data_once_per_cycle() -> None:
+    from nlu.federated import local_part
+
+    data = list(range(11))
+    cycle = [local_part(data, parts=3, round_=r, seed=0) for r in (1, 2, 3)]
+    assert sorted(x for part in cycle for x in part) == data
+    assert [len(p) for p in cycle] == [4, 4, 3]
+    # The same shuffle every round: round 4 repeats round 1's part, in the same order.
+    assert local_part(data, parts=3, round_=4, seed=0) == cycle[0]
+    assert local_part(data, parts=1, round_=5, seed=0) != data  # shuffled, all of it
+    assert sorted(local_part(data, parts=1, round_=5, seed=0)) == data
+
+
 def skill(name: str, intents: list[str], slots: list[str] | None = None) -> SkillLabels:
     return SkillLabels(name=name, intents=intents, slots=slots or [])
 
@@ -241,6 +254,10 @@ def test_federation_keys_are_checked(tmp_path: Path) -> None:
         make_federated_config({"shared_server_lr": 0}, source="t")
     with pytest.raises(ConfigError, match="unknown key 'epoch'"):
         make_federated_config({"epoch": 2}, source="t")
+    with pytest.raises(ConfigError, match=r"head_refit_epochs=-1 \(at least 0\); local_parts=0"):
+        make_federated_config({"head_refit_epochs": -1, "local_parts": 0}, source="t")
+    with pytest.raises(ConfigError, match="head_refit_epochs works with fedavg and fedprox"):
+        make_federated_config({"head_refit_epochs": 1, "strategy": "fedadam"}, source="t")
     config = tmp_path / "fed.yaml"
     config.write_text("rounds: 0\n")
     out = subprocess.run(
@@ -310,6 +327,33 @@ def test_skill_owners_federate_a_model_that_improves_and_serves(
     assert len(saved["rounds"]) == 4 and (tmp_path / "run" / "federated.png").is_file()
 
 
+def test_the_head_refit_round_moves_the_heads_alone(tiny_encoder: str, tmp_path: Path) -> None:
+    import torch
+
+    from nlu.federated import federated
+    from nlu.model import JointModel
+
+    plain = federated(fed_config(tiny_encoder, tmp_path / "plain", rounds=2))
+    refit = federated(fed_config(tiny_encoder, tmp_path / "refit", rounds=2, head_refit_epochs=1))
+    assert [r["phase"] for r in refit.history] == ["train", "train", "heads"]
+    # Only the owners' heads travel up in the refit round.
+    assert 0 < refit.history[-1]["bytes_up"] < refit.history[-2]["bytes_up"] / 10
+    before = JointModel.load(plain.model_dir)[0].state_dict()
+    after = JointModel.load(refit.model_dir)[0].state_dict()
+    moved = {
+        k
+        for k, v in before.items()
+        if v.is_floating_point() and not torch.allclose(v, after[k], atol=1e-6)
+    }
+    assert moved, "the refit trained nothing"
+    assert all(k.startswith(("intent_heads.", "slot_heads.")) for k in moved), sorted(moved)[:3]
+    # Both owners refit their own skill's heads.
+    assert {k.split(".")[1] for k in moved} == {"lights", "timer"}
+    assert (
+        refit.history[-1]["dev"]["router_accuracy"] == refit.history[-2]["dev"]["router_accuracy"]
+    )
+
+
 def test_a_client_skill_outside_the_base_model_stops_before_round_one(
     tiny_encoder: str, trained: Any, tmp_path: Path
 ) -> None:
@@ -318,6 +362,17 @@ def test_a_client_skill_outside_the_base_model_stops_before_round_one(
     # The base model knows only "lights"; the timer owner's skill is not in its label space.
     cfg = fed_config(tiny_encoder, tmp_path / "run", init_from=str(trained.model_dir), rounds=1)
     with pytest.raises(FederationError, match=r"client \d: skill 'timer' is not in the federation"):
+        federated(cfg)
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_more_local_parts_than_a_client_has_examples_stops_before_round_one(
+    tiny_encoder: str, tmp_path: Path
+) -> None:
+    from nlu.federated import federated
+
+    cfg = fed_config(tiny_encoder, tmp_path / "run", local_parts=10_000, rounds=1)
+    with pytest.raises(FederationError, match=r"local_parts=10000 .* client \d \(\d+\)"):
         federated(cfg)
     assert not (tmp_path / "run" / "model").exists()
 
