@@ -17,7 +17,11 @@ Runs (each `nlu federated` in Flower's simulation engine, clients one after anot
   the server learning rate 2 too (against owners-batch4-slr2: LoRA against full updates), and
   that with learning_rate 1e-3 (which LoRA does not use: a repeat, run-to-run noise);
 - owners-lora: owners sending LoRA adapters (rank 8) and heads only;
-- owners-lora-dp: owners-lora with server-side clipping (norm 1) and noise multiplier 0.1.
+- owners-lora-dp: owners-lora with server-side clipping (norm 1) and noise multiplier 0.1;
+- ...-refit1, ...-refit3: with one (three) more passes in which each client refits its own
+  heads on the final encoder (`head_refit_epochs`).
+`--local-parts N` splits each client's data into N parts, one per round in turn (`local_parts`;
+`--rounds` N times as many for the same passes: `--rounds 6 --local-parts 2`).
 Reported on the test split (selection: the last round; no test label is read before): intent
 accuracy, slot F1, exact match, router accuracy; rounds, bytes per round (down and up), wall
 time as a ratio to central (same machine, same session). `--limit` subsamples the train split
@@ -56,6 +60,19 @@ RUNS: dict[str, dict[str, Any]] = {
     # Central training with the owners' best local settings: how much of their lead over
     # central is the smaller batches and the higher head rate rather than federation.
     "central-batch4-hlr3e-3": {"batch_size": 4, "head_learning_rate": 3e-3},
+    # Central training at the encoder rate that helped the owners (3e-4).
+    "central-batch4-lr3e-4-hlr3e-3": {
+        "batch_size": 4,
+        "learning_rate": 3e-4,
+        "head_learning_rate": 3e-3,
+    },
+    # The same, then 3 epochs of the heads alone on its final encoder (`finetune: heads`): what
+    # the owners' heads refit (`head_refit_epochs: 3`) is worth to central training.
+    "central-batch4-hlr3e-3-heads3": {
+        "batch_size": 4,
+        "head_learning_rate": 3e-3,
+        "then_heads_epochs": 3,
+    },
     "owners": {"partition": "skill"},
     "owners-trained-router": {"partition": "skill", "router": "trained"},
     "iid": {"partition": "iid", "clients": 10},
@@ -171,6 +188,23 @@ RUNS: dict[str, dict[str, Any]] = {
         "head_learning_rate": 3e-3,
         "head_refit_epochs": 1,
     },
+    # The encoder's own rate 3× higher: does the averaged encoder move too little?
+    "owners-batch4-slr2-lr3e-4-hlr3e-3-refit1": {
+        "partition": "skill",
+        "batch_size": 4,
+        "shared_server_lr": 2.0,
+        "learning_rate": 3e-4,
+        "head_learning_rate": 3e-3,
+        "head_refit_epochs": 1,
+    },
+    "owners-batch4-slr2-lr3e-4-hlr3e-3-refit3": {
+        "partition": "skill",
+        "batch_size": 4,
+        "shared_server_lr": 2.0,
+        "learning_rate": 3e-4,
+        "head_learning_rate": 3e-3,
+        "head_refit_epochs": 3,
+    },
     "owners-lora": {"partition": "skill", "updates": "lora", "lora_rank": 8},
     # The LoRA row above with server-side DP: each client's update clipped to norm 1, Gaussian
     # noise of std 0.1 · 1 / clients on the average.
@@ -188,6 +222,21 @@ RUNS: dict[str, dict[str, Any]] = {
         "clients": 10,
         "dirichlet_alpha": 0.5,
         **LORA_B,
+    },
+    # With the heads refitted at the end: each skill's heads are the average of ten shards'
+    # refits on one fixed encoder, not of ten locally moved ones.
+    "iid-lorab-all-batch4-slr2-hlr3e-3-refit1": {
+        "partition": "iid",
+        "clients": 10,
+        **LORA_B,
+        "head_refit_epochs": 1,
+    },
+    "dirichlet-lorab-all-batch4-slr2-hlr3e-3-refit1": {
+        "partition": "dirichlet",
+        "clients": 10,
+        "dirichlet_alpha": 0.5,
+        **LORA_B,
+        "head_refit_epochs": 1,
     },
     # Clipping alone (no noise): how much of the DP cost is the clipping norm.
     "owners-lorab-all-batch4-slr2-hlr3e-3-clip": {
@@ -253,17 +302,21 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         from nlu.config import make_config
         from nlu.train import train
 
-        cfg = make_config(
-            {
-                **common(args, source, output_dir),
-                "epochs": args.passes,
-                **RUNS[name],
-            },
-            source=name,
-        )
-        trained = train(cfg)
+        settings = dict(RUNS[name])
+        heads_epochs = settings.pop("then_heads_epochs", 0)
+        values = {**common(args, source, output_dir), "epochs": args.passes, **settings}
+        trained = train(make_config(values, source=name))
         model_dir = trained.model_dir
         result["history"] = trained.history
+        if heads_epochs:
+            refit = {
+                **values,
+                "epochs": heads_epochs,
+                "init_from": str(model_dir),
+                "finetune": "heads",
+                "output_dir": str(output_dir / "heads"),
+            }
+            model_dir = train(make_config(refit, source=name)).model_dir
     else:
         from nlu.federated import federated, make_federated_config
 
@@ -280,14 +333,20 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         result |= {
             "clients": len(fed.clients),
             "rounds": rounds,
-            "bytes_down_per_round": sum(r["bytes_down"] for r in rounds) / len(rounds),
-            "bytes_up_per_round": sum(r["bytes_up"] for r in rounds) / len(rounds),
+            "bytes_down_per_round": per_round(rounds, "bytes_down"),
+            "bytes_up_per_round": per_round(rounds, "bytes_up"),
             "router_seconds": sum(r["router_seconds"] for r in rounds),
         }
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     test = evaluate(model_dir=model_dir, data=[source], split="test")["overall"]
     result["test"] = {k: test[k] for k in KEYS}
     return result
+
+
+def per_round(rounds: list[dict[str, Any]], key: str) -> float:
+    """Mean bytes of a training round; the heads' refit round (heads only) is not one."""
+    train = [r for r in rounds if r.get("phase", "train") == "train"]
+    return sum(r[key] for r in train) / len(train)
 
 
 def cached(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -371,7 +430,8 @@ def main() -> None:
             f"| {name} | {r.get('clients', 1)} | {t['intent_accuracy']} | {t['slot_f1']} | "
             f"{t['exact_match']} | {t['router_accuracy']} | {delta} | "
             f"{' → '.join(f'{x:.1f}' for x in dev_curve(r))} | "
-            f"{mb(r.get('bytes_down_per_round', 0))} | {mb(r.get('bytes_up_per_round', 0))} | "
+            f"{mb(per_round(r['rounds'], 'bytes_down')) if 'rounds' in r else ''} | "
+            f"{mb(per_round(r['rounds'], 'bytes_up')) if 'rounds' in r else ''} | "
             f"{r['wall_seconds']:.0f} s ({ratio}) |"
         )
     table = "\n".join(lines)

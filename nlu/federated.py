@@ -767,7 +767,10 @@ def client_labels(msg: Message, context: Context) -> Message:
 
 def local_part(examples: Sequence[E], *, parts: int, round_: int, seed: int) -> list[E]:
     """The part of a client's examples that round `round_` trains on: one of `parts` disjoint
-    slices of a shuffle that is the same every round, in turn (`local_parts`)."""
+    slices of a shuffle that is the same every round, in turn (`local_parts`). One part: the
+    examples as they are (the batches are shuffled anyway)."""
+    if parts == 1:
+        return list(examples)
     order = random.Random(seed).sample(range(len(examples)), len(examples))
     return [examples[i] for i in order[(round_ - 1) % parts :: parts]]
 
