@@ -797,11 +797,7 @@ def client_train(msg: Message, context: Context) -> Message:
     # The refit round moves the heads alone; the federation's flags go back after it (and
     # before any round, should one have failed mid-way): `shared_arrays` reads them.
     for name, param in model.named_parameters():
-        param.requires_grad_(
-            name.startswith(("intent_heads.", "slot_heads."))
-            if heads_only
-            else state.trainable[name]
-        )
+        param.requires_grad_(owner_of(name) is not None if heads_only else state.trainable[name])
     model.router.requires_grad_(train_router)
     # Dropout draws from the global generator, which other clients in this process (and
     # earlier federations) have used: seeded per client and round, a federation repeats.
