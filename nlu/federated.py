@@ -65,7 +65,7 @@ E = TypeVar("E")
 
 Partition = Literal["skill", "iid", "dirichlet"]
 FedStrategy = Literal["fedavg", "fedprox", "fedadam"]
-RouterMode = Literal["lda", "trained"]
+RouterMode = Literal["lda", "lda_guided", "trained"]
 Updates = Literal["full", "lora", "lora_b"]
 DpMode = Literal["none", "server", "client"]
 
@@ -794,6 +794,10 @@ def client_train(msg: Message, context: Context) -> Message:
     heads_only = "heads-only" in config
     epochs = fed.head_refit_epochs if heads_only else fed.local_epochs
     train_router = fed.router == "trained" and not heads_only
+    # lda_guided: the router's loss against the server's fitted router, which stays frozen,
+    # reaches the encoder: each owner pulls its skill's sentence vectors towards that skill's
+    # discriminant and away from the others', which a single-skill client cannot learn alone.
+    router_loss = fed.router in ("trained", "lda_guided") and not heads_only
     # The refit round moves the heads alone; the federation's flags go back after it (and
     # before any round, should one have failed mid-way): `shared_arrays` reads them.
     for name, param in model.named_parameters():
@@ -821,7 +825,7 @@ def client_train(msg: Message, context: Context) -> Message:
     weighting = LossWeighting.from_config(
         cfg.mtl,
         model.task_names(),
-        train_router=train_router,
+        train_router=router_loss,
         negatives=any(not e.in_scope for e in examples),
     )
     groups = param_groups(
@@ -1036,6 +1040,30 @@ def _exchange(
     return ok, failed
 
 
+def _fit_router_round(
+    grid: Grid, arrays: ArrayRecord, job: ConfigRecord, fed: FederationConfig, round_: int
+) -> tuple[ArrayRecord, int, int]:
+    """The router fitted from every client's feature statistics under `arrays`' encoder:
+    (arrays with the fitted router, bytes down, bytes up)."""
+    from flwr.app import Array, ConfigRecord, MessageType, RecordDict
+
+    content = RecordDict({"config": ConfigRecord(dict(job)), "arrays": arrays})
+    got, missed = _ask(
+        grid, list(grid.get_node_ids()), f"{MessageType.QUERY}.stats", content, fed.round_timeout_s
+    )
+    if not got:
+        raise FederationError(f"round {round_}: no client sent router statistics: {missed}")
+    parts = [arrays_of(r, "stats").to_numpy_ndarrays() for r in got]
+    sums, counts, packed = (
+        np.sum([p[i].astype(np.float64) for p in parts], axis=0) for i in range(3)
+    )
+    weight, bias = fit_router(sums, counts, unpack_symmetric(packed, sums.shape[1]))
+    arrays["router.weight"] = Array(weight.astype(np.float32))
+    arrays["router.bias"] = Array(bias.astype(np.float32))
+    down = nbytes(arrays) * len(got)
+    return arrays, down, sum(nbytes(arrays_of(r, "stats")) for r in got)
+
+
 def run_server(
     grid: Grid, cfg: FederatedConfig, expected: int, output_dir: Path
 ) -> FederatedResult:
@@ -1105,6 +1133,10 @@ def run_server(
     arrays = ArrayRecord(shared_arrays(model))
     strategy = make_strategy(fed, len(nodes))
     history: list[dict[str, Any]] = []
+    first_down = first_up = 0  # counted in round 1
+    if fed.router == "lda_guided":
+        # Round 1's router loss needs a router to be guided by: fitted on the initial encoder.
+        arrays, first_down, first_up = _fit_router_round(grid, arrays, job, fed, 0)
     # The rounds, then (head_refit_epochs) one more in which the clients refit their heads on
     # the final encoder.
     for round_ in range(1, fed.rounds + 1 + (fed.head_refit_epochs > 0)):
@@ -1122,36 +1154,18 @@ def run_server(
             logger.warning("round %d goes on without: %s", round_, "; ".join(failures))
         down = nbytes(arrays) * len(messages)
         up = sum(nbytes(arrays_of(r, "arrays")) for r in ok)
+        if round_ == 1:
+            down, up = down + first_down, up + first_up
         new_arrays, train_metrics = strategy.aggregate_train(round_, ok)
         if new_arrays is not None:
             arrays = new_arrays
         train_seconds = time.perf_counter() - t0
         router_seconds = 0.0
         # In the refit the encoder stays put (unless DP's noise moved it): the router holds.
-        if fed.router == "lda" and not (heads_only and fed.dp == "none"):
+        if fed.router != "trained" and not (heads_only and fed.dp == "none"):
             t1 = time.perf_counter()
-            content = RecordDict({"config": ConfigRecord(dict(job)), "arrays": arrays})
-            got, missed = _ask(
-                grid,
-                list(grid.get_node_ids()),
-                f"{MessageType.QUERY}.stats",
-                content,
-                fed.round_timeout_s,
-            )
-            if not got:
-                raise FederationError(f"round {round_}: no client sent router statistics: {missed}")
-            parts = [arrays_of(r, "stats").to_numpy_ndarrays() for r in got]
-            sums, counts, packed = (
-                np.sum([p[i].astype(np.float64) for p in parts], axis=0) for i in range(3)
-            )
-            outer = unpack_symmetric(packed, sums.shape[1])
-            weight, bias = fit_router(sums, counts, outer)
-            from flwr.app import Array
-
-            arrays["router.weight"] = Array(weight.astype(np.float32))
-            arrays["router.bias"] = Array(bias.astype(np.float32))
-            down += nbytes(arrays) * len(got)
-            up += sum(nbytes(arrays_of(r, "stats")) for r in got)
+            arrays, router_down, router_up = _fit_router_round(grid, arrays, job, fed, round_)
+            down, up = down + router_down, up + router_up
             router_seconds = time.perf_counter() - t1
         eval_messages = list(
             strategy.configure_evaluate(round_, arrays, ConfigRecord(dict(job)), grid)
