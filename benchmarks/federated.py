@@ -213,17 +213,6 @@ RUNS: dict[str, dict[str, Any]] = {
         "head_learning_rate": 3e-3,
         "head_refit_epochs": 3,
     },
-    # The best owners run with the router's loss reaching the encoder through the server's
-    # fitted router, frozen (`router: lda_guided`).
-    "owners-batch4-slr2-lr3e-4-hlr3e-3-refit3-guided": {
-        "partition": "skill",
-        "batch_size": 4,
-        "shared_server_lr": 2.0,
-        "learning_rate": 3e-4,
-        "head_learning_rate": 3e-3,
-        "head_refit_epochs": 3,
-        "router": "lda_guided",
-    },
     # The encoder's rate further up (the averaged encoder still learns less per pass).
     "owners-batch4-slr2-lr5e-4-hlr3e-3-refit3": {
         "partition": "skill",

@@ -65,7 +65,7 @@ E = TypeVar("E")
 
 Partition = Literal["skill", "iid", "dirichlet"]
 FedStrategy = Literal["fedavg", "fedprox", "fedadam"]
-RouterMode = Literal["lda", "lda_guided", "trained"]
+RouterMode = Literal["lda", "trained"]
 Updates = Literal["full", "lora", "lora_b"]
 DpMode = Literal["none", "server", "client"]
 
@@ -794,10 +794,6 @@ def client_train(msg: Message, context: Context) -> Message:
     heads_only = "heads-only" in config
     epochs = fed.head_refit_epochs if heads_only else fed.local_epochs
     train_router = fed.router == "trained" and not heads_only
-    # lda_guided: the router's loss against the server's fitted router, which stays frozen,
-    # reaches the encoder: each owner pulls its skill's sentence vectors towards that skill's
-    # discriminant and away from the others', which a single-skill client cannot learn alone.
-    router_loss = fed.router in ("trained", "lda_guided") and not heads_only
     # The refit round moves the heads alone; the federation's flags go back after it (and
     # before any round, should one have failed mid-way): `shared_arrays` reads them.
     for name, param in model.named_parameters():
@@ -825,7 +821,7 @@ def client_train(msg: Message, context: Context) -> Message:
     weighting = LossWeighting.from_config(
         cfg.mtl,
         model.task_names(),
-        train_router=router_loss,
+        train_router=train_router,
         negatives=any(not e.in_scope for e in examples),
     )
     groups = param_groups(
@@ -1133,10 +1129,6 @@ def run_server(
     arrays = ArrayRecord(shared_arrays(model))
     strategy = make_strategy(fed, len(nodes))
     history: list[dict[str, Any]] = []
-    first_down = first_up = 0  # counted in round 1
-    if fed.router == "lda_guided":
-        # Round 1's router loss needs a router to be guided by: fitted on the initial encoder.
-        arrays, first_down, first_up = _fit_router_round(grid, arrays, job, fed, 0)
     # The rounds, then (head_refit_epochs) one more in which the clients refit their heads on
     # the final encoder.
     for round_ in range(1, fed.rounds + 1 + (fed.head_refit_epochs > 0)):
@@ -1154,15 +1146,13 @@ def run_server(
             logger.warning("round %d goes on without: %s", round_, "; ".join(failures))
         down = nbytes(arrays) * len(messages)
         up = sum(nbytes(arrays_of(r, "arrays")) for r in ok)
-        if round_ == 1:
-            down, up = down + first_down, up + first_up
         new_arrays, train_metrics = strategy.aggregate_train(round_, ok)
         if new_arrays is not None:
             arrays = new_arrays
         train_seconds = time.perf_counter() - t0
         router_seconds = 0.0
         # In the refit the encoder stays put (unless DP's noise moved it): the router holds.
-        if fed.router != "trained" and not (heads_only and fed.dp == "none"):
+        if fed.router == "lda" and not (heads_only and fed.dp == "none"):
             t1 = time.perf_counter()
             arrays, router_down, router_up = _fit_router_round(grid, arrays, job, fed, round_)
             down, up = down + router_down, up + router_up

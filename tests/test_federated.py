@@ -353,38 +353,6 @@ def test_the_head_refit_round_moves_the_heads_alone(tiny_encoder: str, tmp_path:
     )
 
 
-def test_a_guided_router_pulls_each_skills_sentences_towards_its_discriminant(
-    tiny_encoder: str, tmp_path: Path
-) -> None:
-    import torch
-
-    from nlu.federated import federated, sentence_vectors
-    from nlu.model import JointModel
-
-    def router_margin(model_dir: Path) -> float:
-        """Mean gap between the right skill's router logit and the best wrong one's."""
-        model, folder = JointModel.load(model_dir)
-        data = load_train_dev(cfg.student.data, seed=cfg.student.seed)
-        vectors, skills = sentence_vectors(
-            data.train, model, folder.tokenizer, folder.meta.max_length
-        )
-        with torch.inference_mode():
-            logits = model.router(torch.from_numpy(vectors).float())
-        right = logits[torch.arange(len(skills)), skills]
-        wrong = logits.scatter(1, torch.from_numpy(skills)[:, None], float("-inf")).amax(-1)
-        return float((right - wrong).mean())
-
-    cfg = fed_config(tiny_encoder, tmp_path / "lda", rounds=1)
-    plain = federated(cfg)
-    guided = federated(fed_config(tiny_encoder, tmp_path / "guided", rounds=1, router="lda_guided"))
-    # The router fitted on the guided encoder tells the owners' skills apart by a wider margin:
-    # the router's loss reached the encoder, though no client holds two skills or trains it.
-    plain_margin, guided_margin = router_margin(plain.model_dir), router_margin(guided.model_dir)
-    assert guided_margin > 1.05 * plain_margin, (plain_margin, guided_margin)
-    # The fit before round 1 is counted in round 1's bytes.
-    assert guided.history[0]["bytes_up"] > plain.history[0]["bytes_up"]
-
-
 def test_a_client_skill_outside_the_base_model_stops_before_round_one(
     tiny_encoder: str, trained: Any, tmp_path: Path
 ) -> None:
