@@ -1,0 +1,142 @@
+"""Is the federated router's fit the limit, or the encoder's features? (issue 15)
+
+    python benchmarks/router_fits.py MODEL_DIR DATA [--seed 0]
+
+On a federated model's final encoder, the skill router refitted in other ways from the training
+split's sentence vectors, scored on dev and test (router accuracy, in-scope texts):
+- lda: what the server fits from the clients' summed statistics (`nlu.federated.fit_router`);
+- lda-ridge-X: the same with X times the average variance on the covariance's diagonal;
+- ccvr-ridge-X: logistic regression on virtual vectors drawn from per-intent Gaussians (means
+  and a pooled covariance: statistics a client could send; Luo et al. 2021, CCVR);
+- logreg-real: logistic regression on the real training vectors, which no server sees (what a
+  discriminative router could do with these features at best).
+Example: MODEL_DIR = runs/federated_bench/r3-e1-limit3000/<run>/model and DATA = the
+benchmark's runs/federated_bench/r3-e1-limit3000/massive-limit-3000.
+Writes benchmarks/results/router-fits.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+import torch
+from common import write_results
+
+from nlu.data.loaders import load_split
+from nlu.federated import fit_router, sentence_vectors
+from nlu.model import JointModel
+
+Fit = tuple[np.ndarray, np.ndarray]
+
+
+def vectors(model_dir: str, data: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per split: (sentence vectors, skill ids, intent ids) of the in-scope texts."""
+    model, folder = JointModel.load(model_dir)
+    out = {}
+    intents: dict[tuple[str | None, str | None], int] = {}
+    for split in ("train", "dev", "test"):
+        # Slots do not reach the router; dev and test hold slot types training never saw.
+        examples = [
+            dataclasses.replace(e, slots=()) for e in load_split(data, split).examples if e.in_scope
+        ]
+        x, s = sentence_vectors(examples, model, folder.tokenizer, folder.meta.max_length)
+        i = np.array([intents.setdefault((e.skill, e.intent), len(intents)) for e in examples])
+        out[split] = (x, s, i)
+    return out
+
+
+def lda(x: np.ndarray, s: np.ndarray, n_skills: int, ridge: float) -> Fit:
+    counts = np.bincount(s, minlength=n_skills).astype(float)
+    means = np.zeros((n_skills, x.shape[1]))
+    np.add.at(means, s, x)
+    means /= np.maximum(counts, 1)[:, None]
+    within = (x.T @ x - (means.T * counts) @ means) / (counts.sum() - (counts > 0).sum())
+    precision = np.linalg.inv(within + ridge * np.trace(within) / len(within) * np.eye(len(x.T)))
+    weight = means @ precision
+    bias = -0.5 * np.einsum("sd,sd->s", weight, means) + np.log(np.maximum(counts, 1) / len(s))
+    return weight, bias
+
+
+def logreg(x: np.ndarray, y: np.ndarray, n_skills: int, seed: int) -> Fit:
+    torch.manual_seed(seed)
+    xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+    linear = torch.nn.Linear(x.shape[1], n_skills)
+    optimizer = torch.optim.Adam(linear.parameters(), lr=0.05, weight_decay=1e-4)
+    for _ in range(300):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(linear(xt), yt).backward()
+        optimizer.step()
+    return linear.weight.detach().double().numpy(), linear.bias.detach().double().numpy()
+
+
+def ccvr(
+    x: np.ndarray, s: np.ndarray, i: np.ndarray, n_skills: int, ridge: float, seed: int
+) -> Fit:
+    rng = np.random.default_rng(seed)
+    n_intents = int(i.max()) + 1
+    counts = np.bincount(i, minlength=n_intents).astype(float)
+    seen = counts > 0
+    means = np.zeros((n_intents, x.shape[1]))
+    np.add.at(means, i, x)
+    means[seen] /= counts[seen, None]
+    skill_of = np.zeros(n_intents, dtype=int)
+    skill_of[i] = s
+    within = (x.T @ x - (means.T * counts) @ means) / (counts.sum() - seen.sum())
+    chol = np.linalg.cholesky(within + ridge * np.trace(within) / len(within) * np.eye(len(x.T)))
+    draws = (counts / counts.sum() * 300 * seen.sum()).round().astype(int)
+    virtual = np.concatenate(
+        [
+            means[k] + rng.standard_normal((draws[k], len(chol))) @ chol.T
+            for k in np.flatnonzero(seen)
+        ]
+    )
+    labels = np.concatenate([np.full(draws[k], skill_of[k]) for k in np.flatnonzero(seen)])
+    return logreg(virtual, labels, n_skills, seed)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("model_dir")
+    ap.add_argument("data")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    feats = vectors(args.model_dir, args.data)
+    x, s, i = feats["train"]
+    n_skills = int(max(int(v[1].max()) for v in feats.values())) + 1
+    counts = np.bincount(s, minlength=n_skills).astype(float)
+    sums = np.zeros((n_skills, x.shape[1]))
+    np.add.at(sums, s, x)
+    fits: dict[str, Fit] = {"lda": fit_router(sums, counts, x.T @ x)}
+    for ridge in (0.01, 0.1, 0.3):
+        fits[f"lda-ridge-{ridge}"] = lda(x, s, n_skills, ridge)
+    for ridge in (0.001, 0.1):
+        fits[f"ccvr-ridge-{ridge}"] = ccvr(x, s, i, n_skills, ridge, args.seed)
+    fits["logreg-real"] = logreg(x, s, n_skills, args.seed)
+    rows = {}
+    for name, (weight, bias) in fits.items():
+        rows[name] = {
+            split: round(100 * float(((v @ weight.T + bias).argmax(1) == y).mean()), 2)
+            for split, (v, y, _) in feats.items()
+            if split != "train"
+        }
+    lines = [
+        f"Router accuracy (%) of fits on the final encoder of {args.model_dir}; train vectors of "
+        f"{args.data}, seed {args.seed}.",
+        "",
+        "| fit | dev | test |",
+        "|---|---|---|",
+        *(f"| {name} | {r['dev']:.2f} | {r['test']:.2f} |" for name, r in rows.items()),
+    ]
+    table = "\n".join(lines) + "\n"
+    print(table)
+    write_results(
+        "benchmarks/results/router-fits", table, {"model_dir": args.model_dir, "fits": rows}
+    )
+
+
+if __name__ == "__main__":
+    main()
