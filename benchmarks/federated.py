@@ -222,14 +222,6 @@ RUNS: dict[str, dict[str, Any]] = {
         "head_learning_rate": 3e-3,
         "head_refit_epochs": 3,
     },
-    "owners-batch4-slr2-lr1e-3-hlr3e-3-refit3": {
-        "partition": "skill",
-        "batch_size": 4,
-        "shared_server_lr": 2.0,
-        "learning_rate": 1e-3,
-        "head_learning_rate": 3e-3,
-        "head_refit_epochs": 3,
-    },
     "owners-lora": {"partition": "skill", "updates": "lora", "lora_rank": 8},
     # The LoRA row above with server-side DP: each client's update clipped to norm 1, Gaussian
     # noise of std 0.1 · 1 / clients on the average.

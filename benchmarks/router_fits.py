@@ -47,14 +47,23 @@ def vectors(model_dir: str, data: str) -> dict[str, tuple[np.ndarray, np.ndarray
     return out
 
 
-def lda(x: np.ndarray, s: np.ndarray, n_skills: int, ridge: float) -> Fit:
-    counts = np.bincount(s, minlength=n_skills).astype(float)
-    means = np.zeros((n_skills, x.shape[1]))
-    np.add.at(means, s, x)
+def class_stats(x: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """(counts, means, pooled within-class covariance) of n classes."""
+    counts = np.bincount(labels, minlength=n).astype(float)
+    means = np.zeros((n, x.shape[1]))
+    np.add.at(means, labels, x)
     means /= np.maximum(counts, 1)[:, None]
     within = (x.T @ x - (means.T * counts) @ means) / (counts.sum() - (counts > 0).sum())
-    precision = np.linalg.inv(within + ridge * np.trace(within) / len(within) * np.eye(len(x.T)))
-    weight = means @ precision
+    return counts, means, within
+
+
+def with_ridge(covariance: np.ndarray, ridge: float) -> np.ndarray:
+    return covariance + ridge * np.trace(covariance) / len(covariance) * np.eye(len(covariance))
+
+
+def lda(x: np.ndarray, s: np.ndarray, n_skills: int, ridge: float) -> Fit:
+    counts, means, within = class_stats(x, s, n_skills)
+    weight = means @ np.linalg.inv(with_ridge(within, ridge))
     bias = -0.5 * np.einsum("sd,sd->s", weight, means) + np.log(np.maximum(counts, 1) / len(s))
     return weight, bias
 
@@ -76,15 +85,11 @@ def ccvr(
 ) -> Fit:
     rng = np.random.default_rng(seed)
     n_intents = int(i.max()) + 1
-    counts = np.bincount(i, minlength=n_intents).astype(float)
+    counts, means, within = class_stats(x, i, n_intents)
     seen = counts > 0
-    means = np.zeros((n_intents, x.shape[1]))
-    np.add.at(means, i, x)
-    means[seen] /= counts[seen, None]
     skill_of = np.zeros(n_intents, dtype=int)
     skill_of[i] = s
-    within = (x.T @ x - (means.T * counts) @ means) / (counts.sum() - seen.sum())
-    chol = np.linalg.cholesky(within + ridge * np.trace(within) / len(within) * np.eye(len(x.T)))
+    chol = np.linalg.cholesky(with_ridge(within, ridge))
     draws = (counts / counts.sum() * 300 * seen.sum()).round().astype(int)
     virtual = np.concatenate(
         [
@@ -107,10 +112,9 @@ def main() -> None:
     feats = vectors(args.model_dir, args.data)
     x, s, i = feats["train"]
     n_skills = int(max(int(v[1].max()) for v in feats.values())) + 1
-    counts = np.bincount(s, minlength=n_skills).astype(float)
-    sums = np.zeros((n_skills, x.shape[1]))
-    np.add.at(sums, s, x)
-    fits: dict[str, Fit] = {"lda": fit_router(sums, counts, x.T @ x)}
+    counts, means, _ = class_stats(x, s, n_skills)
+    # The server's fit, from the sums a client sends.
+    fits: dict[str, Fit] = {"lda": fit_router(means * counts[:, None], counts, x.T @ x)}
     for ridge in (0.01, 0.1, 0.3):
         fits[f"lda-ridge-{ridge}"] = lda(x, s, n_skills, ridge)
     for ridge in (0.001, 0.1):
