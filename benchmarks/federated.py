@@ -73,6 +73,13 @@ RUNS: dict[str, dict[str, Any]] = {
         "head_learning_rate": 3e-3,
         "then_heads_epochs": 3,
     },
+    # Central with the owners' router input (`router_input: layers`), trained router.
+    "central-batch4-hlr3e-3-heads3-layers": {
+        "batch_size": 4,
+        "head_learning_rate": 3e-3,
+        "then_heads_epochs": 3,
+        "router_input": "layers",
+    },
     # Central at the encoder rate 3e-4, then 3 head epochs: the fair reference for the owners'
     # best run (`owners-batch4-slr2-lr3e-4-hlr3e-3-refit3`), same rates and same extra passes.
     "central-batch4-lr3e-4-hlr3e-3-heads3": {
@@ -212,6 +219,17 @@ RUNS: dict[str, dict[str, Any]] = {
         "learning_rate": 3e-4,
         "head_learning_rate": 3e-3,
         "head_refit_epochs": 3,
+    },
+    # The router reads the mean of every layer's pooled vector (`router_input: layers`): the
+    # fitted router's features, not its fit, limited it (benchmarks/router_fits.py).
+    "owners-batch4-slr2-lr3e-4-hlr3e-3-refit3-layers": {
+        "partition": "skill",
+        "batch_size": 4,
+        "shared_server_lr": 2.0,
+        "learning_rate": 3e-4,
+        "head_learning_rate": 3e-3,
+        "head_refit_epochs": 3,
+        "router_input": "layers",
     },
     # The encoder's rate further up (the averaged encoder still learns less per pass).
     "owners-batch4-slr2-lr5e-4-hlr3e-3-refit3": {

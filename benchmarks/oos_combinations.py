@@ -8,8 +8,11 @@ leaves (in-scope accuracy with nothing rejected, hierarchical decoding as served
 decoding over skill × intent), then in-scope accuracy and out-of-scope recall on test at the
 threshold chosen on val for 98 % in-scope recall, for the Mahalanobis distance, the router's and
 the joint (router × intent) confidence, and Mahalanobis plus λ × a confidence, each standardised
-on val in-scope rows. Everything is chosen on val; test is read for the report only. Writes
-benchmarks/results/oos_combinations.json.
+on val in-scope rows. Also the Mahalanobis distance on the mean of every transformer layer's
+pooled vector ("mahalanobis-layers"; per-intent means and a shared covariance fitted on the
+train split's in-scope rows, as `nlu.calibrate` fits the shipped detector on the last layer;
+Chen et al. 2022 average the layers for out-of-distribution detection). Everything is chosen on
+val; test is read for the report only. Writes benchmarks/results/oos_combinations.json.
 """
 
 from __future__ import annotations
@@ -25,8 +28,32 @@ from nlu import modeldir
 from nlu.alignment import encode, pad_id
 from nlu.data.corpora import read_clinc
 from nlu.features import encodings_inputs
-from nlu.ood import log_softmax, threshold_for_recall
+from nlu.ood import Mahalanobis, auroc, fit_mahalanobis, log_softmax, threshold_for_recall
 from nlu.predict import Parser
+
+
+def layer_means(model_dir: str, texts: list[str]) -> np.ndarray:
+    """The mean over transformer layers of each layer's mean-pooled token states."""
+    import torch
+
+    from nlu.model import JointModel
+
+    model, folder = JointModel.load(model_dir)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), 64):
+            batch = folder.tokenizer(
+                texts[start : start + 64],
+                padding=True,
+                truncation=True,
+                max_length=folder.meta.max_length,
+                return_tensors="pt",
+            )
+            states = model.hard_encoder(**batch, output_hidden_states=True).hidden_states
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = [(h * mask).sum(1) / mask.sum(1) for h in states[1:]]
+            out.append(torch.stack(pooled).mean(0).double().numpy())
+    return np.concatenate(out)
 
 
 def features(parser: Parser, ood: Any, texts: list[str]) -> dict[str, np.ndarray]:
@@ -73,10 +100,19 @@ def main() -> None:
     if ood is None or ood.method != "mahalanobis":
         raise SystemExit(f"{args.model}: needs a model fitted with oos_method=mahalanobis")
     columns = [f"{s.name}/{i}" for s in parser.index.skills for i in s.intents]
+    train = [e for e in read_clinc(Path(args.data), "train") if e.in_scope]
+    means, precision = fit_mahalanobis(
+        layer_means(args.model, [e.text for e in train]),
+        np.array([columns.index(f"{e.skill}/{e.intent}") for e in train]),
+    )
+    layered = Mahalanobis.of(means, precision)
     splits = {}
     for split in ("dev", "test"):
         examples = read_clinc(Path(args.data), split)
         f = features(parser, ood, [e.text for e in examples])
+        f["mahalanobis-layers"] = layered.distances(
+            layer_means(args.model, [e.text for e in examples])
+        )
         gold = np.array([f"{e.skill}/{e.intent}" if e.skill else "" for e in examples])
         f["in_scope"] = gold != ""
         for decoding in ("hierarchical", "joint"):
@@ -89,13 +125,14 @@ def main() -> None:
         return (f[key] - ref.mean()) / ref.std()
 
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {
-        k: (dev[k], test[k]) for k in ("mahalanobis", "router", "joint")
+        k: (dev[k], test[k]) for k in ("mahalanobis", "mahalanobis-layers", "router", "joint")
     }
-    for other in ("router", "joint"):
-        for lam in (0.25, 0.5, 1.0, 2.0):
-            scores[f"mahalanobis + {lam} {other}"] = tuple(  # type: ignore[assignment]
-                standardised(f, "mahalanobis") + lam * standardised(f, other) for f in (dev, test)
-            )
+    for distance in ("mahalanobis", "mahalanobis-layers"):
+        for other in ("router", "joint"):
+            for lam in (0.25, 0.5, 1.0, 2.0):
+                scores[f"{distance} + {lam} {other}"] = tuple(  # type: ignore[assignment]
+                    standardised(f, distance) + lam * standardised(f, other) for f in (dev, test)
+                )
     report: dict[str, Any] = {
         "ceiling_test": {
             d: round(100 * float(test[f"correct_{d}"][test["in_scope"]].mean()), 2)
@@ -104,6 +141,11 @@ def main() -> None:
         "methods": {},
     }
     print(f"in-scope accuracy with nothing rejected (test): {report['ceiling_test']}")
+    for name, (on_dev, on_test) in scores.items():
+        for split, f, s in (("dev", dev, on_dev), ("test", test, on_test)):
+            report.setdefault("auroc", {}).setdefault(name, {})[split] = round(
+                auroc(s[f["in_scope"]], s[~f["in_scope"]]), 4
+            )
     for name, (on_dev, on_test) in scores.items():
         threshold = threshold_for_recall(on_dev[dev["in_scope"]], args.recall)
         row = {}
@@ -117,8 +159,9 @@ def main() -> None:
             }
         report["methods"][name] = row
         print(
-            f"{name:28s} val {row['dev']['in_scope_accuracy']:.2f} / {row['dev']['oos_recall']:.1f}"
+            f"{name:38s} val {row['dev']['in_scope_accuracy']:.2f} / {row['dev']['oos_recall']:.1f}"
             f"   test {row['test']['in_scope_accuracy']:.2f} / {row['test']['oos_recall']:.1f}"
+            f"   AUROC test {report['auroc'][name]['test']:.4f}"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -9,7 +9,9 @@ split's sentence vectors, scored on dev and test (router accuracy, in-scope text
 - ccvr-ridge-X: logistic regression on virtual vectors drawn from per-intent Gaussians (means
   and a pooled covariance: statistics a client could send; Luo et al. 2021, CCVR);
 - logreg-real: logistic regression on the real training vectors, which no server sees (what a
-  discriminative router could do with these features at best).
+  discriminative router could do with these features at best);
+- lda-layers, logreg-real-layers: the same fits on another feature of the same encoder, the mean
+  of every transformer layer's pooled vector (what `router_input: layers` feeds the router).
 Example: MODEL_DIR = runs/federated_bench/r3-e1-limit3000/<run>/model and DATA = the
 benchmark's runs/federated_bench/r3-e1-limit3000/massive-limit-3000.
 Writes benchmarks/results/router-fits.{json,md}.
@@ -29,22 +31,30 @@ from nlu.federated import fit_router, sentence_vectors
 from nlu.model import JointModel
 
 Fit = tuple[np.ndarray, np.ndarray]
+Split = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def vectors(model_dir: str, data: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per split: (sentence vectors, skill ids, intent ids) of the in-scope texts."""
+def vectors(model_dir: str, data: str) -> tuple[dict[str, Split], dict[str, np.ndarray]]:
+    """Per split: (last layer's sentence vectors, skill ids, intent ids) of the in-scope texts,
+    and per split the mean of every transformer layer's pooled vector."""
     model, folder = JointModel.load(model_dir)
-    out = {}
+    out, layers = {}, {}
     intents: dict[tuple[str | None, str | None], int] = {}
     for split in ("train", "dev", "test"):
         # Slots do not reach the router; dev and test hold slot types training never saw.
         examples = [
             dataclasses.replace(e, slots=()) for e in load_split(data, split).examples if e.in_scope
         ]
+        # The vectors each router input reads, whichever the model was trained with.
+        model.router_input = "sentence"
         x, s = sentence_vectors(examples, model, folder.tokenizer, folder.meta.max_length)
+        model.router_input = "layers"
+        layers[split], _ = sentence_vectors(
+            examples, model, folder.tokenizer, folder.meta.max_length
+        )
         i = np.array([intents.setdefault((e.skill, e.intent), len(intents)) for e in examples])
         out[split] = (x, s, i)
-    return out
+    return out, layers
 
 
 def class_stats(x: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
@@ -109,7 +119,7 @@ def main() -> None:
     ap.add_argument("data")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    feats = vectors(args.model_dir, args.data)
+    feats, layers = vectors(args.model_dir, args.data)
     x, s, i = feats["train"]
     n_skills = int(max(int(v[1].max()) for v in feats.values())) + 1
     counts, means, _ = class_stats(x, s, n_skills)
@@ -120,13 +130,18 @@ def main() -> None:
     for ridge in (0.001, 0.1):
         fits[f"ccvr-ridge-{ridge}"] = ccvr(x, s, i, n_skills, ridge, args.seed)
     fits["logreg-real"] = logreg(x, s, n_skills, args.seed)
+    xl = layers["train"]
+    counts, means, _ = class_stats(xl, s, n_skills)
+    fits["lda-layers"] = fit_router(means * counts[:, None], counts, xl.T @ xl)
+    fits["logreg-real-layers"] = logreg(xl, s, n_skills, args.seed)
     rows = {}
     for name, (weight, bias) in fits.items():
-        rows[name] = {
-            split: round(100 * float(((v @ weight.T + bias).argmax(1) == y).mean()), 2)
-            for split, (v, y, _) in feats.items()
-            if split != "train"
-        }
+        rows[name] = {}
+        for split, (v, y, _) in feats.items():
+            if split != "train":
+                x_split = layers[split] if name.endswith("-layers") else v
+                hits = (x_split @ weight.T + bias).argmax(1) == y
+                rows[name][split] = round(100 * float(hits.mean()), 2)
     lines = [
         f"Router accuracy (%) of fits on the final encoder of {args.model_dir}; train vectors of "
         f"{args.data}, seed {args.seed}.",

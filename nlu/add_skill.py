@@ -73,6 +73,7 @@ class Cached:
     """Frozen-encoder features of examples, padded: what the new heads train on."""
 
     pooled: torch.Tensor  # [N, hidden]
+    routed: torch.Tensor  # [N, hidden]: what the router reads (JointModel.router_input)
     tokens: torch.Tensor  # [N, longest, hidden]
     skill_ids: torch.Tensor
     intent_labels: torch.Tensor
@@ -84,20 +85,21 @@ def _cache(
 ) -> Cached:
     rows = list(featurize(examples, tokenizer=tokenizer, index=model.index, max_length=max_length))
     batch = collate(rows, pad_id=pad_id(tokenizer))
-    pooled, tokens = [], []
+    pooled, routed, tokens = [], [], []
     with torch.inference_mode():
         for start in range(0, len(rows), 64):
             part = slice(start, start + 64)
-            mask = batch["attention_mask"][part]
-            hidden = model.encoder(
-                input_ids=batch["input_ids"][part], attention_mask=mask
-            ).last_hidden_state
-            pooled.append(model.pool(hidden, mask))
+            hidden, sentence, router_input = model.encode(
+                batch["input_ids"][part], batch["attention_mask"][part]
+            )
+            pooled.append(sentence)
+            routed.append(router_input)
             tokens.append(hidden)
     width = batch["input_ids"].shape[1]
     padded = [torch.nn.functional.pad(t, (0, 0, 0, width - t.shape[1])) for t in tokens]
     return Cached(
         pooled=torch.cat(pooled),
+        routed=torch.cat(routed),
         tokens=torch.cat(padded),
         skill_ids=batch["skill_ids"],
         intent_labels=batch["intent_labels"],
@@ -172,6 +174,7 @@ def add_skill(
         skills=[*old.skills, *new_labels],
         pooling=old.pooling,
         dropout=old.dropout_rate,
+        router_input=old.router_input,
     )
     hidden = old.encoder_config.hidden_size
     for s in old.skills:
@@ -207,7 +210,7 @@ def add_skill(
                 dropout(new.pooled[idx]), dropout(new.tokens[idx])
             )
             # The router's new outputs also learn "not me" from the replayed old skills.
-            every = torch.cat([new.pooled[idx], replayed.pooled[ridx]])
+            every = torch.cat([new.routed[idx], replayed.routed[ridx]])
             router_logits = torch.cat([old.router(every), new_router(dropout(every))], dim=-1)
             losses = task_losses(
                 index=model.index,

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 Pooling = Literal["mean", "cls"]
+RouterInput = Literal["sentence", "layers"]
 Sampling = Literal["proportional", "temperature", "uniform", "annealed"]
 Weighting = Literal["static", "uncertainty", "dwa"]
 Precision = Literal["no", "fp16", "bf16"]
@@ -53,6 +54,10 @@ class DataConfig:
 class ModelConfig:
     encoder: str = "default"
     pooling: Pooling = "mean"
+    # What the skill router reads: the pooled sentence vector ("sentence", as the intent heads)
+    # or the mean of every transformer layer's pooled vector ("layers"; measured for federated
+    # owners, whose router is fitted from feature statistics: docs/federated.md).
+    router_input: RouterInput = "sentence"
     dropout: float = 0.1
     max_length: int = 64
     # Parameter sharing (nlu/sharing.py): one encoder under every head ("hard"), or columns of
@@ -266,6 +271,11 @@ def replace(cfg: TrainConfig, *, source: str = "overrides", **changes: Any) -> T
     if not 0.0 < new.ood.target_recall <= 1.0:
         raise ConfigError(
             f"{source}: target_recall={new.ood.target_recall}; use a share in (0, 1], e.g. 0.98"
+        )
+    if new.model.router_input == "layers" and new.model.sharing != "hard":
+        raise ConfigError(
+            f"{source}: router_input=layers needs one encoder (sharing=hard), not "
+            f"sharing={new.model.sharing}; use router_input=sentence with soft sharing"
         )
     if not 0.0 <= new.optim.label_smoothing < 1.0:
         raise ConfigError(

@@ -663,6 +663,7 @@ def federation_model(
                 skills=labels,
                 pooling=student.model.pooling,
                 dropout=student.model.dropout,
+                router_input=student.model.router_input,
             )
     if cfg.federation.updates in ("lora", "lora_b"):
         import torch
@@ -905,7 +906,7 @@ def client_train(msg: Message, context: Context) -> Message:
 def sentence_vectors(
     train: Sequence[Example], model: JointModel, tokenizer: Tokenizer, max_length: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(pooled sentence vectors, skill ids) of the client's in-scope training examples."""
+    """(router input vectors, skill ids) of the client's in-scope training examples."""
     import torch
 
     from nlu.alignment import pad_id
@@ -921,7 +922,7 @@ def sentence_vectors(
             rows = [features[i] for i in range(start, min(start + 64, len(features)))]
             batch = collate(rows, pad_id=padding)
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            vectors.append(out.pooled.double().numpy())
+            vectors.append(out.routed.double().numpy())
             skills.append(batch["skill_ids"].numpy())
     if not vectors:
         return np.zeros((0, model.encoder_config.hidden_size)), np.zeros(0, dtype=int)

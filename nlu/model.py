@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "default"
 MPNET = ("mpnet", "all-mpnet-base-v2")
+ROUTER_INPUTS = ("sentence", "layers")
 
 
 def models_home() -> Path:
@@ -154,6 +155,9 @@ class JointOutput(ModelOutput):
     # The sentence vector the router and intent heads read (before dropout) [batch, hidden]:
     # out-of-scope detection measures distances on it.
     pooled: torch.Tensor | None = None
+    # The vector the router reads (before dropout) [batch, hidden]: `pooled`, or with
+    # router_input="layers" the mean of every transformer layer's pooled vector.
+    routed: torch.Tensor | None = None
     # With labels: the unweighted losses (nlu.mtl.LossWeighting turns them into one loss).
     losses: TaskLosses | None = None
     # With labels under sluice sharing: the weighted subspace orthogonality penalty, added to
@@ -171,10 +175,18 @@ class JointModel(nn.Module):
         dropout: float = 0.1,
         label_smoothing: float = 0.0,
         sharing: Sharing | None = None,
+        router_input: str = "sentence",
     ) -> None:
         super().__init__()
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
+        if router_input not in ROUTER_INPUTS:
+            raise ValueError(f"router_input must be 'sentence' or 'layers', not {router_input!r}")
+        if router_input != "sentence" and sharing is not None:
+            raise SharingError(
+                "router_input=layers needs one encoder (sharing=hard); soft-shared columns "
+                "have no single stack of layers to average"
+            )
         # Hard sharing (None): one encoder under every head. Soft: columns of it (nlu/sharing.py).
         self.sharing = sharing
         self.encoder: nn.Module = (
@@ -184,6 +196,11 @@ class JointModel(nn.Module):
         self.orthogonality_weight = 0.0
         self.index = LabelIndex.of(skills)
         self.pooling = pooling
+        # "layers": the router reads every transformer layer's pooled vector, averaged. Lower
+        # layers keep more of the pretrained sentence semantics that tell skills apart; where
+        # the router is fitted rather than trained (federated owners), it reads them better
+        # than the last layer alone (docs/experiments.md §6).
+        self.router_input = router_input
         self.dropout_rate = dropout
         # A training-time setting: not saved, it does not change inference.
         self.label_smoothing = label_smoothing
@@ -209,12 +226,29 @@ class JointModel(nn.Module):
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
     def heads(
-        self, pooled: torch.Tensor, tokens: torch.Tensor
+        self, pooled: torch.Tensor, tokens: torch.Tensor, routed: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(router, all intents, all tags) logits from pooled and per-token encoder features."""
+        """(router, all intents, all tags) logits from pooled and per-token encoder features;
+        the router reads `routed` where given (router_input="layers"), else `pooled`."""
         intent_logits = torch.cat([head(pooled) for head in self.intent_heads.values()], dim=-1)
         slot_logits = torch.cat([head(tokens) for head in self.slot_heads.values()], dim=-1)
-        return self.router(pooled), intent_logits, slot_logits
+        return self.router(pooled if routed is None else routed), intent_logits, slot_logits
+
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(token states, sentence vector, router input) of a hard-shared encoder."""
+        layers = self.router_input == "layers"
+        out = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=layers
+        )
+        hidden = out.last_hidden_state
+        sentence = self.pool(hidden, attention_mask)
+        if not layers:
+            return hidden, sentence, sentence
+        # hidden_states[0] is the embedding layer's output: not a transformer layer.
+        routed = torch.stack([self.pool(h, attention_mask) for h in out.hidden_states[1:]]).mean(0)
+        return hidden, sentence, routed
 
     def forward(
         self,
@@ -225,21 +259,24 @@ class JointModel(nn.Module):
         slot_labels: torch.Tensor | None = None,
     ) -> JointOutput:
         if self.sharing is None:
-            hidden = self.encoder(
-                input_ids=input_ids, attention_mask=attention_mask
-            ).last_hidden_state
-            sentence = self.pool(hidden, attention_mask)
+            hidden, sentence, routed = self.encode(input_ids, attention_mask)
             pooled = self.dropout(sentence)
-            router_logits, intent_logits, slot_logits = self.heads(pooled, self.dropout(hidden))
+            router_logits, intent_logits, slot_logits = self.heads(
+                pooled,
+                self.dropout(hidden),
+                None if routed is sentence else self.dropout(routed),
+            )
         else:
             sentence, router_logits, intent_logits, slot_logits, penalty = self._soft_heads(
                 input_ids, attention_mask
             )
+            routed = sentence
         out = JointOutput(
             router_logits=router_logits,
             intent_logits=intent_logits,
             slot_logits=slot_logits,
             pooled=sentence,
+            routed=routed,
         )
         if skill_ids is None:
             return out
@@ -325,6 +362,7 @@ class JointModel(nn.Module):
             dropout=self.dropout_rate,
             max_length=max_length,
             sharing=self.sharing,
+            router_input=self.router_input,
         )
 
     def to_folder(
@@ -358,6 +396,7 @@ class JointModel(nn.Module):
             pooling=folder.meta.pooling,
             dropout=folder.meta.dropout,
             sharing=folder.meta.sharing,
+            router_input=folder.meta.router_input,
         )
         try:
             model.load_state_dict(folder.weights, strict=True)
@@ -432,6 +471,7 @@ def build_model(
     pooling: str,
     dropout: float,
     sharing: Sharing | None = None,
+    router_input: str = "sentence",
 ) -> tuple[JointModel, Tokenizer]:
     """A new joint model on a pretrained encoder (a name, `default`/`mpnet`, or a path); with
     soft `sharing`, every column starts from the same pretrained weights."""
@@ -439,6 +479,11 @@ def build_model(
     tokenizer = AutoTokenizer.from_pretrained(path)
     backbone = _without_pooler(AutoModel.from_pretrained(path))
     model = JointModel(
-        encoder=backbone, skills=skills, pooling=pooling, dropout=dropout, sharing=sharing
+        encoder=backbone,
+        skills=skills,
+        pooling=pooling,
+        dropout=dropout,
+        sharing=sharing,
+        router_input=router_input,
     )
     return model, tokenizer

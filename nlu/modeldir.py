@@ -85,6 +85,9 @@ class ModelMeta:
     max_length: int
     # Soft parameter sharing (nlu/sharing.py); None: hard sharing, one encoder.
     sharing: Sharing | None = None
+    # What the router reads (nlu.model.JointModel): "sentence" or "layers". Folders from
+    # before the option have none: "sentence".
+    router_input: str = "sentence"
 
     def to_json(self) -> str:
         return (
@@ -94,6 +97,7 @@ class ModelMeta:
                     "pooling": self.pooling,
                     "dropout": self.dropout,
                     "max_length": self.max_length,
+                    "router_input": self.router_input,
                     **({"sharing": self.sharing.to_dict()} if self.sharing else {}),
                     "skills": [s.to_dict() for s in self.skills],
                 },
@@ -116,6 +120,7 @@ class ModelMeta:
             dropout=float(row["dropout"]),
             max_length=int(row["max_length"]),
             sharing=Sharing.from_dict(row["sharing"]) if row.get("sharing") else None,
+            router_input=str(row.get("router_input", "sentence")),
         )
 
 

@@ -56,7 +56,7 @@ class OutOfScope:
             raise ValueError(f"out-of-scope method must be one of {METHODS}, not {self.method!r}")
         if self.method == "mahalanobis" and (self.means is None or self.precision is None):
             raise ValueError("the mahalanobis method needs its fitted means and precision")
-        self._prepared: _Mahalanobis | None = None
+        self._prepared: Mahalanobis | None = None
 
     @property
     def needs_features(self) -> bool:
@@ -66,7 +66,7 @@ class OutOfScope:
         if self.method == "mahalanobis" and self.means is not None and self.precision is not None:
             # Everything that does not depend on the text is computed once, not per parse.
             if self._prepared is None:
-                self._prepared = _Mahalanobis.of(self.means, self.precision)
+                self._prepared = Mahalanobis.of(self.means, self.precision)
             if pooled is None:
                 raise ValueError("mahalanobis scores need the pooled features")
             return self._prepared.distances(pooled)
@@ -110,13 +110,13 @@ class OutOfScope:
 
 
 @dataclass
-class _Mahalanobis:
+class Mahalanobis:
     precision: np.ndarray  # [H, H] float64
     means: np.ndarray  # [C, H] float64
     constant: np.ndarray  # [C]: mᵀPm per class
 
     @classmethod
-    def of(cls, means: np.ndarray, precision: np.ndarray) -> _Mahalanobis:
+    def of(cls, means: np.ndarray, precision: np.ndarray) -> Mahalanobis:
         m, p = means.astype(np.float64), precision.astype(np.float64)
         return cls(precision=p, means=m, constant=((m @ p) * m).sum(-1))
 
@@ -177,7 +177,7 @@ def score(
     if method == "mahalanobis":
         if pooled is None or means is None or precision is None:
             raise ValueError("mahalanobis scores need pooled features and fitted statistics")
-        return _Mahalanobis.of(means, precision).distances(pooled)
+        return Mahalanobis.of(means, precision).distances(pooled)
     raise ValueError(f"unknown out-of-scope method {method!r}")
 
 

@@ -198,6 +198,7 @@ def setup_model(
             pooling=model_cfg.pooling,
             dropout=model_cfg.dropout,
             sharing=sharing,
+            router_input=model_cfg.router_input,
         )
         train_router, max_length = True, model_cfg.max_length
 
