@@ -55,6 +55,16 @@ LORA_B: dict[str, Any] = {
     "shared_server_lr": 2.0,
     "head_learning_rate": 3e-3,
 }
+# Full updates, batches of 4, server rate 2, encoder rate 3e-4, head rate 3e-3, three refit
+# passes: the owners' best full-update settings (docs/experiments.md §6).
+OWNERS_BEST: dict[str, Any] = {
+    "partition": "skill",
+    "batch_size": 4,
+    "shared_server_lr": 2.0,
+    "learning_rate": 3e-4,
+    "head_learning_rate": 3e-3,
+    "head_refit_epochs": 3,
+}
 RUNS: dict[str, dict[str, Any]] = {
     "central": {},
     # Central training with the owners' best local settings: how much of their lead over
@@ -212,25 +222,10 @@ RUNS: dict[str, dict[str, Any]] = {
         "head_learning_rate": 3e-3,
         "head_refit_epochs": 1,
     },
-    "owners-batch4-slr2-lr3e-4-hlr3e-3-refit3": {
-        "partition": "skill",
-        "batch_size": 4,
-        "shared_server_lr": 2.0,
-        "learning_rate": 3e-4,
-        "head_learning_rate": 3e-3,
-        "head_refit_epochs": 3,
-    },
+    "owners-batch4-slr2-lr3e-4-hlr3e-3-refit3": OWNERS_BEST,
     # The router reads the mean of every layer's pooled vector (`router_input: layers`): the
     # fitted router's features, not its fit, limited it (benchmarks/router_fits.py).
-    "owners-batch4-slr2-lr3e-4-hlr3e-3-refit3-layers": {
-        "partition": "skill",
-        "batch_size": 4,
-        "shared_server_lr": 2.0,
-        "learning_rate": 3e-4,
-        "head_learning_rate": 3e-3,
-        "head_refit_epochs": 3,
-        "router_input": "layers",
-    },
+    "owners-batch4-slr2-lr3e-4-hlr3e-3-refit3-layers": {**OWNERS_BEST, "router_input": "layers"},
     # The encoder's rate further up (the averaged encoder still learns less per pass).
     "owners-batch4-slr2-lr5e-4-hlr3e-3-refit3": {
         "partition": "skill",

@@ -26,7 +26,8 @@ def two_skills() -> list[SkillLabels]:
     ]
 
 
-def test_the_router_reads_the_mean_of_the_layers_and_only_it(tiny_encoder: str) -> None:
+def layers_model(tiny_encoder: str) -> Any:
+    """(model, tokenizer): two skills on the tiny encoder, routing on the layers, eval mode."""
     from nlu.model import build_model
 
     torch.manual_seed(0)
@@ -37,7 +38,11 @@ def test_the_router_reads_the_mean_of_the_layers_and_only_it(tiny_encoder: str) 
         dropout=0.1,
         router_input="layers",
     )
-    model.eval()
+    return model.eval(), tokenizer
+
+
+def test_the_router_reads_the_mean_of_the_layers_and_only_it(tiny_encoder: str) -> None:
+    model, tokenizer = layers_model(tiny_encoder)
     batch = tokenizer(["turn on the lights", "set a timer"], padding=True, return_tensors="pt")
     with torch.inference_mode():
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -144,16 +149,9 @@ def test_add_skill_trains_the_new_router_rows_on_the_layers(
 
 def test_federated_router_statistics_are_the_router_input(tiny_encoder: str) -> None:
     from nlu.federated import sentence_vectors
-    from nlu.model import build_model
     from nlu.schema import Example
 
-    model, tokenizer = build_model(
-        encoder=tiny_encoder,
-        skills=two_skills(),
-        pooling="mean",
-        dropout=0.1,
-        router_input="layers",
-    )
+    model, tokenizer = layers_model(tiny_encoder)
     train = [
         Example(text="a x one", skill="a", intent="x"),
         Example(text="b z", skill="b", intent="z"),
