@@ -25,34 +25,34 @@ from typing import Any
 import numpy as np
 
 from nlu import modeldir
-from nlu.alignment import encode, pad_id
+from nlu.alignment import Tokenizer, encode, pad_id
 from nlu.data.corpora import read_clinc
 from nlu.features import encodings_inputs
+from nlu.model import JointModel
 from nlu.ood import Mahalanobis, auroc, fit_mahalanobis, log_softmax, threshold_for_recall
 from nlu.predict import Parser
 
 
-def layer_means(model_dir: str, texts: list[str]) -> np.ndarray:
-    """The mean over transformer layers of each layer's mean-pooled token states."""
+def layer_means(
+    model: JointModel, tokenizer: Tokenizer, max_length: int, texts: list[str]
+) -> np.ndarray:
+    """The mean over transformer layers of each layer's pooled vector: what the model's router
+    reads with `router_input: layers` (`JointModel.encode`), whatever it was trained with."""
     import torch
 
-    from nlu.model import JointModel
-
-    model, folder = JointModel.load(model_dir)
+    model.router_input = "layers"
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), 64):
-            batch = folder.tokenizer(
+            batch = tokenizer(
                 texts[start : start + 64],
                 padding=True,
                 truncation=True,
-                max_length=folder.meta.max_length,
+                max_length=max_length,
                 return_tensors="pt",
             )
-            states = model.hard_encoder(**batch, output_hidden_states=True).hidden_states
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            pooled = [(h * mask).sum(1) / mask.sum(1) for h in states[1:]]
-            out.append(torch.stack(pooled).mean(0).double().numpy())
+            _, _, routed = model.encode(batch["input_ids"], batch["attention_mask"])
+            out.append(routed.double().numpy())
     return np.concatenate(out)
 
 
@@ -100,9 +100,15 @@ def main() -> None:
     if ood is None or ood.method != "mahalanobis":
         raise SystemExit(f"{args.model}: needs a model fitted with oos_method=mahalanobis")
     columns = [f"{s.name}/{i}" for s in parser.index.skills for i in s.intents]
+    model, folder = JointModel.load(args.model)
+    model.eval()
+
+    def layered_vectors(texts: list[str]) -> np.ndarray:
+        return layer_means(model, folder.tokenizer, folder.meta.max_length, texts)
+
     train = [e for e in read_clinc(Path(args.data), "train") if e.in_scope]
     means, precision = fit_mahalanobis(
-        layer_means(args.model, [e.text for e in train]),
+        layered_vectors([e.text for e in train]),
         np.array([columns.index(f"{e.skill}/{e.intent}") for e in train]),
     )
     layered = Mahalanobis.of(means, precision)
@@ -110,9 +116,7 @@ def main() -> None:
     for split in ("dev", "test"):
         examples = read_clinc(Path(args.data), split)
         f = features(parser, ood, [e.text for e in examples])
-        f["mahalanobis-layers"] = layered.distances(
-            layer_means(args.model, [e.text for e in examples])
-        )
+        f["mahalanobis-layers"] = layered.distances(layered_vectors([e.text for e in examples]))
         gold = np.array([f"{e.skill}/{e.intent}" if e.skill else "" for e in examples])
         f["in_scope"] = gold != ""
         for decoding in ("hierarchical", "joint"):

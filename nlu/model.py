@@ -152,8 +152,8 @@ class JointOutput(ModelOutput):
     intent_logits: torch.Tensor | None = None
     # All skills' slot-tag logits side by side [batch, tokens, total tags].
     slot_logits: torch.Tensor | None = None
-    # The sentence vector the router and intent heads read (before dropout) [batch, hidden]:
-    # out-of-scope detection measures distances on it.
+    # The sentence vector the intent heads (and with router_input="sentence" the router) read
+    # (before dropout) [batch, hidden]: out-of-scope detection measures distances on it.
     pooled: torch.Tensor | None = None
     # The vector the router reads (before dropout) [batch, hidden]: `pooled`, or with
     # router_input="layers" the mean of every transformer layer's pooled vector.
