@@ -226,6 +226,13 @@ RUNS: dict[str, dict[str, Any]] = {
     # The router reads the mean of every layer's pooled vector (`router_input: layers`): the
     # fitted router's features, not its fit, limited it (benchmarks/router_fits.py).
     "owners-batch4-slr2-lr3e-4-hlr3e-3-refit3-layers": {**OWNERS_BEST, "router_input": "layers"},
+    # The same with the quadratic router: each skill its own covariance, shrunk to the pooled
+    # one (`router: qda`, shrinkage 0.95 chosen on dev by benchmarks/router_fits.py).
+    "owners-batch4-slr2-lr3e-4-hlr3e-3-refit3-layers-qda": {
+        **OWNERS_BEST,
+        "router_input": "layers",
+        "router": "qda",
+    },
     # The encoder's rate further up (the averaged encoder still learns less per pass).
     "owners-batch4-slr2-lr5e-4-hlr3e-3-refit3": {
         "partition": "skill",

@@ -11,7 +11,10 @@ split's sentence vectors, scored on dev and test (router accuracy, in-scope text
 - logreg-real: logistic regression on the real training vectors, which no server sees (what a
   discriminative router could do with these features at best);
 - lda-layers, logreg-real-layers: the same fits on another feature of the same encoder, the mean
-  of every transformer layer's pooled vector (what `router_input: layers` feeds the router).
+  of every transformer layer's pooled vector (what `router_input: layers` feeds the router);
+- qda-layers-G: the quadratic router (`router: qda`, `nlu.federated.fit_quadratic_router`) on
+  those vectors, each skill's covariance shrunk to the pooled one by G (1.0: the LDA); the
+  shipped shrinkage is the best of these on dev.
 Example: MODEL_DIR = runs/federated_bench/r3-e1-limit3000/<run>/model and DATA = the
 benchmark's runs/federated_bench/r3-e1-limit3000/massive-limit-3000.
 Writes benchmarks/results/router-fits.{json,md}.
@@ -27,10 +30,10 @@ import torch
 from common import write_results
 
 from nlu.data.loaders import load_split
-from nlu.federated import fit_router, sentence_vectors
+from nlu.federated import fit_quadratic_router, fit_router, sentence_vectors
 from nlu.model import JointModel
 
-Fit = tuple[np.ndarray, np.ndarray]
+Fit = tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]
 Split = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -134,13 +137,21 @@ def main() -> None:
     counts, means, _ = class_stats(xl, s, n_skills)
     fits["lda-layers"] = fit_router(means * counts[:, None], counts, xl.T @ xl)
     fits["logreg-real-layers"] = logreg(xl, s, n_skills, args.seed)
-    rows = {}
-    for name, (weight, bias) in fits.items():
+    outers = np.stack([xl[s == k].T @ xl[s == k] for k in range(n_skills)])
+    for shrinkage in (0.5, 0.8, 0.9, 0.95, 0.98):
+        fits[f"qda-layers-{shrinkage}"] = fit_quadratic_router(
+            means * counts[:, None], counts, outers, shrinkage
+        )
+    rows: dict[str, dict[str, float]] = {}
+    for name, (weight, bias, *curvature) in fits.items():
         rows[name] = {}
         for split, (v, y, _) in feats.items():
             if split != "train":
-                x_split = layers[split] if name.endswith("-layers") else v
-                hits = (x_split @ weight.T + bias).argmax(1) == y
+                x_split = layers[split] if "-layers" in name else v
+                logits = x_split @ weight.T + bias
+                if curvature:
+                    logits -= 0.5 * np.einsum("nd,sde,ne->ns", x_split, curvature[0], x_split)
+                hits = logits.argmax(1) == y
                 rows[name][split] = round(100 * float(hits.mean()), 2)
     lines = [
         f"Router accuracy (%) of fits on the final encoder of {args.model_dir}; train vectors of "

@@ -122,9 +122,12 @@ def add_skill(
     dev_fraction: float = 0.1,
     seed: int = 0,
 ) -> AddSkillResult:
+    from accelerate import PartialState
+
     from nlu.data.loaders import load_split
     from nlu.train import load_data  # the recipe's data stage (logs what it loaded)
 
+    PartialState()  # the recipe's stages log through Accelerate, also when called as a function
     model_dir, run_dir = modeldir.locate(model_dir), Path(out_dir)
     out_dir = run_dir / modeldir.RUN_MODEL_DIR
     torch.manual_seed(seed)
@@ -231,6 +234,11 @@ def add_skill(
     with torch.no_grad():
         model.router.weight.copy_(torch.cat([old.router.weight, new_router.weight]))
         model.router.bias.copy_(torch.cat([old.router.bias, new_router.bias]))
+    if old.router.curvature is not None:
+        # The new rows were trained linear against the old rows' quadratic logits: no
+        # curvature of their own.
+        zeros = old.router.curvature.new_zeros((len(new_labels), hidden, hidden))
+        model.router.set_curvature(torch.cat([old.router.curvature, zeros]))
     seconds = time.perf_counter() - started
     note = {
         "add_skill": {

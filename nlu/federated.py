@@ -19,8 +19,11 @@ What travels (docs/federated.md has the reasons):
   `router: lda` (the default) the router is not trained by clients but fitted by the server
   after each round from the clients' feature statistics: a linear discriminant over the shared
   encoder's sentence vectors (per-skill means, pooled within-skill covariance), written into
-  the router's linear layer. `router: trained` is plain FedAvg of a router every client trains
-  on its own examples (the naive baseline, measured against it in docs/experiments.md).
+  the router's linear layer. `router: qda` fits each skill its own covariance as well, shrunk
+  towards the pooled one (regularised quadratic discriminant; clients send one matrix of outer
+  products per skill they hold), and the router gets a quadratic term (`Router.curvature`).
+  `router: trained` is plain FedAvg of a router every client trains on its own examples (the
+  naive baseline, measured against it in docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ E = TypeVar("E")
 
 Partition = Literal["skill", "iid", "dirichlet"]
 FedStrategy = Literal["fedavg", "fedprox", "fedadam"]
-RouterMode = Literal["lda", "trained"]
+RouterMode = Literal["lda", "qda", "trained"]
 Updates = Literal["full", "lora", "lora_b"]
 DpMode = Literal["none", "server", "client"]
 
@@ -117,6 +120,9 @@ class FederationConfig:
     # How long the server waits for the expected clients to connect before round 1.
     connect_timeout_s: float = 300.0
     router: RouterMode = "lda"
+    # router: qda - each skill's covariance is (1 - shrinkage) · its own + shrinkage · the
+    # pooled one. 1.0 is the linear discriminant; lower trusts the skills' own spreads more.
+    router_shrinkage: float = 0.95
     # What clients train and send: the whole model ("full"), or a LoRA adapter on the frozen
     # encoder plus the heads ("lora"; its rank: lora_rank), orders of magnitude fewer bytes.
     # "lora_b": only the adapters' B matrices train and travel; every machine builds the same
@@ -186,6 +192,8 @@ def make_federated_config(values: Mapping[str, Any], *, source: str) -> Federate
         # FedAdam's server step would move the heads by its own rule, and the encoder by its
         # momentum, in a round meant to fit the heads to a fixed encoder.
         problems.append("head_refit_epochs works with fedavg and fedprox, not fedadam")
+    if not 0.0 <= fed.router_shrinkage <= 1.0:
+        problems.append(f"router_shrinkage={fed.router_shrinkage} (between 0 and 1, e.g. 0.95)")
     if fed.dp_noise_multiplier < 0:
         problems.append(f"dp_noise_multiplier={fed.dp_noise_multiplier} (0 or more)")
     if fed.dp_clipping_norm <= 0:
@@ -548,6 +556,43 @@ def fit_router(
     return weight, bias
 
 
+def fit_quadratic_router(
+    sums: np.ndarray, counts: np.ndarray, outers: np.ndarray, shrinkage: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(weight, bias, curvature) of a quadratic router from per-skill sums (S×d), counts (S)
+    and summed outer products (S×d×d): regularised discriminant analysis (Friedman 1989). Each
+    skill is a Gaussian whose covariance is (1 - shrinkage) · its own + shrinkage · the pooled
+    within-skill one. Logits: weight·x + bias - 1/2 · xᵀ curvature_s x, where curvature_s is the
+    skill's precision less the pooled precision (a term every skill shares cancels in the
+    softmax, so shrinkage 1 gives the linear discriminant's decisions and zero curvature).
+    Skills of many examples spread differently (a narrow alarm skill, a broad chit-chat one);
+    a shared covariance misjudges both."""
+    counts = counts.astype(np.float64)
+    total = float(counts.sum())
+    seen = counts > 0
+    dim = sums.shape[1]
+    means = np.zeros_like(sums, dtype=np.float64)
+    means[seen] = sums[seen] / counts[seen, None]
+    scatter = outers - counts[:, None, None] * np.einsum("sd,se->sde", means, means)
+    pooled = scatter[seen].sum(0) / max(total - seen.sum(), 1.0)
+    shared = shared_precision(pooled)
+    weight = np.zeros_like(means)
+    bias = np.full(len(counts), -1e4)
+    curvature = np.zeros((len(counts), dim, dim))
+    for s in np.flatnonzero(seen):
+        own = scatter[s] / max(counts[s] - 1.0, 1.0)
+        precision = shared_precision((1.0 - shrinkage) * own + shrinkage * pooled)
+        precision = (precision + precision.T) / 2
+        weight[s] = precision @ means[s]
+        bias[s] = (
+            -0.5 * means[s] @ weight[s]
+            + 0.5 * np.linalg.slogdet(precision)[1]
+            + np.log(counts[s] / total)
+        )
+        curvature[s] = precision - shared
+    return weight, bias, curvature
+
+
 # -- the client ------------------------------------------------------------------------------------
 
 
@@ -740,7 +785,9 @@ def _load(model: JointModel, arrays: ArrayRecord) -> None:
     import torch
 
     state = {k: torch.from_numpy(a.numpy().copy()) for k, a in arrays.items()}
-    missing = set(shared_arrays(model)) - set(state)
+    # A quadratic router's curvature comes with the arrays to evaluate, not those to train.
+    model.router.set_curvature(state.pop("router.curvature", None))
+    missing = set(shared_arrays(model)) - set(state) - {"router.curvature"}
     if missing:
         raise FederationError(f"the server's arrays lack {sorted(missing)[:3]}")
     model.load_state_dict(state, strict=False)
@@ -943,7 +990,17 @@ def client_stats(msg: Message, context: Context) -> Message:
     sums = np.zeros((n_skills, dim))
     np.add.at(sums, skills, vectors)
     counts = np.bincount(skills, minlength=n_skills).astype(np.float64)
-    stats = ArrayRecord([sums.astype(np.float32), counts, pack_symmetric(vectors.T @ vectors)])
+    if job.config.federation.router == "qda":
+        # One matrix per skill this client holds, in the skills' order (the server reads the
+        # counts to place them); none for the skills it lacks.
+        held = np.flatnonzero(counts)
+        outer = np.array(
+            [pack_symmetric(vectors[skills == s].T @ vectors[skills == s]) for s in held],
+            dtype=np.float32,
+        ).reshape(len(held), dim * (dim + 1) // 2)
+    else:
+        outer = pack_symmetric(vectors.T @ vectors)
+    stats = ArrayRecord([sums.astype(np.float32), counts, outer])
     return Message(RecordDict({"stats": stats}), reply_to=msg)
 
 
@@ -1039,9 +1096,11 @@ def _exchange(
 
 def _fit_router_round(
     grid: Grid, arrays: ArrayRecord, job: ConfigRecord, fed: FederationConfig, round_: int
-) -> tuple[ArrayRecord, int, int]:
+) -> tuple[ArrayRecord, np.ndarray | None, int, int]:
     """The router fitted from every client's feature statistics under `arrays`' encoder:
-    (arrays with the fitted router, bytes down, bytes up)."""
+    (arrays with the fitted router, its curvature with router: qda, bytes down, bytes up).
+    The curvature stays out of the arrays that train: clients do not train a fitted router,
+    so only the evaluation and the saved model need it."""
     from flwr.app import Array, ConfigRecord, MessageType, RecordDict
 
     content = RecordDict({"config": ConfigRecord(dict(job)), "arrays": arrays})
@@ -1051,14 +1110,23 @@ def _fit_router_round(
     if not got:
         raise FederationError(f"round {round_}: no client sent router statistics: {missed}")
     parts = [arrays_of(r, "stats").to_numpy_ndarrays() for r in got]
-    sums, counts, packed = (
-        np.sum([p[i].astype(np.float64) for p in parts], axis=0) for i in range(3)
-    )
-    weight, bias = fit_router(sums, counts, unpack_symmetric(packed, sums.shape[1]))
+    sums, counts = (np.sum([p[i].astype(np.float64) for p in parts], axis=0) for i in range(2))
+    dim = sums.shape[1]
+    curvature = None
+    if fed.router == "qda":
+        outers = np.zeros((len(counts), dim * (dim + 1) // 2))
+        for part in parts:
+            outers[np.flatnonzero(part[1])] += part[2].astype(np.float64)
+        full = np.stack([unpack_symmetric(row, dim) for row in outers])
+        weight, bias, curvature = fit_quadratic_router(sums, counts, full, fed.router_shrinkage)
+    else:
+        packed = np.sum([p[2].astype(np.float64) for p in parts], axis=0)
+        weight, bias = fit_router(sums, counts, unpack_symmetric(packed, dim))
     arrays["router.weight"] = Array(weight.astype(np.float32))
     arrays["router.bias"] = Array(bias.astype(np.float32))
     down = nbytes(arrays) * len(got)
-    return arrays, down, sum(nbytes(arrays_of(r, "stats")) for r in got)
+    up = sum(nbytes(arrays_of(r, "stats")) for r in got)
+    return arrays, None if curvature is None else curvature.astype(np.float32), down, up
 
 
 def run_server(
@@ -1067,7 +1135,7 @@ def run_server(
     """Label check, then rounds of train -> aggregate -> fit the router -> evaluate (and the
     heads' refit round, if asked); the model folder and the per-round history at the end
     (history also after each round)."""
-    from flwr.app import ArrayRecord, ConfigRecord, MessageType, RecordDict
+    from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, RecordDict
 
     from nlu import modeldir
 
@@ -1130,6 +1198,7 @@ def run_server(
     arrays = ArrayRecord(shared_arrays(model))
     strategy = make_strategy(fed, len(nodes))
     history: list[dict[str, Any]] = []
+    curvature: np.ndarray | None = None  # router: qda's, fitted after each round
     # The rounds, then (head_refit_epochs) one more in which the clients refit their heads on
     # the final encoder.
     for round_ in range(1, fed.rounds + 1 + (fed.head_refit_epochs > 0)):
@@ -1153,14 +1222,21 @@ def run_server(
         train_seconds = time.perf_counter() - t0
         router_seconds = 0.0
         # In the refit the encoder stays put (unless DP's noise moved it): the router holds.
-        if fed.router == "lda" and not (heads_only and fed.dp == "none"):
+        if fed.router != "trained" and not (heads_only and fed.dp == "none"):
             t1 = time.perf_counter()
-            arrays, router_down, router_up = _fit_router_round(grid, arrays, job, fed, round_)
+            arrays, curvature, router_down, router_up = _fit_router_round(
+                grid, arrays, job, fed, round_
+            )
             down, up = down + router_down, up + router_up
             router_seconds = time.perf_counter() - t1
+        evaluated_arrays = arrays
+        if curvature is not None:
+            evaluated_arrays = ArrayRecord({**arrays, "router.curvature": Array(curvature)})
         eval_messages = list(
-            strategy.configure_evaluate(round_, arrays, ConfigRecord(dict(job)), grid)
+            strategy.configure_evaluate(round_, evaluated_arrays, ConfigRecord(dict(job)), grid)
         )
+        # Counted since it is the router's: the evaluation's other arrays are not.
+        down += int(curvature.nbytes if curvature is not None else 0) * len(eval_messages)
         evaluated, eval_failures = _exchange(grid, eval_messages, fed.round_timeout_s)
         if eval_failures:
             logger.warning("round %d: dev scores without: %s", round_, "; ".join(eval_failures))
@@ -1189,6 +1265,10 @@ def run_server(
         write_history(output_dir, history, clients)
 
     _load(model, arrays)
+    if curvature is not None:
+        import torch
+
+        model.router.set_curvature(torch.from_numpy(curvature))
     if fed.updates != "full":  # an ordinary model folder: the adapter merged into the encoder
         from nlu import adapters
 

@@ -165,6 +165,36 @@ class JointOutput(ModelOutput):
     penalty: torch.Tensor | None = None
 
 
+class Router(nn.Linear):
+    """The skill router: linear logits, plus with a `curvature` [skills, hidden, hidden] the
+    quadratic term -1/2 · xᵀ C_s x per skill. A trained router is linear; a router fitted as a
+    quadratic discriminant (per-skill covariances; `nlu federated` with `router: qda`) needs
+    the quadratic term. The curvature is a buffer: fitted, never trained, saved with the
+    weights (`router.curvature`), so a folder says which router it holds."""
+
+    curvature: torch.Tensor | None
+
+    def __init__(self, hidden: int, skills: int) -> None:
+        super().__init__(hidden, skills)
+        self.register_buffer("curvature", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)
+        if self.curvature is None:
+            return logits
+        return logits - 0.5 * torch.einsum("bd,sde,be->bs", x, self.curvature, x)
+
+    def set_curvature(self, curvature: torch.Tensor | None) -> None:
+        if curvature is not None:
+            want = (self.out_features, self.in_features, self.in_features)
+            if tuple(curvature.shape) != want:
+                raise ValueError(
+                    f"router curvature of shape {tuple(curvature.shape)}, expected {want}"
+                )
+            curvature = curvature.to(self.weight.dtype)
+        self.curvature = curvature
+
+
 class JointModel(nn.Module):
     def __init__(
         self,
@@ -206,7 +236,7 @@ class JointModel(nn.Module):
         self.label_smoothing = label_smoothing
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(dropout)
-        self.router = nn.Linear(hidden, len(skills))
+        self.router = Router(hidden, len(skills))
         # One head per skill (not one big layer) so a skill's head can be added, frozen or
         # shipped on its own without touching the others' weights.
         self.intent_heads = nn.ModuleDict(
@@ -398,9 +428,11 @@ class JointModel(nn.Module):
             sharing=folder.meta.sharing,
             router_input=folder.meta.router_input,
         )
+        curvature = folder.weights.get("router.curvature")
         try:
+            model.router.set_curvature(curvature)
             model.load_state_dict(folder.weights, strict=True)
-        except RuntimeError as err:
+        except (RuntimeError, ValueError) as err:
             raise ModelDirError(
                 f"{modeldir.WEIGHTS_FILE} does not fit {modeldir.META_FILE} and "
                 f"{modeldir.ENCODER_CONFIG_FILE} (a folder mixed from two models?): "
