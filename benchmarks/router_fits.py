@@ -1,6 +1,6 @@
 """Is the federated router's fit the limit, or the encoder's features? (issue 15)
 
-    python benchmarks/router_fits.py MODEL_DIR DATA [--seed 0]
+    python benchmarks/router_fits.py MODEL_DIR DATA [--seed 0] [--results router-fits]
 
 On a federated model's final encoder, the skill router refitted in other ways from the training
 split's sentence vectors, scored on dev and test (router accuracy, in-scope texts):
@@ -17,7 +17,7 @@ split's sentence vectors, scored on dev and test (router accuracy, in-scope text
   shipped shrinkage is the best of these on dev.
 Example: MODEL_DIR = runs/federated_bench/r3-e1-limit3000/<run>/model and DATA = the
 benchmark's runs/federated_bench/r3-e1-limit3000/massive-limit-3000.
-Writes benchmarks/results/router-fits.{json,md}.
+Writes benchmarks/results/<results>.{json,md} (default router-fits).
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ def main() -> None:
     ap.add_argument("model_dir")
     ap.add_argument("data")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--results", default="router-fits", help="benchmarks/results/<name>.md")
     args = ap.parse_args()
     feats, layers = vectors(args.model_dir, args.data)
     x, s, i = feats["train"]
@@ -164,7 +165,7 @@ def main() -> None:
     table = "\n".join(lines) + "\n"
     print(table)
     write_results(
-        "benchmarks/results/router-fits", table, {"model_dir": args.model_dir, "fits": rows}
+        f"benchmarks/results/{args.results}", table, {"model_dir": args.model_dir, "fits": rows}
     )
 
 

@@ -234,3 +234,12 @@ def test_add_skill_keeps_the_old_curvature_and_gives_new_rows_none(
     assert old.router.curvature is not None and new.router.curvature is not None
     torch.testing.assert_close(new.router.curvature[:2], old.router.curvature)
     assert not new.router.curvature[2].any()
+
+
+def test_the_shipped_federated_example_is_a_valid_config_for_skill_owners() -> None:
+    from nlu.config import read_values
+
+    example = Path(__file__).parent.parent / "configs" / "federated_example.yaml"
+    cfg = make_federated_config(read_values(example), source=str(example))
+    fed = cfg.federation
+    assert (fed.partition, fed.router, cfg.student.model.router_input) == ("skill", "qda", "layers")
