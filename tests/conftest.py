@@ -9,9 +9,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from nlu.federated import FederatedConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -127,3 +130,31 @@ def extended(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.replay_examples > 0  # found through the model's training_config.yaml
     assert result.model_dir == out / "model"  # a run folder, as `nlu train` writes
     return result.model_dir
+
+
+# Local training that learns the tiny skills in a few rounds (the tests' tiny encoder).
+TINY = {
+    "samples_per_template": 10,
+    "dev_fraction": 0.2,
+    "batch_size": 8,
+    "learning_rate": 1e-3,
+    "head_learning_rate": 3e-3,
+    "oos_method": "none",
+    "seed": 0,
+    "local_epochs": 3,
+}
+
+
+def fed_config(tiny_encoder: str, out: Path, **changes: Any) -> FederatedConfig:
+    """Two skill owners (the lights skill folder, the timer file) on the tiny encoder."""
+    values = {
+        "data": [str(FIXTURES / "skills"), str(FIXTURES / "timer.jsonl")],
+        "encoder": tiny_encoder,
+        "output_dir": str(out),
+        "rounds": 4,
+        **TINY,
+        **changes,
+    }
+    from nlu.federated import make_federated_config
+
+    return make_federated_config(values, source="test")

@@ -31,6 +31,7 @@ from nlu.federated import (
 from nlu.labels import SkillLabels
 from nlu.predict import Parser
 from nlu.schema import Example
+from tests.conftest import TINY, fed_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TIMER = FIXTURES / "timer.jsonl"
@@ -267,31 +268,6 @@ def test_federation_keys_are_checked(tmp_path: Path) -> None:
 
 
 # -- whole federations (Flower's simulation engine) ------------------------------------------------
-
-
-# Local training that learns the tiny skills in a few rounds (the tests' tiny encoder).
-TINY = {
-    "samples_per_template": 10,
-    "dev_fraction": 0.2,
-    "batch_size": 8,
-    "learning_rate": 1e-3,
-    "head_learning_rate": 3e-3,
-    "oos_method": "none",
-    "seed": 0,
-    "local_epochs": 3,
-}
-
-
-def fed_config(tiny_encoder: str, out: Path, **changes: Any) -> FederatedConfig:
-    values = {
-        "data": [str(FIXTURES / "skills"), str(TIMER)],
-        "encoder": tiny_encoder,
-        "output_dir": str(out),
-        "rounds": 4,
-        **TINY,
-        **changes,
-    }
-    return make_federated_config(values, source="test")
 
 
 def test_skill_owners_federate_a_model_that_improves_and_serves(

@@ -15,6 +15,7 @@ import torch
 from nlu.config import ConfigError
 from nlu.federated import fit_quadratic_router, fit_router, make_federated_config
 from nlu.ood import shared_precision
+from tests.conftest import fed_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -136,23 +137,8 @@ def qda_federation(tiny_encoder: str, tmp_path_factory: pytest.TempPathFactory) 
     """Two skill owners (lights, timer) with the quadratic router."""
     from nlu.federated import federated
 
-    values = {
-        "data": [str(FIXTURES / "skills"), str(FIXTURES / "timer.jsonl")],
-        "encoder": tiny_encoder,
-        "output_dir": str(tmp_path_factory.mktemp("qda") / "run"),
-        "rounds": 3,
-        "samples_per_template": 10,
-        "dev_fraction": 0.2,
-        "batch_size": 8,
-        "learning_rate": 1e-3,
-        "head_learning_rate": 3e-3,
-        "oos_method": "none",
-        "seed": 0,
-        "local_epochs": 3,
-        "router": "qda",
-        "router_shrinkage": 0.5,
-    }
-    cfg = make_federated_config(values, source="test")
+    out = tmp_path_factory.mktemp("qda") / "run"
+    cfg = fed_config(tiny_encoder, out, rounds=3, router="qda", router_shrinkage=0.5)
     return cfg, federated(cfg)
 
 
