@@ -1129,13 +1129,23 @@ def _fit_router_round(
     return arrays, None if curvature is None else curvature.astype(np.float32), down, up
 
 
+def with_curvature(arrays: ArrayRecord, curvature: np.ndarray | None) -> ArrayRecord:
+    """The arrays a client evaluates and the saved model holds: the trained ones, plus a
+    quadratic router's curvature (`router: qda`), which the training rounds leave out."""
+    from flwr.app import Array, ArrayRecord
+
+    if curvature is None:
+        return arrays
+    return ArrayRecord({**arrays, "router.curvature": Array(curvature)})
+
+
 def run_server(
     grid: Grid, cfg: FederatedConfig, expected: int, output_dir: Path
 ) -> FederatedResult:
     """Label check, then rounds of train -> aggregate -> fit the router -> evaluate (and the
     heads' refit round, if asked); the model folder and the per-round history at the end
     (history also after each round)."""
-    from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, RecordDict
+    from flwr.app import ArrayRecord, ConfigRecord, MessageType, RecordDict
 
     from nlu import modeldir
 
@@ -1229,11 +1239,10 @@ def run_server(
             )
             down, up = down + router_down, up + router_up
             router_seconds = time.perf_counter() - t1
-        evaluated_arrays = arrays
-        if curvature is not None:
-            evaluated_arrays = ArrayRecord({**arrays, "router.curvature": Array(curvature)})
         eval_messages = list(
-            strategy.configure_evaluate(round_, evaluated_arrays, ConfigRecord(dict(job)), grid)
+            strategy.configure_evaluate(
+                round_, with_curvature(arrays, curvature), ConfigRecord(dict(job)), grid
+            )
         )
         # Counted since it is the router's: the evaluation's other arrays are not.
         down += int(curvature.nbytes if curvature is not None else 0) * len(eval_messages)
@@ -1264,11 +1273,7 @@ def run_server(
         logger.info("round %d: %s", round_, json.dumps({k: record[k] for k in ("dev", "seconds")}))
         write_history(output_dir, history, clients)
 
-    _load(model, arrays)
-    if curvature is not None:
-        import torch
-
-        model.router.set_curvature(torch.from_numpy(curvature))
+    _load(model, with_curvature(arrays, curvature))  # the model the clients evaluated last
     if fed.updates != "full":  # an ordinary model folder: the adapter merged into the encoder
         from nlu import adapters
 

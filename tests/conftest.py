@@ -147,6 +147,8 @@ TINY = {
 
 def fed_config(tiny_encoder: str, out: Path, **changes: Any) -> FederatedConfig:
     """Two skill owners (the lights skill folder, the timer file) on the tiny encoder."""
+    from nlu.federated import make_federated_config
+
     values = {
         "data": [str(FIXTURES / "skills"), str(FIXTURES / "timer.jsonl")],
         "encoder": tiny_encoder,
@@ -155,6 +157,4 @@ def fed_config(tiny_encoder: str, out: Path, **changes: Any) -> FederatedConfig:
         **TINY,
         **changes,
     }
-    from nlu.federated import make_federated_config
-
     return make_federated_config(values, source="test")
