@@ -31,10 +31,10 @@ def main() -> None:
     ap.add_argument("--results", default="benchmarks/results/add_skill")
     args = ap.parse_args()
 
-    from nlu.add_skill import add_skill
     from nlu.config import load_config, replace
-    from nlu.evaluate import evaluate
-    from nlu.train import train
+    from nlu.evaluation.evaluate import evaluate
+    from nlu.training.add_skill import add_skill
+    from nlu.training.train import train
 
     out = Path(args.out)
     old = [f"skills/{s}" for s in SKILLS if s != args.new]

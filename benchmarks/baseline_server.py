@@ -31,7 +31,7 @@ def build_app() -> Any:
         pipeline,
     )
 
-    from nlu.model import resolve_encoder
+    from nlu.model.encoders import resolve_encoder
 
     path = resolve_encoder("default")
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -300,7 +300,8 @@ def data_source(out: Path, limit: int | None, seed: int) -> str:
     dev and test splits, under OUT (never in the repository)."""
     if not limit:
         return str(Path(MASSIVE).resolve())
-    from nlu.data.loaders import load_split, write_jsonl
+    from nlu.data.formats import write_jsonl
+    from nlu.data.loaders import load_split
 
     folder = out / f"massive-limit-{limit}"
     if not (folder / "test.jsonl").is_file():
@@ -328,7 +329,7 @@ def common(args: argparse.Namespace, source: str, output_dir: Path) -> dict[str,
 
 
 def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    from nlu.evaluate import evaluate
+    from nlu.evaluation.evaluate import evaluate
 
     out = Path(args.out)
     source = data_source(out, args.limit, args.seed)
@@ -337,7 +338,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"run": name}
     if name.startswith("central"):
         from nlu.config import make_config
-        from nlu.train import train
+        from nlu.training.train import train
 
         settings = dict(RUNS[name])
         heads_epochs = settings.pop("then_heads_epochs", 0)
@@ -355,7 +356,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
             }
             model_dir = train(make_config(refit, source=name)).model_dir
     else:
-        from nlu.federated import federated, make_federated_config
+        from nlu.federated.config import make_federated_config
+        from nlu.federated.simulation import federated
 
         values = {
             **common(args, source, output_dir),

@@ -37,8 +37,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from nlu.config import load_config
-    from nlu.evaluate import evaluate
-    from nlu.train import train
+    from nlu.evaluation.evaluate import evaluate
+    from nlu.training.train import train
 
     out = Path(args.out)
     base = Path(args.base)
@@ -51,7 +51,7 @@ def main() -> None:
         return dict(metrics["per_skill"])
 
     from nlu.data.loaders import load_split
-    from nlu.predict import Parser
+    from nlu.inference.parser import Parser
 
     tuned_texts = [e.text for e in load_split(f"skills/{args.skill}", "test").examples]
 

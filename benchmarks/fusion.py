@@ -103,7 +103,7 @@ def fused_config(out: Path, tag: str, epochs: int, seed: int, alpha: float) -> P
 
 
 def test_scores(model_dir: Path, datasets: dict[str, str]) -> dict[str, Any]:
-    from nlu.evaluate import evaluate
+    from nlu.evaluation.evaluate import evaluate
 
     return {
         name: evaluate(model_dir=model_dir, data=[path], split="test")["overall"]
@@ -112,7 +112,8 @@ def test_scores(model_dir: Path, datasets: dict[str, str]) -> dict[str, Any]:
 
 
 def run_distill(config: Path) -> dict[str, Any]:
-    from nlu.distill import distill, load_distill_config
+    from nlu.distill.config import load_distill_config
+    from nlu.distill.recipe import distill
 
     started = time.perf_counter()
     result = distill(load_distill_config(config))
@@ -161,7 +162,7 @@ def compression_config(
 
 def train_plain(out: Path, data: str, epochs: int, seed: int) -> dict[str, Any]:
     from nlu.config import TrainConfig, replace
-    from nlu.train import train
+    from nlu.training.train import train
 
     cfg = replace(
         TrainConfig(),
@@ -192,8 +193,10 @@ def free_port() -> int:
 
 def label_over_http(url: str, cache: Path) -> dict[str, Any]:
     """Ask an http teacher for every SNIPS training text (this process may be killed)."""
-    from nlu.distill import read_texts
-    from nlu.teachers import TeacherConfig, ask_all, open_teacher
+    from nlu.distill.answers import TeacherConfig
+    from nlu.distill.cache import ask_all
+    from nlu.distill.targets import read_texts
+    from nlu.distill.teachers import open_teacher
 
     teacher = open_teacher(
         TeacherConfig(name="served", kind="http", url=url, batch_size=64, concurrency=4)

@@ -5,8 +5,8 @@
 Data: ATIS and SNIPS (one skill each) and MASSIVE en-US (its 18 scenarios as 18 skills), read
 from ../shared/data by path.
 
-(a) joint: `nlu.train.train` on all three datasets at once: one encoder, a skill router and an
-    intent + slot head per skill.
+(a) joint: `nlu.training.train.train` on all three datasets at once: one encoder, a skill
+    router and an intent + slot head per skill.
 (b) separate: the usual alternative, per dataset one `AutoModelForSequenceClassification`
     (intents) and one `AutoModelForTokenClassification` (BIO slot tags): six models.
 
@@ -14,7 +14,8 @@ Same encoder, epochs, batch size 32, learning rates (encoder 1e-4, heads 1e-3), 
 10% linear warm-up and gradient clipping for every model; every model keeps its best dev epoch
 and is scored once on test. Token labels for (b) come from the same offset -> BIO function as
 (a); (b) decodes slots by per-token argmax (what such a baseline does), (a) with constrained
-BIO decoding. Scores are the same `nlu.evaluate.score` (seqeval strict IOB2, entity level).
+BIO decoding. Scores are the same `nlu.evaluation.evaluate.score` (seqeval strict IOB2,
+entity level).
 
 Each training and each serving measurement runs in its own process, so peak memory (max RSS) is
 that phase's own. Latency is eager PyTorch, one utterance at a time; for (b) the utterance goes
@@ -70,13 +71,13 @@ def load(name: str, split: str, limit: int | None = None) -> list[Any]:
 
 def train_joint(*, out: Path, epochs: int, seed: int, limit: int | None) -> dict[str, Any]:
     from nlu.config import TrainConfig, replace
-    from nlu.evaluate import evaluate
-    from nlu.train import train
+    from nlu.evaluation.evaluate import evaluate
+    from nlu.training.train import train
 
     data = list(DATASETS.values())
     if limit:  # smoke runs: subsample every dataset into JSONL files with their own dev split
         data = []
-        from nlu.data.loaders import write_jsonl
+        from nlu.data.formats import write_jsonl
 
         out.mkdir(parents=True, exist_ok=True)
         for name in DATASETS:
@@ -115,13 +116,13 @@ def train_joint(*, out: Path, epochs: int, seed: int, limit: int | None) -> dict
 
 
 def _encoder_path() -> str:
-    from nlu.model import resolve_encoder
+    from nlu.model.encoders import resolve_encoder
 
     return resolve_encoder("default")
 
 
 def _featurize(kind: str, examples: list[Any], tokenizer: Any, labels: dict[str, int]) -> list[Any]:
-    from nlu.alignment import encode, spans_to_tags, token_labels
+    from nlu.model.alignment import encode, spans_to_tags, token_labels
 
     rows = []
     encodings = encode(tokenizer, [e.text for e in examples], MAX_LENGTH)
@@ -160,8 +161,8 @@ def predict_separate(
     not predict a part leaves it empty)."""
     import torch
 
-    from nlu.alignment import encode, pad_id, tags_to_spans
-    from nlu.features import encodings_inputs
+    from nlu.model.alignment import encode, pad_id, tags_to_spans
+    from nlu.model.features import encodings_inputs
     from nlu.result import ParseResult, Scored, SkillChoice, SlotValue
 
     out: list[ParseResult] = []
@@ -194,7 +195,7 @@ def predict_separate(
 def _dev_score(kind: str, model: Any, tokenizer: Any, dev: list[Any]) -> float:
     import dataclasses
 
-    from nlu.evaluate import score
+    from nlu.evaluation.metrics import score
     from nlu.result import Scored, SkillChoice
 
     preds = predict_separate(
@@ -301,7 +302,7 @@ def test_separate(*, out: Path) -> dict[str, Any]:
         AutoTokenizer,
     )
 
-    from nlu.evaluate import score
+    from nlu.evaluation.metrics import score
 
     scores = {}
     for name in DATASETS:
@@ -328,8 +329,8 @@ def serve_measure(
     samples = random.Random(0).sample(samples, utterances)
     before = current_rss_mb()
     if system == "joint":
-        from nlu.model import JointModel
-        from nlu.predict import Parser, torch_forward
+        from nlu.inference.parser import Parser, torch_forward
+        from nlu.model.joint import JointModel
 
         model, folder = JointModel.load(model_dir or out / "joint" / "model")
         parser = Parser(

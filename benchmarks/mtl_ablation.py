@@ -47,7 +47,8 @@ def mean_stderr(values: list[float]) -> str:
 
 
 def make_data(out: Path, seed: int) -> tuple[Path, Path, list[Any]]:
-    from nlu.data.loaders import load_split, write_jsonl
+    from nlu.data.formats import write_jsonl
+    from nlu.data.loaders import load_split
 
     train: list[Any] = []
     dev: list[Any] = []
@@ -67,9 +68,9 @@ def make_data(out: Path, seed: int) -> tuple[Path, Path, list[Any]]:
 
 def run(name: str, changes: dict[str, Any], seed: int, epochs: int, out: Path) -> dict[str, Any]:
     from nlu.config import TrainConfig, replace
-    from nlu.evaluate import score
-    from nlu.predict import Parser
-    from nlu.train import train
+    from nlu.evaluation.metrics import score
+    from nlu.inference.parser import Parser
+    from nlu.training.train import train
 
     train_path, dev_path, test = make_data(out / f"data_{seed}", seed)
     cfg = replace(

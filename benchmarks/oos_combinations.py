@@ -10,7 +10,8 @@ threshold chosen on val for 98 % in-scope recall, for the Mahalanobis distance, 
 the joint (router × intent) confidence, and Mahalanobis plus λ × a confidence, each standardised
 on val in-scope rows. Also the Mahalanobis distance on the mean of every transformer layer's
 pooled vector ("mahalanobis-layers"; per-intent means and a shared covariance fitted on the
-train split's in-scope rows, as `nlu.calibrate` fits the shipped detector on the last layer;
+train split's in-scope rows, as `nlu.training.calibrate` fits the shipped detector on the last
+layer;
 Chen et al. 2022 average the layers for out-of-distribution detection). Everything is chosen on
 val; test is read for the report only. Writes benchmarks/results/oos_combinations.json.
 """
@@ -24,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from nlu import modeldir
-from nlu.alignment import Tokenizer, encode, pad_id
 from nlu.data.corpora import read_clinc
-from nlu.features import encodings_inputs
-from nlu.model import JointModel
-from nlu.ood import Mahalanobis, auroc, fit_mahalanobis, log_softmax, threshold_for_recall
-from nlu.predict import Parser
+from nlu.inference.parser import Parser
+from nlu.model import modeldir
+from nlu.model.alignment import Tokenizer, encode, pad_id
+from nlu.model.features import encodings_inputs
+from nlu.model.joint import JointModel
+from nlu.model.ood import Mahalanobis, auroc, fit_mahalanobis, log_softmax, threshold_for_recall
 
 
 def layer_means(

@@ -55,8 +55,8 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from nlu.model import JointModel
-    from nlu.predict import Parser
+    from nlu.inference.parser import Parser
+    from nlu.model.joint import JointModel
 
     parser = Parser.from_pretrained(args.model, backend=args.backend)
     tokenizer = AutoTokenizer.from_pretrained(args.model)

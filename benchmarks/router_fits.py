@@ -4,7 +4,7 @@
 
 On a federated model's final encoder, the skill router refitted in other ways from the training
 split's sentence vectors, scored on dev and test (router accuracy, in-scope texts):
-- lda: what the server fits from the clients' summed statistics (`nlu.federated.fit_router`);
+- lda: what the server fits from the clients' summed statistics (`nlu.federated.router.fit_router`);
 - lda-ridge-X: the same with X times the average variance on the covariance's diagonal;
 - ccvr-ridge-X: logistic regression on virtual vectors drawn from per-intent Gaussians (means
   and a pooled covariance: statistics a client could send; Luo et al. 2021, CCVR);
@@ -12,7 +12,7 @@ split's sentence vectors, scored on dev and test (router accuracy, in-scope text
   discriminative router could do with these features at best);
 - lda-layers, logreg-real-layers: the same fits on another feature of the same encoder, the mean
   of every transformer layer's pooled vector (what `router_input: layers` feeds the router);
-- qda-layers-G: the quadratic router (`router: qda`, `nlu.federated.fit_quadratic_router`) on
+- qda-layers-G: the quadratic router (`router: qda`, `nlu.federated.router.fit_quadratic_router`) on
   those vectors, each skill's covariance shrunk to the pooled one by G (1.0: the LDA); the
   shipped shrinkage is the best of these on dev.
 Example: MODEL_DIR = runs/federated_bench/r3-e1-limit3000/<run>/model and DATA = the
@@ -30,8 +30,9 @@ import torch
 from common import write_results
 
 from nlu.data.loaders import load_split
-from nlu.federated import fit_quadratic_router, fit_router, sentence_vectors
-from nlu.model import JointModel
+from nlu.federated.client import sentence_vectors
+from nlu.federated.router import fit_quadratic_router, fit_router
+from nlu.model.joint import JointModel
 
 Fit = tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]
 Split = tuple[np.ndarray, np.ndarray, np.ndarray]

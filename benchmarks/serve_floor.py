@@ -56,7 +56,7 @@ def floor(model: str, calls: int) -> dict[str, float]:
     import numpy as np
     import onnxruntime as ort
 
-    from nlu.predict import Parser
+    from nlu.inference.parser import Parser
 
     parser = Parser.from_pretrained(model, backend="onnx")
     session = ort.InferenceSession(
@@ -92,7 +92,7 @@ def floor(model: str, calls: int) -> dict[str, float]:
         rates[size] = round(size * rounds / (time.perf_counter() - t0), 1)
     # The same 32 utterances in the passes the server's length groups make (fewer padded
     # tokens, more passes: what PASS_COST_TOKENS weighs).
-    from nlu.predict import length_groups
+    from nlu.inference.parser import length_groups
 
     texts = [UTTERANCES[i % len(UTTERANCES)] for i in range(32)]
     lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]

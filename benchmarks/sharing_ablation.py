@@ -55,8 +55,8 @@ def load(setting: str, split: str, limit: int | None, seed: int) -> list[Any]:
 
 
 def latency_ms(model_dir: Path, out: Path, texts: list[str]) -> float:
-    from nlu.export import export_onnx
-    from nlu.predict import Parser
+    from nlu.inference.parser import Parser
+    from nlu.model.export import export_onnx
 
     export_onnx(model_dir=model_dir, out_dir=out, quantize="int8")
     parser = Parser.from_pretrained(out)
@@ -74,7 +74,7 @@ def retime(setting: str, seed: int, args: argparse.Namespace) -> None:
     """Measure the int8 latency of every cached mode of (setting, seed) again, interleaved in
     one process, and store it in the cached records: latencies measured run by run, minutes
     apart, compare badly on a shared machine."""
-    from nlu.predict import Parser
+    from nlu.inference.parser import Parser
 
     base = Path(args.out) / setting
     modes = [m for m in MODES if (base / m / f"{seed}.json").is_file()]
@@ -101,11 +101,11 @@ def retime(setting: str, seed: int, args: argparse.Namespace) -> None:
 
 def run(setting: str, mode: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from nlu.config import TrainConfig, replace
-    from nlu.data.loaders import write_jsonl
-    from nlu.evaluate import score
-    from nlu.model import JointModel
-    from nlu.predict import Parser
-    from nlu.train import train
+    from nlu.data.formats import write_jsonl
+    from nlu.evaluation.metrics import score
+    from nlu.inference.parser import Parser
+    from nlu.model.joint import JointModel
+    from nlu.training.train import train
 
     out = Path(args.out) / setting / mode / str(seed)
     cached = out.with_suffix(".json")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nlu.config import FinetuneMode, choices
-from nlu.modeldir import BACKENDS
+from nlu.model.modeldir import BACKENDS
 from nlu.serve.settings import DEFAULT_MODEL, LOCAL_HOSTS, ServeSettings
 
 
@@ -22,7 +22,7 @@ def _print(value: object) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from nlu.config import load_config
-    from nlu.train import train
+    from nlu.training.train import train
 
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not os.path.exists(config):
@@ -39,7 +39,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _distill(args: argparse.Namespace) -> None:
-    from nlu.distill import distill, load_distill_config
+    from nlu.distill.config import load_distill_config
+    from nlu.distill.recipe import distill
 
     result = distill(load_distill_config(args.config, args.overrides))
     from accelerate import PartialState
@@ -50,7 +51,8 @@ def _distill(args: argparse.Namespace) -> None:
 
 
 def _federated(args: argparse.Namespace) -> None:
-    from nlu.federated import federated, load_federated_config
+    from nlu.federated.config import load_federated_config
+    from nlu.federated.simulation import federated
 
     result = federated(load_federated_config(args.config, args.overrides))
     last = result.history[-1] if result.history else {}
@@ -67,7 +69,8 @@ def _federated(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from nlu.evaluate import evaluate, format_table
+    from nlu.evaluation.evaluate import evaluate
+    from nlu.evaluation.report import format_table
 
     metrics = evaluate(model_dir=args.model, data=args.data, split=args.split, out_dir=args.out)
     print(format_table(metrics))
@@ -76,7 +79,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from nlu.predict import Parser
+    from nlu.inference.parser import Parser
 
     parser = Parser.from_pretrained(args.model)
     results = [
@@ -103,7 +106,7 @@ def _import(args: argparse.Namespace) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from nlu.validate import format_report, validate
+    from nlu.data.validate import format_report, validate
 
     reports = validate(args.paths)
     for report in reports:
@@ -121,14 +124,14 @@ class ValidationFailed(Exception):
 # up only among modules already imported: an error class whose module was never loaded cannot
 # have been raised, and importing them all up front would load torch for `nlu validate`.
 USER_ERRORS = {
-    "nlu.add_skill": ("AddSkillError",),
+    "nlu.training.add_skill": ("AddSkillError",),
     "nlu.config": ("ConfigError",),
-    "nlu.federated": ("FederationError",),
-    "nlu.finetune": ("FinetuneError",),
-    "nlu.modeldir": ("ModelDirError",),
-    "nlu.predict": ("OptionError", "UnknownSkillError"),
+    "nlu.federated.config": ("FederationError",),
+    "nlu.training.finetune": ("FinetuneError",),
+    "nlu.model.modeldir": ("ModelDirError",),
+    "nlu.inference.parser": ("OptionError", "UnknownSkillError"),
     "nlu.schema": ("DataError",),
-    "nlu.teachers": ("TeacherError",),
+    "nlu.distill.answers": ("TeacherError",),
     "nlu.text": ("TextError",),
 }
 
@@ -142,7 +145,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _benchmark(args: argparse.Namespace) -> None:
-    from nlu.protocol import benchmark, benchmark_config, format_report
+    from nlu.training.benchmark import benchmark, benchmark_config, format_report
 
     overrides = list(args.overrides)
     if args.encoder:
@@ -155,8 +158,8 @@ def _benchmark(args: argparse.Namespace) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> None:
-    from nlu.calibrate import recalibrate
     from nlu.config import load_config
+    from nlu.training.calibrate import recalibrate
 
     cfg = load_config(None, list(args.overrides))
     detector = recalibrate(Path(args.model), cfg.ood)
@@ -164,7 +167,7 @@ def _calibrate(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from nlu.export import export_onnx
+    from nlu.model.export import export_onnx
 
     target = export_onnx(model_dir=args.model, out_dir=args.out, quantize=args.quantize)
     size = target.stat().st_size / 1e6
@@ -172,7 +175,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _add_skill(args: argparse.Namespace) -> None:
-    from nlu.add_skill import add_skill
+    from nlu.training.add_skill import add_skill
 
     result = add_skill(
         model_dir=args.model,

@@ -1,7 +1,7 @@
 """The one example type used everywhere: text plus character-offset spans.
 
 Gold data is text plus character-offset spans; BIO tags are never stored, they are derived
-(see `nlu.alignment`).
+(see `nlu.model.alignment`).
 """
 
 from __future__ import annotations

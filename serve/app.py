@@ -32,9 +32,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nlu.nbest import combine
-from nlu.ood import PROBABILITY_METHODS
-from nlu.predict import OptionError, Parser
+from nlu.inference.nbest import combine
+from nlu.inference.parser import OptionError, Parser
+from nlu.model.ood import PROBABILITY_METHODS
 from nlu.result import ParseOptions
 from nlu.serve.batching import InferenceFailed, MicroBatcher, Overloaded
 from nlu.serve.schemas import (

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Histogram
 
-from nlu.predict import Parser
+from nlu.inference.parser import Parser
 from nlu.result import ParseOptions, ParseResult
 from nlu.serve.settings import ServeSettings
 

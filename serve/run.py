@@ -10,9 +10,9 @@ import tempfile
 
 from fastapi import FastAPI
 
-from nlu import modeldir
-from nlu.ood import threshold_problem
-from nlu.predict import OptionError, Parser
+from nlu.inference.parser import OptionError, Parser
+from nlu.model import modeldir
+from nlu.model.ood import threshold_problem
 from nlu.serve.app import MULTIPROCESS_ENV, create_app
 from nlu.serve.settings import ENV_VAR, LOCAL_HOSTS, ServeSettings
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from nlu.federated import FederatedConfig
+    from nlu.federated.config import FederatedConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -58,7 +58,7 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from nlu.model import resolve_encoder
+    from nlu.model.encoders import resolve_encoder
 
     path = tmp_path_factory.mktemp("tiny_encoder")
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder("default"))
@@ -112,7 +112,7 @@ def make_config(tiny_encoder: str, tiny_skill: Path) -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def trained(make_config: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The tiny skill, overfitted (shared by the training, transfer and server tests)."""
-    from nlu.train import train
+    from nlu.training.train import train
 
     return train(make_config(tmp_path_factory.mktemp("run")))
 
@@ -120,7 +120,7 @@ def trained(make_config: Callable[..., Any], tmp_path_factory: pytest.TempPathFa
 @pytest.fixture(scope="session")
 def extended(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trained tiny model with a second skill (timer) added by `nlu add-skill`."""
-    from nlu.add_skill import add_skill
+    from nlu.training.add_skill import add_skill
 
     out = tmp_path_factory.mktemp("extended")
     result = add_skill(
@@ -147,7 +147,7 @@ TINY = {
 
 def fed_config(tiny_encoder: str, out: Path, **changes: Any) -> FederatedConfig:
     """Two skill owners (the lights skill folder, the timer file) on the tiny encoder."""
-    from nlu.federated import make_federated_config
+    from nlu.federated.config import make_federated_config
 
     values = {
         "data": [str(FIXTURES / "skills"), str(FIXTURES / "timer.jsonl")],

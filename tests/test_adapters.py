@@ -9,15 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nlu.adapters import wrap_for_training
-from nlu.data.loaders import read_jsonl
-from nlu.features import encodings_inputs
-from nlu.finetune import FinetuneError
-from nlu.model import JointModel
-from nlu.modeldir import ADAPTERS_DIR, adapter_skills
-from nlu.modeldir import WEIGHTS_FILE as MODEL_FILE
-from nlu.predict import Parser, torch_forward
-from nlu.train import train
+from nlu.data.formats import read_jsonl
+from nlu.inference.parser import Parser, torch_forward
+from nlu.model.adapters import wrap_for_training
+from nlu.model.features import encodings_inputs
+from nlu.model.joint import JointModel
+from nlu.model.modeldir import ADAPTERS_DIR, adapter_skills
+from nlu.model.modeldir import WEIGHTS_FILE as MODEL_FILE
+from nlu.training.finetune import FinetuneError
+from nlu.training.train import train
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TIMER = FIXTURES / "timer.jsonl"
@@ -76,8 +76,8 @@ def test_other_skills_and_routing_are_bit_identical(extended: Path, adapted: Pat
 
 
 def test_timer_logits_come_from_the_adapted_encoder(adapted: Path) -> None:
-    from nlu.adapters import adapted_model
-    from nlu.alignment import encode
+    from nlu.model.adapters import adapted_model
+    from nlu.model.alignment import encode
 
     parser = Parser.from_pretrained(adapted, backend="torch")
     model, folder = JointModel.load(adapted)
@@ -111,7 +111,7 @@ def test_batch_equals_single(adapted: Path) -> None:
 
 
 def test_onnx_export_serves_the_adapter(adapted: Path, tmp_path: Path) -> None:
-    from nlu.export import export_onnx
+    from nlu.model.export import export_onnx
 
     export_onnx(model_dir=adapted, out_dir=tmp_path)
     assert (tmp_path / ADAPTERS_DIR / "timer" / "model.onnx").is_file()

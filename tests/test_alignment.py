@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nlu.alignment import IGNORE_INDEX, encode, spans_to_tags, tags_to_spans, token_labels
-from nlu.model import resolve_encoder
+from nlu.model.alignment import IGNORE_INDEX, encode, spans_to_tags, tags_to_spans, token_labels
+from nlu.model.encoders import resolve_encoder
 from nlu.schema import DataError, Example, Span
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from nlu.data.corpora import parse_bracketed
 from nlu.data.loaders import has_own_split, load_split
-from nlu.protocol import format_report, mean_stderr
 from nlu.schema import DataError, Example, Span
+from nlu.training.benchmark import format_report, mean_stderr
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

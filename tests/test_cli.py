@@ -78,3 +78,42 @@ def test_resume_without_a_checkpoint_fails_before_training(
     assert main(["train", "data=skills", f"output_dir={tmp_path / 'run'}", "--resume"]) == 2
     assert "no checkpoint to resume from" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing written for a run that never started
+
+
+def test_every_user_error_the_cli_catches_exists() -> None:
+    """A class moved to another module must move in USER_ERRORS too, or its message turns
+    into a traceback."""
+    import importlib
+
+    from nlu.cli import USER_ERRORS
+
+    for module, names in USER_ERRORS.items():
+        found = importlib.import_module(module)
+        for name in names:
+            assert isinstance(getattr(found, name, None), type), f"{module}.{name}"
+
+
+def test_old_module_paths_still_import_and_warn() -> None:
+    """nlu 0.1's flat modules (CHANGELOG.md) answer with the moved module's objects."""
+    import importlib
+    import sys
+
+    from nlu._aliases import MOVED
+
+    for old, new in MOVED.items():
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+            module = importlib.import_module(old)
+        target = importlib.import_module(new)
+        public = [n for n in vars(target) if not n.startswith("_")]
+        assert public and all(getattr(module, n) is getattr(target, n) for n in public)
+    with pytest.warns(DeprecationWarning, match="nlu.model.JointModel moved"):
+        from nlu.model import JointModel
+    from nlu.model.joint import JointModel as moved
+
+    assert JointModel is moved
+    with pytest.warns(DeprecationWarning):
+        from nlu.federated import federated
+    from nlu.federated.simulation import federated as simulation
+
+    assert federated is simulation

@@ -77,7 +77,8 @@ def test_every_key_is_reachable_flat_and_unique() -> None:
 def test_optional_mpnet_encoder_says_how_to_fetch_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nlu.model import ModelDirError, resolve_encoder
+    from nlu.model.encoders import resolve_encoder
+    from nlu.model.modeldir import ModelDirError
 
     monkeypatch.setenv("NLU_MODELS", str(tmp_path))
     with pytest.raises(ModelDirError, match=r"scripts/get_mpnet\.sh"):

@@ -14,9 +14,10 @@ import pytest
 
 from nlu.cli import main
 from nlu.config import ConfigError
-from nlu.data.loaders import detect_format, load_split, load_train_dev, read_jsonl, write_jsonl
+from nlu.data.formats import read_jsonl, write_jsonl
+from nlu.data.loaders import detect_format, load_split, load_train_dev
 from nlu.data.skills import parse_skill_file
-from nlu.predict import Parser
+from nlu.inference.parser import Parser
 from nlu.schema import DataError, Example, Span
 from nlu.text import TextError
 
@@ -109,7 +110,7 @@ def test_automodel_loads_the_trained_encoder(trained: Any) -> None:
     import torch
     from transformers import AutoModel
 
-    from nlu.model import JointModel
+    from nlu.model.joint import JointModel
 
     ours, _ = JointModel.load(trained.model_dir)
     theirs = AutoModel.from_pretrained(trained.model_dir, add_pooling_layer=False)
@@ -121,7 +122,7 @@ def test_automodel_loads_the_trained_encoder(trained: Any) -> None:
 def test_a_folder_in_the_old_weight_layout_still_loads(trained: Any, tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    from nlu import modeldir
+    from nlu.model import modeldir
 
     old = tmp_path / "old"
     shutil.copytree(trained.model_dir, old)
@@ -152,7 +153,7 @@ def test_every_reader_takes_the_run_folder_too(trained: Any) -> None:
 def test_unreachable_encoder_is_one_clear_error(
     make_config: Callable[..., Any], tmp_path: Path, encoder: str
 ) -> None:
-    from nlu.train import train
+    from nlu.training.train import train
 
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match=r"not a local folder.*encoder=default"):
@@ -163,7 +164,7 @@ def test_unreachable_encoder_is_one_clear_error(
 def test_encoder_folder_without_config_is_named(
     make_config: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from nlu.train import train
+    from nlu.training.train import train
 
     with pytest.raises(ConfigError, match="not a transformers model folder"):
         train(make_config(tmp_path / "run", encoder=str(tmp_path)))
@@ -175,7 +176,7 @@ def test_encoder_folder_without_config_is_named(
 def test_training_into_a_finished_run_needs_overwrite(
     trained: Any, make_config: Callable[..., Any]
 ) -> None:
-    from nlu.train import train
+    from nlu.training.train import train
 
     run = Path(trained.model_dir).parent
     before = (Path(trained.model_dir) / "model.safetensors").stat().st_mtime_ns
@@ -271,7 +272,7 @@ def _broken_tests(tmp_path: Path) -> Path:
 
 
 def test_validate_reads_the_hand_written_tests(tmp_path: Path) -> None:
-    from nlu.validate import validate
+    from nlu.data.validate import validate
 
     (report,) = validate([str(_broken_tests(tmp_path))])
     tests = tmp_path / "skills" / "lights" / "tests.yaml"
@@ -283,7 +284,7 @@ def test_validate_reads_the_hand_written_tests(tmp_path: Path) -> None:
 def test_train_checks_the_tests_file_before_training(
     tmp_path: Path, make_config: Callable[..., Any]
 ) -> None:
-    from nlu.train import train
+    from nlu.training.train import train
 
     out = tmp_path / "run"
     with pytest.raises(DataError, match=r"(?s)rooom.*unknown intent 'dance'"):
@@ -310,8 +311,9 @@ def _said(text: str, skill: str, intent: str, confidence: float, *slots: Any) ->
 def test_evaluation_reports_per_intent_per_slot_and_worst_errors() -> None:
     from transformers import AutoTokenizer
 
-    from nlu.evaluate import format_table, prediction_row, score
-    from nlu.model import resolve_encoder
+    from nlu.evaluation.metrics import score
+    from nlu.evaluation.report import format_table, prediction_row
+    from nlu.model.encoders import resolve_encoder
 
     gold = [
         Example("alarm at 7", "alarm", "set", (Span(9, 10, "time"),)),
@@ -350,7 +352,7 @@ def test_evaluation_reports_per_intent_per_slot_and_worst_errors() -> None:
 
 
 def test_nbest_outvotes_a_misrecognised_top_hypothesis() -> None:
-    from nlu.nbest import combine
+    from nlu.inference.nbest import combine
 
     top = _said("turn of the lights", "lights", "turn_off", 0.8)  # "of" misheard for "on"
     second = _said("turn on the lights", "lights", "turn_on", 0.9)
@@ -423,7 +425,7 @@ def test_push_to_hub_uploads_a_loadable_folder(trained: Any, tmp_path: Path) -> 
 def test_tensorboard_tracking_and_learning_curve(
     make_config: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from nlu.train import train
+    from nlu.training.train import train
 
     out = tmp_path / "run"
     result = train(make_config(out, epochs=2, log_with="tensorboard"))
@@ -436,7 +438,7 @@ def test_tensorboard_tracking_and_learning_curve(
 def test_an_unknown_tracker_is_a_config_error(
     make_config: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from nlu.train import train
+    from nlu.training.train import train
 
     with pytest.raises(ConfigError, match="log_with=tensorbord: unknown tracker"):
         train(make_config(tmp_path / "run", log_with="tensorbord"))

@@ -8,10 +8,17 @@ from typing import Any
 
 import numpy as np
 
-from nlu.alignment import Encoding
-from nlu.decode import bio_constraints, decode, decode_batch, softmax, viterbi, viterbi_batch
+from nlu.inference.decode import (
+    bio_constraints,
+    decode,
+    decode_batch,
+    softmax,
+    viterbi,
+    viterbi_batch,
+)
+from nlu.inference.parser import length_groups
 from nlu.labels import LabelIndex, SkillLabels
-from nlu.predict import length_groups
+from nlu.model.alignment import Encoding
 from nlu.result import ParseOptions, Scored, SkillChoice
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from nlu.config import TrainConfig, replace
-from nlu.evaluate import evaluate
-from nlu.train import train
+from nlu.evaluation.evaluate import evaluate
+from nlu.training.train import train
 
 SKILLS = Path(__file__).parents[1] / "skills"
 
@@ -39,8 +39,8 @@ def test_default_encoder_generalises_to_hand_written_tests(tmp_path: Path) -> No
     # Export parity on the demo skills: ONNX fp32 makes the same decisions as PyTorch;
     # per-channel int8 keeps (nearly) all of them.
     from nlu.data.loaders import load_split
-    from nlu.export import export_onnx
-    from nlu.predict import Parser
+    from nlu.inference.parser import Parser
+    from nlu.model.export import export_onnx
 
     texts = [e.text for e in load_split(SKILLS, "test").examples if e.in_scope]
     export_onnx(model_dir=result.model_dir, out_dir=tmp_path / "onnx")

@@ -1,4 +1,5 @@
-"""Distillation: black-box teachers (nlu.teachers) fused into one joint model (nlu.distill)."""
+"""Distillation: black-box teachers (nlu.distill.teachers) fused into one joint model
+(nlu.distill.recipe)."""
 
 from __future__ import annotations
 
@@ -15,21 +16,18 @@ import pytest
 import torch
 
 from nlu.config import ConfigError, replace
-from nlu.data.loaders import load_split, read_jsonl
-from nlu.distill import (
-    DistillConfig,
-    KDConfig,
-    kd_loss,
-    label_map,
-    load_distill_config,
-    student_labels,
-)
-from nlu.evaluate import score
+from nlu.data.formats import read_jsonl
+from nlu.data.loaders import load_split
+from nlu.distill.answers import TeacherConfig, TeacherError
+from nlu.distill.cache import AnswerCache, ask_all
+from nlu.distill.config import DistillConfig, KDConfig, load_distill_config
+from nlu.distill.targets import kd_loss, label_map, student_labels
+from nlu.distill.teachers import open_teacher
+from nlu.evaluation.metrics import score
+from nlu.inference.parser import Parser
 from nlu.labels import LabelIndex, SkillLabels
-from nlu.model import JointOutput
-from nlu.predict import Parser
-from nlu.teachers import AnswerCache, TeacherConfig, TeacherError, ask_all, open_teacher
-from nlu.train import TrainResult
+from nlu.model.joint import JointOutput
+from nlu.training.engine import TrainResult
 from tests.conftest import start_server
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -135,7 +133,7 @@ def test_two_black_box_experts_fuse_into_one_student(
 ) -> None:
     """An nlu model folder (lights) and a Rasa endpoint (timer, other label names) teach one
     student that never sees a label: it must route, classify and tag both skills."""
-    from nlu.distill import distill
+    from nlu.distill.recipe import distill
 
     student = replace(make_config(tmp_path / "run"), data=[], epochs=25)
     cfg = DistillConfig(
@@ -263,10 +261,10 @@ def test_undeclared_answers_and_missing_labels_are_errors(rasa_timer: Stub) -> N
         open_teacher(TeacherConfig(name="x", kind="rasa", url=rasa_timer.url, skill="timer"))
     from transformers import AutoTokenizer
 
-    from nlu.alignment import encode
-    from nlu.distill import build_target
-    from nlu.model import resolve_encoder
-    from nlu.teachers import Answer
+    from nlu.distill.answers import Answer
+    from nlu.distill.targets import build_target
+    from nlu.model.alignment import encode
+    from nlu.model.encoders import resolve_encoder
 
     teacher = python_teacher("vendor", "timer", ["set"], ["duration"])
     index = LabelIndex.of(student_labels([teacher], {"vendor": label_map(teacher)}, []))
@@ -424,8 +422,8 @@ def test_a_hugging_face_pair_teaches_through_character_offsets(
         AutoTokenizer,
     )
 
-    from nlu.alignment import encode
-    from nlu.distill import build_target
+    from nlu.distill.targets import build_target
+    from nlu.model.alignment import encode
 
     intents = ["media/play", "media/stop", "home/lights_on"]
     tags = ["O", "B-song", "I-song"]
@@ -491,9 +489,9 @@ def test_gold_labels_replace_the_hard_labels_and_keep_the_soft_ones() -> None:
     import numpy as np
     from transformers import AutoTokenizer
 
-    from nlu.alignment import encode
-    from nlu.distill import Target, with_gold
-    from nlu.model import resolve_encoder
+    from nlu.distill.targets import Target, with_gold
+    from nlu.model.alignment import encode
+    from nlu.model.encoders import resolve_encoder
     from nlu.schema import Example, Span
 
     index = LabelIndex.of(
@@ -519,10 +517,10 @@ def test_gold_labels_replace_the_hard_labels_and_keep_the_soft_ones() -> None:
 def test_shared_texts_go_to_the_most_confident_claim_or_out_of_scope() -> None:
     from transformers import AutoTokenizer
 
-    from nlu.alignment import encode
-    from nlu.distill import build_target
-    from nlu.model import resolve_encoder
-    from nlu.teachers import Answer, from_rasa_shape
+    from nlu.distill.answers import Answer, from_rasa_shape
+    from nlu.distill.targets import build_target
+    from nlu.model.alignment import encode
+    from nlu.model.encoders import resolve_encoder
 
     a = python_teacher("a", "weather", ["forecast"], [])
     b = python_teacher("b", "timer", ["set"], [])
@@ -561,8 +559,8 @@ def test_shared_texts_go_to_the_most_confident_claim_or_out_of_scope() -> None:
 
 
 def test_a_dropped_top_skill_claims_nothing_and_an_undeclared_skill_is_an_error() -> None:
-    from nlu.distill import mapped_claims
-    from nlu.teachers import Answer
+    from nlu.distill.answers import Answer
+    from nlu.distill.targets import mapped_claims
 
     teacher = open_teacher(
         TeacherConfig(

@@ -15,21 +15,18 @@ import pytest
 
 from nlu.config import ConfigError
 from nlu.data.loaders import load_train_dev
-from nlu.evaluate import score
-from nlu.federated import (
+from nlu.evaluation.metrics import score
+from nlu.federated.config import (
     FederatedConfig,
     FederationConfig,
     FederationError,
-    average_by_owner,
-    count_key,
-    fit_router,
     make_federated_config,
-    merge_labels,
-    owned_only,
-    partition,
 )
+from nlu.federated.messages import average_by_owner, count_key, owned_only
+from nlu.federated.partition import merge_labels, partition
+from nlu.federated.router import fit_router
+from nlu.inference.parser import Parser
 from nlu.labels import SkillLabels
-from nlu.predict import Parser
 from nlu.schema import Example
 from tests.conftest import TINY, fed_config
 
@@ -97,7 +94,7 @@ def test_dirichlet_shares_are_uneven_and_the_same_for_train_and_dev() -> None:
 
 
 def test_local_parts_take_turns_and_cover_the_data_once_per_cycle() -> None:
-    from nlu.federated import local_part
+    from nlu.federated.client import local_part
 
     data = list(range(11))
     cycle = [local_part(data, parts=3, round_=r, seed=0) for r in (1, 2, 3)]
@@ -222,7 +219,7 @@ def test_the_fitted_router_is_additive_over_clients_and_separates_skills() -> No
     accuracy = float(((x @ w_fed.T + b_fed).argmax(1) == y).mean())
     assert accuracy > 0.97
     # What travels: float32 upper triangles, unpacked to the same matrix.
-    from nlu.federated import pack_symmetric, unpack_symmetric
+    from nlu.federated.router import pack_symmetric, unpack_symmetric
 
     packed = pack_symmetric(summed[2])
     assert packed.size == 8 * 9 // 2
@@ -273,7 +270,7 @@ def test_federation_keys_are_checked(tmp_path: Path) -> None:
 def test_skill_owners_federate_a_model_that_improves_and_serves(
     tiny_encoder: str, tmp_path: Path
 ) -> None:
-    from nlu.federated import federated
+    from nlu.federated.simulation import federated
 
     cfg = fed_config(tiny_encoder, tmp_path / "run")
     result = federated(cfg)
@@ -305,8 +302,8 @@ def test_skill_owners_federate_a_model_that_improves_and_serves(
 def test_the_head_refit_round_moves_the_heads_alone(tiny_encoder: str, tmp_path: Path) -> None:
     import torch
 
-    from nlu.federated import federated
-    from nlu.model import JointModel
+    from nlu.federated.simulation import federated
+    from nlu.model.joint import JointModel
 
     plain = federated(fed_config(tiny_encoder, tmp_path / "plain", rounds=2))
     refit = federated(fed_config(tiny_encoder, tmp_path / "refit", rounds=2, head_refit_epochs=1))
@@ -332,7 +329,7 @@ def test_the_head_refit_round_moves_the_heads_alone(tiny_encoder: str, tmp_path:
 def test_a_client_skill_outside_the_base_model_stops_before_round_one(
     tiny_encoder: str, trained: Any, tmp_path: Path
 ) -> None:
-    from nlu.federated import federated
+    from nlu.federated.simulation import federated
 
     # The base model knows only "lights"; the timer owner's skill is not in its label space.
     cfg = fed_config(tiny_encoder, tmp_path / "run", init_from=str(trained.model_dir), rounds=1)
@@ -344,7 +341,7 @@ def test_a_client_skill_outside_the_base_model_stops_before_round_one(
 def test_more_local_parts_than_a_client_has_examples_stops_before_round_one(
     tiny_encoder: str, tmp_path: Path
 ) -> None:
-    from nlu.federated import federated
+    from nlu.federated.simulation import federated
 
     cfg = fed_config(tiny_encoder, tmp_path / "run", local_parts=10_000, rounds=1)
     with pytest.raises(FederationError, match=r"local_parts=10000 .* client \d \(\d+\)"):
@@ -483,7 +480,7 @@ def test_deployment_goes_on_when_a_supernode_is_killed_mid_run(
 
 
 def test_lora_updates_send_only_adapters_and_heads(tiny_encoder: str) -> None:
-    from nlu.federated import federation_model, shared_arrays
+    from nlu.federated.client import federation_model, shared_arrays
 
     labels = [skill("lights", ["on", "off"], ["room"]), skill("timer", ["set"], ["length"])]
     values = {"encoder": tiny_encoder, "lora_rank": 4}
@@ -503,7 +500,7 @@ def test_lora_updates_send_only_adapters_and_heads(tiny_encoder: str) -> None:
 def test_lora_b_sends_only_b_and_every_machine_builds_the_same_a(tiny_encoder: str) -> None:
     import torch
 
-    from nlu.federated import federation_model, frozen_digest, shared_arrays
+    from nlu.federated.client import federation_model, frozen_digest, shared_arrays
 
     labels = [skill("lights", ["on", "off"], ["room"]), skill("timer", ["set"], ["length"])]
     values = {"encoder": tiny_encoder, "lora_rank": 4, "updates": "lora_b"}
@@ -533,8 +530,8 @@ def test_lora_b_server_merges_the_model_a_client_trained(tiny_encoder: str) -> N
     import torch
     from flwr.app import ArrayRecord
 
-    from nlu import adapters
-    from nlu.federated import _load, federation_model, shared_arrays
+    from nlu.federated.client import federation_model, load_arrays, shared_arrays
+    from nlu.model import adapters
 
     labels = [skill("lights", ["on", "off"], ["room"])]
     values = {"encoder": tiny_encoder, "lora_rank": 4, "updates": "lora_b", "lora_modules": "all"}
@@ -545,7 +542,7 @@ def test_lora_b_server_merges_the_model_a_client_trained(tiny_encoder: str) -> N
         for param in client.parameters():
             if param.requires_grad:
                 param.add_(torch.randn_like(param))
-    _load(server, ArrayRecord({k: v.clone() for k, v in shared_arrays(client).items()}))
+    load_arrays(server, ArrayRecord({k: v.clone() for k, v in shared_arrays(client).items()}))
     batch = tokenizer(["turn on the lights in the kitchen"], return_tensors="pt")
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     saved = adapters.merged_copy(server).eval()
@@ -558,7 +555,7 @@ def test_lora_b_server_merges_the_model_a_client_trained(tiny_encoder: str) -> N
 
 
 def test_lora_modules_all_puts_adapters_on_every_linear_layer(tiny_encoder: str) -> None:
-    from nlu.federated import federation_model, shared_arrays
+    from nlu.federated.client import federation_model, shared_arrays
 
     labels = [skill("lights", ["on", "off"], ["room"])]
     values = {"encoder": tiny_encoder, "lora_rank": 4, "updates": "lora"}

@@ -11,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nlu.model import JointModel
-from nlu.modeldir import WEIGHTS_FILE as MODEL_FILE
+from nlu.model.joint import JointModel
+from nlu.model.modeldir import WEIGHTS_FILE as MODEL_FILE
 from nlu.schema import DataError
-from nlu.train import TrainResult, train
+from nlu.training.engine import TrainResult
+from nlu.training.train import train
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

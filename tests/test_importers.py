@@ -117,8 +117,8 @@ def test_import_errors_name_the_problem(tmp_path: Path) -> None:
 def test_imported_skills_train_and_parse_end_to_end(
     tmp_path: Path, make_config: Callable[..., Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from nlu.predict import Parser
-    from nlu.train import train
+    from nlu.inference.parser import Parser
+    from nlu.training.train import train
 
     (tmp_path / "nlu.yml").write_text(RASA)
     (tmp_path / "model.json").write_text(json.dumps(ALEXA))

@@ -7,15 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nlu.data.loaders import (
-    bio_to_example,
-    from_dataset,
-    load_split,
-    read_jsonl,
-    to_dataset,
-    unseen_labels,
-    write_jsonl,
-)
+from nlu.data.formats import bio_to_example, from_dataset, read_jsonl, to_dataset, write_jsonl
+from nlu.data.loaders import load_split, unseen_labels
 from nlu.labels import SkillLabels
 from nlu.schema import DataError, Example, Span
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from nlu.config import ConfigError, load_config
-from nlu.model import TaskLosses
-from nlu.mtl import LossWeighting, SkillSampler, skill_probabilities
-from nlu.train import param_groups, train
+from nlu.model.losses import TaskLosses
+from nlu.training.mtl import LossWeighting, SkillSampler, skill_probabilities
+from nlu.training.optim import param_groups
+from nlu.training.train import train
 
 
 def test_skill_probabilities_follow_each_strategy() -> None:
@@ -97,7 +98,7 @@ def test_dwa_raises_the_weight_of_the_task_whose_loss_falls_slowest() -> None:
 
 def test_layer_lr_decay_gives_lower_layers_smaller_rates(tiny_encoder: str) -> None:
     from nlu.labels import SkillLabels
-    from nlu.model import build_model
+    from nlu.model.joint import build_model
 
     skill = SkillLabels(name="s", intents=["a", "b"], slots=["x"])
     model, _ = build_model(encoder=tiny_encoder, skills=[skill], pooling="mean", dropout=0.1)
@@ -119,7 +120,7 @@ def test_label_smoothing_applies_to_router_intent_and_slot_losses(tiny_encoder: 
     import torch.nn.functional as F
 
     from nlu.labels import SkillLabels
-    from nlu.model import build_model
+    from nlu.model.joint import build_model
 
     skills = [
         SkillLabels(name="s", intents=["a", "b", "c"], slots=["x"]),
@@ -165,9 +166,9 @@ def test_label_smoothing_applies_to_router_intent_and_slot_losses(tiny_encoder: 
 
 
 def test_lora_weights_learn_at_the_heads_rate(tiny_encoder: str) -> None:
-    from nlu.adapters import wrap_for_training
     from nlu.labels import SkillLabels
-    from nlu.model import build_model
+    from nlu.model.adapters import wrap_for_training
+    from nlu.model.joint import build_model
 
     skill = SkillLabels(name="s", intents=["a", "b"], slots=["x"])
     model, _ = build_model(encoder=tiny_encoder, skills=[skill], pooling="mean", dropout=0.1)

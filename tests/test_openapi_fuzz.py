@@ -12,9 +12,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.generation import GenerationMode
 
-from nlu.predict import Parser
+from nlu.inference.parser import Parser
 from nlu.serve.app import create_app
-from nlu.train import TrainResult
+from nlu.training.engine import TrainResult
 
 
 @pytest.fixture(scope="module")

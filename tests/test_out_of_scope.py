@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from nlu import modeldir, ood
 from nlu.config import TrainConfig
 from nlu.data.loaders import load_split
-from nlu.evaluate import evaluate
-from nlu.predict import OptionError, Parser
+from nlu.evaluation.evaluate import evaluate
+from nlu.inference.parser import OptionError, Parser
+from nlu.model import modeldir, ood
 from nlu.serve.app import create_app
-from nlu.train import TrainResult, train
+from nlu.training.engine import TrainResult
+from nlu.training.train import train
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -154,7 +155,7 @@ def test_in_scope_texts_score_lower_than_out_of_scope_ones(parser: Parser) -> No
 
 @pytest.mark.slow
 def test_onnx_and_int8_make_the_same_decisions(guarded: TrainResult, tmp_path: Path) -> None:
-    from nlu.export import export_onnx
+    from nlu.model.export import export_onnx
 
     texts = [
         "turn on the kitchen lights",

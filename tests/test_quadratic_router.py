@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from nlu.config import ConfigError
-from nlu.federated import fit_quadratic_router, fit_router, make_federated_config
-from nlu.ood import shared_precision
+from nlu.federated.config import make_federated_config
+from nlu.federated.router import fit_quadratic_router, fit_router
+from nlu.model.ood import shared_precision
 from tests.conftest import fed_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -120,7 +121,7 @@ def test_router_shrinkage_is_checked() -> None:
 
 def test_a_curvature_of_the_wrong_shape_is_refused(tiny_encoder: str) -> None:
     from nlu.labels import SkillLabels
-    from nlu.model import build_model
+    from nlu.model.joint import build_model
 
     model, _ = build_model(
         encoder=tiny_encoder,
@@ -135,7 +136,7 @@ def test_a_curvature_of_the_wrong_shape_is_refused(tiny_encoder: str) -> None:
 @pytest.fixture(scope="module")
 def qda_federation(tiny_encoder: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Two skill owners (lights, timer) with the quadratic router."""
-    from nlu.federated import federated
+    from nlu.federated.simulation import federated
 
     out = tmp_path_factory.mktemp("qda") / "run"
     cfg = fed_config(tiny_encoder, out, rounds=3, router="qda", router_shrinkage=0.5)
@@ -145,14 +146,14 @@ def qda_federation(tiny_encoder: str, tmp_path_factory: pytest.TempPathFactory) 
 def test_a_qda_federation_saves_serves_and_exports_its_router(
     qda_federation: Any, tmp_path: Path
 ) -> None:
-    from nlu.alignment import encode
     from nlu.data.loaders import load_train_dev
-    from nlu.evaluate import score
-    from nlu.export import export_onnx
-    from nlu.features import encodings_inputs
-    from nlu.federated import sentence_vectors
-    from nlu.model import JointModel
-    from nlu.predict import Parser
+    from nlu.evaluation.metrics import score
+    from nlu.federated.client import sentence_vectors
+    from nlu.inference.parser import Parser
+    from nlu.model.alignment import encode
+    from nlu.model.export import export_onnx
+    from nlu.model.features import encodings_inputs
+    from nlu.model.joint import JointModel
 
     cfg, result = qda_federation
     last = result.history[-1]["dev"]
@@ -192,9 +193,9 @@ def test_a_qda_federation_saves_serves_and_exports_its_router(
 def test_add_skill_keeps_the_old_curvature_and_gives_new_rows_none(
     qda_federation: Any, tmp_path: Path
 ) -> None:
-    from nlu.add_skill import add_skill
-    from nlu.model import JointModel
+    from nlu.model.joint import JointModel
     from nlu.schema import Example
+    from nlu.training.add_skill import add_skill
 
     _, result = qda_federation
     old, _ = JointModel.load(result.model_dir)

@@ -18,11 +18,12 @@ from fastapi.testclient import TestClient
 import nlu
 from nlu.cli import main
 from nlu.config import TrainConfig
-from nlu.predict import Parser
+from nlu.inference.parser import Parser
 from nlu.schema import DataError
 from nlu.serve.app import create_app
 from nlu.serve.settings import LOCAL_HOSTS, ServeSettings
-from nlu.train import TrainResult, train
+from nlu.training.engine import TrainResult
+from nlu.training.train import train
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +235,7 @@ def test_a_damaged_model_folder_is_one_line_and_exit_2(
 def test_a_truncated_onnx_graph_is_named(
     trained: TrainResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from nlu.export import export_onnx
+    from nlu.model.export import export_onnx
 
     target = export_onnx(model_dir=trained.model_dir, out_dir=tmp_path / "onnx")
     with target.open("r+b") as handle:
@@ -278,7 +279,7 @@ def test_duplicate_keys_in_a_skill_file_are_a_path_line_error(tmp_path: Path) ->
 def test_resume_skips_a_broken_newest_checkpoint(
     make_config: Callable[..., TrainConfig], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="nlu.train")
+    caplog.set_level(logging.INFO, logger="nlu.training.train")
     first = train(make_config(tmp_path, epochs=2, keep_checkpoints=3))
     checkpoints = tmp_path / "checkpoints"
     (checkpoints / "epoch_002" / "optimizer.bin").write_bytes(b"\x00" * 10)  # torn save
@@ -295,7 +296,7 @@ def test_resume_with_no_intact_checkpoint_is_a_clear_error(
 ) -> None:
     train(make_config(tmp_path, epochs=1))
     (tmp_path / "checkpoints" / "epoch_001" / "trainer_state.json").unlink()
-    from nlu.train import CheckpointError
+    from nlu.training.checkpoints import CheckpointError
 
     with pytest.raises(CheckpointError, match=r"epoch_001 \(FileNotFoundError"):
         train(make_config(tmp_path, epochs=2, resume="latest"))

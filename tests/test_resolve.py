@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from nlu.data.skills import parse_skill_file, parse_tests_file
+from nlu.inference.parser import Parser
 from nlu.labels import LabelIndex, SkillLabels
-from nlu.predict import Parser
 from nlu.resolve import Resolution, SlotCatalog, parse_kind, resolve
 
 SKILLS = Path(__file__).parent.parent / "skills"

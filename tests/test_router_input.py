@@ -28,7 +28,7 @@ def two_skills() -> list[SkillLabels]:
 
 def layers_model(tiny_encoder: str) -> Any:
     """(model, tokenizer): two skills on the tiny encoder, routing on the layers, eval mode."""
-    from nlu.model import build_model
+    from nlu.model.joint import build_model
 
     torch.manual_seed(0)
     model, tokenizer = build_model(
@@ -60,7 +60,7 @@ def test_the_router_reads_the_mean_of_the_layers_and_only_it(tiny_encoder: str) 
 
 
 def test_the_sentence_router_reads_the_pooled_vector(tiny_encoder: str) -> None:
-    from nlu.model import build_model
+    from nlu.model.joint import build_model
 
     model, tokenizer = build_model(
         encoder=tiny_encoder, skills=two_skills(), pooling="mean", dropout=0.1
@@ -75,7 +75,7 @@ def test_the_sentence_router_reads_the_pooled_vector(tiny_encoder: str) -> None:
 @pytest.fixture(scope="module")
 def layered(make_config: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Two skills (lights, timer) trained with router_input=layers."""
-    from nlu.train import train
+    from nlu.training.train import train
 
     cfg = replace(
         make_config(tmp_path_factory.mktemp("layers")),
@@ -87,12 +87,12 @@ def layered(make_config: Callable[..., Any], tmp_path_factory: pytest.TempPathFa
 
 
 def test_a_layers_model_learns_saves_and_exports_the_same(layered: Any, tmp_path: Path) -> None:
-    from nlu.alignment import encode
     from nlu.data.loaders import load_train_dev
-    from nlu.export import export_onnx
-    from nlu.features import encodings_inputs
-    from nlu.model import JointModel
-    from nlu.predict import Parser
+    from nlu.inference.parser import Parser
+    from nlu.model.alignment import encode
+    from nlu.model.export import export_onnx
+    from nlu.model.features import encodings_inputs
+    from nlu.model.joint import JointModel
 
     cfg, layered = layered
     meta = json.loads((layered.model_dir / "nlu.json").read_text())
@@ -117,11 +117,11 @@ def test_a_layers_model_learns_saves_and_exports_the_same(layered: Any, tmp_path
 def test_add_skill_trains_the_new_router_rows_on_the_layers(
     make_config: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from nlu.add_skill import _cache, add_skill
-    from nlu.data.loaders import read_jsonl
-    from nlu.model import JointModel
-    from nlu.predict import Parser
-    from nlu.train import train
+    from nlu.data.formats import read_jsonl
+    from nlu.inference.parser import Parser
+    from nlu.model.joint import JointModel
+    from nlu.training.add_skill import _cache, add_skill
+    from nlu.training.train import train
 
     lights = train(replace(make_config(tmp_path / "lights"), router_input="layers"))
     timer = FIXTURES / "timer.jsonl"
@@ -148,7 +148,7 @@ def test_add_skill_trains_the_new_router_rows_on_the_layers(
 
 
 def test_federated_router_statistics_are_the_router_input(tiny_encoder: str) -> None:
-    from nlu.federated import sentence_vectors
+    from nlu.federated.client import sentence_vectors
     from nlu.schema import Example
 
     model, tokenizer = layers_model(tiny_encoder)
@@ -171,7 +171,7 @@ def test_a_folder_from_before_the_option_routes_on_the_sentence(
 ) -> None:
     import shutil
 
-    from nlu.model import JointModel
+    from nlu.model.joint import JointModel
 
     old = tmp_path / "old"
     shutil.copytree(trained.model_dir, old)

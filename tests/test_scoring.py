@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from nlu.evaluate import score
+from nlu.evaluation.metrics import score
 from nlu.result import ParseResult, Scored, SkillChoice, SlotValue
 from nlu.schema import Example, Span
 
@@ -15,7 +15,7 @@ from nlu.schema import Example, Span
 def tokenizer() -> Any:
     from transformers import AutoTokenizer
 
-    from nlu.model import resolve_encoder
+    from nlu.model.encoders import resolve_encoder
 
     return AutoTokenizer.from_pretrained(resolve_encoder("default"))
 

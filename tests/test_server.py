@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from nlu.predict import Parser
+from nlu.inference.parser import Parser
 from nlu.result import ParseResult
 from nlu.serve.app import create_app
 from nlu.serve.schemas import MAX_BATCH, MAX_CHARS
 from nlu.serve.settings import ServeSettings
-from nlu.train import TrainResult
+from nlu.training.engine import TrainResult
 
 
 @pytest.fixture(scope="module")
@@ -246,9 +246,9 @@ def test_full_queue_answers_503_with_retry_after(model_dir: Path) -> None:
 def test_onnx_export_matches_torch(model_dir: Path, tmp_path: Path) -> None:
     import numpy as np
 
-    from nlu.alignment import encode
-    from nlu.export import export_onnx
-    from nlu.features import encodings_inputs
+    from nlu.model.alignment import encode
+    from nlu.model.export import export_onnx
+    from nlu.model.features import encodings_inputs
 
     export_onnx(model_dir=model_dir, out_dir=tmp_path / "onnx")
     export_onnx(model_dir=model_dir, out_dir=tmp_path / "int8", quantize="int8")
@@ -281,7 +281,7 @@ def test_onnx_export_matches_torch(model_dir: Path, tmp_path: Path) -> None:
 
 
 def test_nbest_hypotheses_give_one_combined_result(client: TestClient, model_dir: Path) -> None:
-    from nlu.predict import Parser
+    from nlu.inference.parser import Parser
 
     hypotheses = [
         {"text": "turn on the kitchen lights", "confidence": 0.5},

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nlu.predict import Parser
+from nlu.inference.parser import Parser
 from nlu.serve.app import create_app
-from nlu.train import TrainResult
+from nlu.training.engine import TrainResult
 from tests.conftest import start_server
 
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from nlu.result import ParseOptions
 from nlu.serve.batching import InferenceFailed, MicroBatcher
 from nlu.serve.settings import ServeSettings
-from nlu.train import TrainResult
+from nlu.training.engine import TrainResult
 from tests.conftest import start_server
 
 
@@ -99,7 +99,7 @@ def test_batches_wait_to_fill_only_under_heavy_load() -> None:
 
 
 def test_two_worker_processes_serve_the_same_answers(trained: TrainResult) -> None:
-    from nlu.predict import Parser
+    from nlu.inference.parser import Parser
 
     proc, port = start_server(trained.model_dir, "--workers", "2", "--threads", "1", timeout=90)
     try:

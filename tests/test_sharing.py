@@ -11,11 +11,11 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from nlu.columns import SoftSharedEncoder, initial_mixing
 from nlu.config import ConfigError, replace
 from nlu.labels import SkillLabels
-from nlu.model import JointModel
-from nlu.sharing import Sharing, SharingError, sharing_for
+from nlu.model.columns import SoftSharedEncoder, initial_mixing
+from nlu.model.joint import JointModel
+from nlu.model.sharing import Sharing, SharingError, sharing_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IDS = torch.tensor([[2, 5, 7, 9, 3], [2, 11, 3, 0, 0]])
@@ -98,7 +98,7 @@ def test_groups_that_do_not_fit_the_skills_are_config_errors() -> None:
 def test_a_wrong_group_fails_training_before_it_starts(
     make_config: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from nlu.train import train
+    from nlu.training.train import train
 
     cfg = replace(
         make_config(tmp_path),
@@ -118,10 +118,10 @@ def test_soft_modes_learn_save_export_and_serve_the_same(
     model parses as trained, and its ONNX graph decides the same; evaluation writes the
     learned weights."""
     from nlu.data.loaders import load_split
-    from nlu.evaluate import evaluate
-    from nlu.export import export_onnx
-    from nlu.predict import Parser
-    from nlu.train import train
+    from nlu.evaluation.evaluate import evaluate
+    from nlu.inference.parser import Parser
+    from nlu.model.export import export_onnx
+    from nlu.training.train import train
 
     cfg = replace(
         make_config(tmp_path / "run"),
@@ -168,8 +168,8 @@ def test_soft_modes_learn_save_export_and_serve_the_same(
 def test_add_skill_and_lora_refuse_soft_models(
     make_config: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from nlu.add_skill import AddSkillError, add_skill
-    from nlu.train import train
+    from nlu.training.add_skill import AddSkillError, add_skill
+    from nlu.training.train import train
 
     result = train(replace(make_config(tmp_path / "run"), sharing="cross_stitch", epochs=1))
     with pytest.raises(AddSkillError, match="shares its encoder softly"):
@@ -192,9 +192,9 @@ def test_every_mode_decides_the_same_in_pytorch_and_onnx_on_the_demo_skills(
     """The shipped skills (five, with out-of-scope examples): saved, exported to fp32 ONNX,
     every mode makes the same decisions on their hand-written tests in both backends."""
     from nlu.data.loaders import load_split
-    from nlu.export import export_onnx
-    from nlu.predict import Parser
-    from nlu.train import train
+    from nlu.inference.parser import Parser
+    from nlu.model.export import export_onnx
+    from nlu.training.train import train
 
     demo = Path(__file__).parents[1] / "skills"
     cfg = replace(

@@ -11,17 +11,20 @@ import pytest
 import torch
 
 import nlu
-from nlu import modeldir
-from nlu.alignment import encode
 from nlu.config import TrainConfig
 from nlu.data.loaders import load_split
-from nlu.decode import softmax
-from nlu.evaluate import evaluate, score
-from nlu.features import encodings_inputs
-from nlu.model import JointModel, ModelDirError
-from nlu.mtl import LossWeighting
-from nlu.predict import Parser, UnknownSkillError
-from nlu.train import TrainResult, train
+from nlu.evaluation.evaluate import evaluate
+from nlu.evaluation.metrics import score
+from nlu.inference.decode import softmax
+from nlu.inference.parser import Parser, UnknownSkillError
+from nlu.model import modeldir
+from nlu.model.alignment import encode
+from nlu.model.features import encodings_inputs
+from nlu.model.joint import JointModel
+from nlu.model.modeldir import ModelDirError
+from nlu.training.engine import TrainResult
+from nlu.training.mtl import LossWeighting
+from nlu.training.train import train
 
 
 def test_overfits_tiny_skill_to_100_percent(trained: TrainResult, tiny_skill: Path) -> None:
@@ -139,7 +142,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(
     equals uninterrupted, weights included."""
     from safetensors.torch import load_file
 
-    import nlu.train as recipe
+    import nlu.training.engine as recipe
 
     def config(out: Path, **extra: object) -> TrainConfig:
         return make_config(
@@ -168,6 +171,32 @@ def test_an_interrupted_run_resumes_to_the_same_weights(
     b = load_file(str(tmp_path / "cut" / "checkpoints" / "epoch_003" / "model.safetensors"))
     for name, tensor in a.items():
         torch.testing.assert_close(tensor, b[name], rtol=0, atol=1e-6)
+    # The saved model is the selected epoch's, whether or not the run was interrupted before
+    # it (the checkpoint carries the best weights so far).
+    assert resumed.best_epoch == whole.best_epoch
+    a = load_file(str(whole.model_dir / "model.safetensors"))
+    b = load_file(str(resumed.model_dir / "model.safetensors"))
+    for name, tensor in a.items():
+        torch.testing.assert_close(tensor, b[name], rtol=0, atol=1e-6)
+
+
+def test_a_run_saves_its_calibrated_model_once(
+    make_config: Callable[..., TrainConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The detector is fitted on the model in memory and the folder written once, with it
+    (before 0.2 the folder was saved per better epoch, reloaded, and saved again)."""
+    saves: list[bool] = []
+    real_save = modeldir.save
+
+    def counted(directory: str | Path, folder: modeldir.ModelFolder) -> Path:
+        saves.append(folder.ood is not None)
+        return real_save(directory, folder)
+
+    monkeypatch.setattr(modeldir, "save", counted)
+    result = train(make_config(tmp_path / "run", epochs=3, oos_method="energy"))
+    assert saves == [True]
+    assert nlu.load(result.model_dir).ood is not None
+    assert json.loads((tmp_path / "run" / "train_summary.json").read_text())["out_of_scope"]
 
 
 def test_missing_or_incomplete_model_dir(tmp_path: Path) -> None:

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nlu.add_skill import AddSkillError, add_skill
 from nlu.cli import main
-from nlu.data.loaders import read_jsonl
-from nlu.features import encodings_inputs
-from nlu.model import JointModel
-from nlu.predict import Parser, torch_forward
-from nlu.train import TrainResult
+from nlu.data.formats import read_jsonl
+from nlu.inference.parser import Parser, torch_forward
+from nlu.model.features import encodings_inputs
+from nlu.model.joint import JointModel
+from nlu.training.add_skill import AddSkillError, add_skill
+from nlu.training.engine import TrainResult
 
 TIMER = Path(__file__).parent / "fixtures" / "timer.jsonl"
 OLD_TEXTS = [
@@ -29,7 +29,7 @@ OLD_TEXTS = [
 def _logits(model_dir: Path, texts: list[str]) -> tuple[JointModel, dict[str, np.ndarray]]:
     model, folder = JointModel.load(model_dir)
     tokenizer, max_length = folder.tokenizer, folder.meta.max_length
-    from nlu.alignment import encode
+    from nlu.model.alignment import encode
 
     batch = encodings_inputs(encode(tokenizer, texts, max_length), tokenizer.pad_token_id)
     out = torch_forward(model)(batch)

@@ -1,0 +1,113 @@
+"""The beginning and the end every recipe shares: `start_run` (config saved, seed set,
+Accelerate and its trackers started) and `finish_run` (the selected model calibrated in memory,
+its folder saved once, the run's summary and learning curve written)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+
+from nlu.config import OodConfig, OptimConfig, OutputConfig
+from nlu.model import modeldir
+from nlu.schema import Example
+from nlu.training.calibrate import fit_out_of_scope
+from nlu.training.engine import ModelSetup, RunDir, TrainResult
+
+logger = get_logger(__name__)
+
+
+def start_run(
+    run: RunDir,
+    output: OutputConfig,
+    optim: OptimConfig,
+    *,
+    resolved: str,
+    seed: int,
+    tracker_config: Mapping[str, Any] | None = None,
+) -> Accelerator:
+    """Accelerate for this run, the seed set, the resolved config saved beside the model."""
+    tracking = output.log_with != "none"
+    accelerator = Accelerator(
+        mixed_precision=optim.mixed_precision,
+        gradient_accumulation_steps=optim.gradient_accumulation_steps,
+        log_with=output.log_with if tracking else None,
+        project_dir=str(run.root / "tracking") if tracking else None,
+    )
+    set_seed(seed)
+    if accelerator.is_main_process:
+        run.root.mkdir(parents=True, exist_ok=True)
+        (run.root / "config.yaml").write_text(resolved)
+    if tracking:
+        accelerator.init_trackers("nlu", config=dict(tracker_config or {}))
+    logger.info("%d process(es), %s", accelerator.num_processes, accelerator.device)
+    return accelerator
+
+
+def finish_run(
+    accelerator: Accelerator,
+    run: RunDir,
+    setup: ModelSetup,
+    result: TrainResult,
+    *,
+    training_config: str,
+    ood: OodConfig,
+    fit_on: tuple[Sequence[Example], Sequence[Example]],
+    seed: int,
+    keep_detector: str | None = None,
+    summary: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Calibrate the selected model (out-of-scope detector and temperatures, fitted on
+    `fit_on` = (train, dev)) unless `keep_detector` says why its base model's stays, then save
+    the model folder once and write `train_summary.json` (plus `summary`) and the curve."""
+    if accelerator.is_main_process:
+        folder = setup.folder(
+            training_config, {"best_epoch": result.best_epoch, "dev": result.best_dev}
+        )
+        if keep_detector:
+            logger.info("keeping the base model's out-of-scope detector: %s", keep_detector)
+        else:
+            train, dev = fit_on
+            detector = fit_out_of_scope(
+                ood, setup.model, setup.tokenizer, setup.max_length, train, dev, seed=seed
+            )
+            folder.ood = detector
+            result.out_of_scope = detector.report if detector else None
+        modeldir.save(run.model_dir, folder)
+        written = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
+        written.update(summary or {})
+        (run.root / "train_summary.json").write_text(json.dumps(written, indent=2) + "\n")
+        plot_learning_curve(result.history, run.root / "learning_curve.png")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return result
+
+
+def plot_learning_curve(history: Sequence[dict[str, Any]], path: Path) -> None:
+    """Training loss and dev scores per epoch, beside train_summary.json."""
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, [r["loss"] for r in history], marker="o")
+    left.set(xlabel="epoch", ylabel="training loss", title="Loss")
+    for key in ("intent_accuracy", "slot_f1", "exact_match", "router_accuracy"):
+        values = [(r["epoch"], r["dev"][key]) for r in history if r.get("dev")]
+        if values:
+            right.plot(*zip(*values, strict=True), marker="o", label=key.replace("_", " "))
+    right.set(xlabel="epoch", ylabel="%", title="Dev")
+    if right.has_data():
+        right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
