@@ -46,7 +46,7 @@ from common import write_results
 
 MASSIVE = "../shared/data/massive_en_us/en-US.jsonl"
 # LoRA-B on every linear layer, local batches of 4, server rate 2, adapters and heads at 3e-3:
-# the LoRA settings that keep up with full updates (docs/experiments.md §6).
+# the LoRA settings that keep up with full updates (benchmarks/results/studies/federated.md).
 LORA_B: dict[str, Any] = {
     "updates": "lora_b",
     "lora_rank": 8,
@@ -56,7 +56,7 @@ LORA_B: dict[str, Any] = {
     "head_learning_rate": 3e-3,
 }
 # Full updates, batches of 4, server rate 2, encoder rate 3e-4, head rate 3e-3, three refit
-# passes: the owners' best full-update settings (docs/experiments.md §6).
+# passes: the owners' best full-update settings (benchmarks/results/studies/federated.md).
 OWNERS_BEST: dict[str, Any] = {
     "partition": "skill",
     "batch_size": 4,

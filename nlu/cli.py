@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a joint model from teachers' outputs (fuse expert models, or compress one)",
     )
     p.add_argument(
-        "config", help="YAML with teachers: [...] and student keys (see docs/distill.md)"
+        "config", help="YAML with teachers: [...] and student keys (see docs/guide/distillation.md)"
     )
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=2 alpha=0.7")
     p.set_defaults(func=_distill)
@@ -277,9 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "federated",
         help="train a joint model with Flower: clients keep their data (simulation here; "
-        "deployment: docs/federated.md)",
+        "deployment: docs/guide/federated.md)",
     )
-    p.add_argument("config", help="YAML with federation keys and model keys (docs/federated.md)")
+    p.add_argument(
+        "config", help="YAML with federation keys and model keys (docs/guide/federated.md)"
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=3 clients=4")
     p.set_defaults(func=_federated)
 

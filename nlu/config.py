@@ -42,8 +42,11 @@ class DataConfig:
     # Skill folders, JSONL files or benchmark folders/files. dev_data defaults to each source's
     # own dev split (skills: a held-out fraction of the expanded templates).
     data: list[str] = field(default_factory=lambda: ["skills"])
+    # Dev sources instead of each source's own dev split (model selection and calibration read dev).
     dev_data: list[str] = field(default_factory=list)
+    # Skill folders: how many fillings of each template `{slot}` placeholder pattern.
     samples_per_template: int = 20
+    # Share of the expanded templates (or of a single JSONL file) held out as dev.
     dev_fraction: float = 0.1
     # Out-of-scope examples in the training data (skill null; skills/out_of_scope.yaml) train
     # the router to refuse (outlier exposure). False: they only serve dev and test.
@@ -52,32 +55,47 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    # "default" (all-MiniLM-L6-v2, offline), "mpnet" (scripts/get_mpnet.sh), a local folder or a
+    # Hugging Face name.
     encoder: str = "default"
+    # How token vectors become the sentence vector the router and intent heads read.
     pooling: Pooling = "mean"
     # What the skill router reads: the pooled sentence vector ("sentence", as the intent heads)
     # or the mean of every transformer layer's pooled vector ("layers"; measured for federated
-    # owners, whose router is fitted from feature statistics: docs/federated.md).
+    # owners, whose router is fitted from feature statistics: docs/guide/federated.md).
     router_input: RouterInput = "sentence"
+    # Dropout before the heads.
     dropout: float = 0.1
+    # Tokens per text; longer texts are truncated (results say `truncated: true`).
     max_length: int = 64
     # Parameter sharing (nlu/sharing.py): one encoder under every head ("hard"), or columns of
     # it with learned mixing ("cross_stitch", "sluice"). sharing_groups: [tasks] (one column
     # for router + intents, one for slots) or skill groups, each skill+skill+...; subspaces:
     # the slices of each sluice layer.
     sharing: SharingMode = "hard"
+    # sharing=cross_stitch or sluice: [tasks] or skill groups (see sharing).
     sharing_groups: list[str] = field(default_factory=lambda: ["tasks"])
+    # sharing=sluice: slices of each layer.
     subspaces: int = 2
 
 
 @dataclass
 class OptimConfig:
+    # Passes over the training data; the best epoch on dev is kept.
     epochs: int = 4
+    # Examples per optimiser step (per process).
     batch_size: int = 32
+    # The encoder's peak learning rate (AdamW, linear warm-up and decay).
     learning_rate: float = 1e-4
+    # The router's and heads' learning rate (new parameters learn faster).
     head_learning_rate: float = 1e-3
+    # AdamW weight decay (not on biases and LayerNorm).
     weight_decay: float = 0.01
+    # Share of the steps spent warming the learning rate up from 0.
     warmup_ratio: float = 0.1
+    # Batches whose gradients add up before one optimiser step.
     gradient_accumulation_steps: int = 1
+    # Gradient clipping norm (0 = off).
     max_grad_norm: float = 1.0
     # Label smoothing for the router, intent and slot cross-entropies (0 = off).
     label_smoothing: float = 0.0
@@ -87,6 +105,7 @@ class OptimConfig:
     # Soft sharing's mixing weights learn at their own rate (the papers use a much higher one
     # than the encoder's).
     mixing_learning_rate: float = 1e-2
+    # Accelerate's mixed precision for the forward and backward passes.
     mixed_precision: Precision = "no"
 
 
@@ -94,14 +113,22 @@ class OptimConfig:
 class MultiTaskConfig:
     # How often each skill is drawn, and how task losses (router, each skill's intents, each
     # skill's slots) are weighted (nlu/mtl.py). Default from benchmarks/mtl_ablation.py
-    # (docs/experiments.md): p ∝ n^(1/2) lifts small skills by 6 macro exact-match points over
+    # (benchmarks/results/studies/multi-task.md): p ∝ n^(1/2) lifts small skills by 6 macro
+    # exact-match points over
     # proportional without costing the large ones.
     sampling: Sampling = "temperature"
+    # sampling=temperature: p ∝ n^(1/T); T = 1 is proportional, large T uniform.
     sampling_temperature: float = 2.0
+    # static (the three weights below), uncertainty (learned, Kendall et al. 2018) or dwa (dynamic
+    # weight average, Liu et al. 2019).
     loss_weighting: Weighting = "static"
+    # loss_weighting=static: weight of the router's loss.
     router_loss_weight: float = 1.0
+    # loss_weighting=static: weight of each skill's intent loss.
     intent_loss_weight: float = 1.0
+    # loss_weighting=static: weight of each skill's slot loss.
     slot_loss_weight: float = 1.0
+    # loss_weighting=dwa: softness of the weights.
     dwa_temperature: float = 2.0
     dwa_period: int = 100  # optimizer steps per DWA period
     # Out-of-scope examples in the data (skill null) train the router towards a uniform
@@ -116,8 +143,11 @@ class FinetuneConfig:
     # Fine-tuning a saved model (`nlu train --from MODEL`): its encoder, heads and labels are
     # the starting point; `encoder` is then ignored. See nlu/finetune.py for the modes.
     init_from: str | None = None
+    # With init_from: which parameters train (full, top_layers, heads, lora, lora_merged;
+    # docs/guide/training.md).
     finetune: FinetuneMode = "full"
     unfreeze_layers: int = 2  # top_layers: how many of the top encoder layers train
+    # finetune=lora or lora_merged: the adapter's rank.
     lora_rank: int = 8
     # Which encoder layers get LoRA adapters: "attention" (query and value projections, the
     # LoRA paper's choice) or "all" (every linear layer of every transformer block: about 4.5x
@@ -127,18 +157,21 @@ class FinetuneConfig:
 
 @dataclass
 class OodConfig:
-    # Out-of-scope rejection (nlu/ood.py), fitted after training without retraining: the score
-    # the threshold applies to ("none": every text is in scope), and the share of in-scope dev
-    # texts the threshold keeps. The default method comes from the CLINC150 comparison in
-    # docs/experiments.md.
+    # Out-of-scope rejection (nlu.model.ood), fitted after training without retraining: the
+    # score the threshold applies to ("none": every text is in scope), and the share of in-scope
+    # dev texts the threshold keeps. The default method comes from the CLINC150 comparison in
+    # benchmarks/results/studies/out-of-scope.md.
     oos_method: OodMethod = "mahalanobis"
+    # Share of in-scope dev texts the threshold keeps in scope.
     target_recall: float = 0.98
 
 
 @dataclass
 class OutputConfig:
+    # The run folder: model/, config.yaml, checkpoints/, train_summary.json, learning_curve.png.
     output_dir: str = "runs/demo"
     resume: str | None = None  # a checkpoint folder, or "latest"
+    # Epoch checkpoints kept (newest first) for resume.
     keep_checkpoints: int = 1
     # An output_dir that already holds a trained model is refused unless this is set.
     overwrite: bool = False
@@ -154,9 +187,12 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     mtl: MultiTaskConfig = field(default_factory=MultiTaskConfig)
+    # With init_from: which parameters train (full, top_layers, heads, lora, lora_merged;
+    # docs/guide/training.md).
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     ood: OodConfig = field(default_factory=OodConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    # Seeds data splits, template filling, initialisation and data order: one seed, one model.
     seed: int = 42
 
 

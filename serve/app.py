@@ -168,8 +168,9 @@ class _Guard:
 
     async def _parse(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         """POST /parse without the framework's routing, request object and dependency solving
-        (about 0.5 ms of CPU per request, measured in-process: docs/serving.md). Only a body
-        that is valid JSON and a valid request takes this path: anything else goes to the
+        (about 0.5 ms of CPU per request, measured in-process:
+        benchmarks/results/studies/serving.md). Only a body that is valid JSON and a valid
+        request takes this path: anything else goes to the
         FastAPI route with the body replayed, so every error is worded by the one exception
         handler. orjson accepts a subset of what the route's json.loads does and yields the
         same objects for it."""

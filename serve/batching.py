@@ -102,7 +102,8 @@ class MicroBatcher:
                 # Closed-loop clients under heavy load split into two groups that take turns,
                 # each pass carrying half of them; the other half's next requests come back
                 # within a few milliseconds of their answers. Waiting for them makes one full
-                # pass instead of two half ones, which halved the 32-client p99 (docs/serving.md).
+                # pass instead of two half ones, which halved the 32-client p99
+                # (benchmarks/results/studies/serving.md).
                 wait = max(wait, self.fill_wait)
             deadline = loop.time() + wait
             while size < self.max_batch:

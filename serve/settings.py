@@ -14,9 +14,12 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 @dataclass(frozen=True)
 class ServeSettings:
+    # The model folder (or run folder) to serve.
     model_dir: str = DEFAULT_MODEL
     backend: str = "auto"  # auto | torch | onnx (auto: ONNX when the folder has model.onnx)
+    # The address to bind (127.0.0.1: this machine only).
     host: str = "127.0.0.1"
+    # The port to listen on.
     port: int = 8000
     workers: int = 1  # server processes
     threads: int | None = None  # inference threads per worker (default: cores / workers)
@@ -27,6 +30,8 @@ class ServeSettings:
     # batch to fill. A lone request never waits.
     fill_wait_ms: float = 3.0
     max_queue: int = 1024  # queued requests before 503
+    # Every route but /health needs this key in X-API-Key (nlu serve reads it from --api-key-file or
+    # NLU_API_KEY).
     api_key: str | None = None
     # Host header names the server answers to; None: any. `nlu serve` sets the loopback names
     # when it binds to a loopback address, against DNS rebinding.

@@ -24,7 +24,8 @@ def test_default_encoder_generalises_to_hand_written_tests(tmp_path: Path) -> No
         output_dir=str(tmp_path),
         seed=0,
         # This test is about the classifier and export parity; rejection on the demo skills is
-        # measured in docs/experiments.md §4 and tested in tests/test_out_of_scope.py.
+        # measured in benchmarks/results/studies/out-of-scope.md and tested in
+        # tests/test_out_of_scope.py.
         oos_method="none",
     )
     result = train(cfg)

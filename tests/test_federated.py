@@ -355,7 +355,7 @@ def test_more_local_parts_than_a_client_has_examples_stops_before_round_one(
 def test_deployment_goes_on_when_a_supernode_is_killed_mid_run(
     tiny_encoder: str, tmp_path: Path
 ) -> None:
-    """The run-book of docs/federated.md on loopback: a SuperLink, three SuperNodes each with
+    """The run-book of docs/guide/federated.md on loopback: a SuperLink, three SuperNodes each with
     its own data, `flwr run deploy/flower`; one SuperNode is killed after round 1 and the
     federation finishes with the other two. Slow-ish (Flower starts a ClientApp process per
     SuperNode and run; the SuperLink notices the dead node after two missed heartbeats)."""

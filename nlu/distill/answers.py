@@ -25,7 +25,10 @@ class TeacherError(RuntimeError):
 class TeacherConfig:
     """One teacher: where it is, which labels it speaks and how they map onto the student's."""
 
+    # The teacher's name in logs, errors and the cache.
     name: str
+    # nlu (a model folder), hf (Hugging Face intent and/or slot models), http (an nlu server), rasa
+    # (a Rasa server) or python (a callable).
     kind: TeacherKind
     # nlu: the model folder; hf: the intent (sequence-classification) model folder.
     path: str = ""
@@ -33,6 +36,7 @@ class TeacherConfig:
     slot_model: str = ""
     # http / rasa: the endpoint (http://host:port); python: "module:function".
     url: str = ""
+    # python: "module:function", called with a list of texts, answering in the nlu or Rasa shape.
     function: str = ""
     # The student skill of a teacher that covers one skill and does not name it (hf models whose
     # labels are bare intents, Rasa, callables answering in Rasa's shape).
@@ -41,7 +45,9 @@ class TeacherConfig:
     # intent -> intent, slot -> slot. A null target drops that label on purpose (its mass
     # leaves the distribution; a dropped top intent means the teacher does not claim the text).
     skills: dict[str, str | None] = field(default_factory=dict)
+    # Renames of the teacher's intents ("skill/intent" or intent -> intent); null drops one.
     intents: dict[str, str | None] = field(default_factory=dict)
+    # Renames of the teacher's slot names; null drops one.
     slots: dict[str, str | None] = field(default_factory=dict)
     # The label space the teacher speaks, per teacher skill: {skill: {intents: [...], slots:
     # [...]}}. Read from the model for nlu and hf teachers; required for the others.
@@ -51,9 +57,13 @@ class TeacherConfig:
     texts: list[str] = field(default_factory=list)
     # http / rasa: headers sent with every request (e.g. {X-API-Key: ...}).
     headers: dict[str, str] = field(default_factory=dict)
+    # Texts per request to the teacher.
     batch_size: int = 32
+    # Requests in flight at once (http, rasa).
     concurrency: int = 4
+    # Seconds one request may take.
     timeout_s: float = 30.0
+    # Attempts per batch before the run stops with the teacher's error.
     retries: int = 3
 
     def source(self) -> str:

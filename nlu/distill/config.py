@@ -37,7 +37,9 @@ class KDConfig:
     # A shared text whose best claim is below this is unclaimed: an out-of-scope example
     # ("negative") or left out ("drop", counted in the log).
     min_claim: float = 0.5
+    # What an unclaimed shared text becomes: "negative" (an out-of-scope example) or "drop".
     unclaimed: Unclaimed = "negative"
+    # Where teachers' answers are cached (a restart never asks a teacher twice).
     cache_dir: str = "runs/teacher_cache"
 
 

@@ -1,7 +1,7 @@
 """nlu's federated training as a Flower App for the deployment engine.
 
 A SuperLink runs `server` (the same rounds as `nlu federated`), each SuperNode `client` on the
-data its owner points it at. The run-book: docs/federated.md; the app folder `flwr run` ships:
+data its owner points it at. The run-book: docs/guide/federated.md; the app folder `flwr run` ships:
 deploy/flower (its pyproject.toml names these two objects).
 
 Run config (`flwr run deploy/flower CONNECTION --run-config "config='/abs/fed.yaml' clients=2"`):

@@ -37,6 +37,7 @@ class FederationError(ValueError):
 
 @dataclass
 class FederationConfig:
+    # Rounds of training: the server sends the model, clients train, the server averages.
     rounds: int = 5
     # Passes over its own data a client makes per round. Centralised training with
     # epochs = rounds · local_epochs sees the same data as often.
@@ -57,7 +58,10 @@ class FederationConfig:
     # Dirichlet(dirichlet_alpha) (small alpha: very uneven clients).
     partition: Partition = "skill"
     clients: int = 0  # 0: one client per skill (partition=skill)
+    # partition=dirichlet: the concentration (small: very uneven clients).
     dirichlet_alpha: float = 0.5
+    # How the server averages: fedavg, fedprox (proximal term, proximal_mu) or fedadam (server
+    # optimiser).
     strategy: FedStrategy = "fedavg"
     proximal_mu: float = 0.01  # fedprox: weight of the proximal term
     server_learning_rate: float = 0.01  # fedadam: the server optimiser's step (eta)
@@ -70,9 +74,12 @@ class FederationConfig:
     # A round goes on with the clients that answered if at least this many did (a crashed or
     # timed-out client does not stop training); fewer is an error.
     min_clients: int = 1
+    # Seconds the server waits for a round's answers.
     round_timeout_s: float = 3600.0
     # How long the server waits for the expected clients to connect before round 1.
     connect_timeout_s: float = 300.0
+    # lda or qda: the server fits the router from the clients' feature statistics; trained: FedAvg
+    # of the clients' routers.
     router: RouterMode = "lda"
     # router: qda - each skill's covariance is (1 - shrinkage) · its own + shrinkage · the
     # pooled one. 1.0 is the linear discriminant; lower trusts the skills' own spreads more.
@@ -88,7 +95,9 @@ class FederationConfig:
     # at the server, "client" on the client (Flower's fixedclipping_mod); both add Gaussian
     # noise to the average. No privacy accounting (epsilon) is done here.
     dp: DpMode = "none"
+    # dp: the Gaussian noise's standard deviation, in multiples of the clipping norm.
     dp_noise_multiplier: float = 0.1
+    # dp: the norm each update is clipped to.
     dp_clipping_norm: float = 1.0
     # Simulation: CPUs per client (clients run one after another when it is all the CPUs).
     client_cpus: int = 0  # 0: all of this machine's

@@ -2,9 +2,9 @@
 
 `nlu federated CONFIG.yaml [key=value ...]` runs Flower's simulation engine: one ClientApp per
 client on this machine. The same ServerApp and ClientApp run in Flower's deployment engine
-(SuperLink and SuperNodes as separate processes; `nlu.federated.apps`, docs/federated.md).
+(SuperLink and SuperNodes as separate processes; `nlu.federated.apps`, docs/guide/federated.md).
 
-What travels (docs/federated.md has the reasons):
+What travels (docs/guide/federated.md has the reasons):
 
 - Server -> client: the job (the resolved config and the federation's label space, no data) and
   the global arrays.
@@ -23,7 +23,7 @@ What travels (docs/federated.md has the reasons):
   towards the pooled one (regularised quadratic discriminant; clients send one matrix of outer
   products per skill they hold), and the router gets a quadratic term (`Router.curvature`).
   `router: trained` is plain FedAvg of a router every client trains on its own examples (the
-  naive baseline, measured against it in docs/experiments.md).
+  naive baseline, measured against it in benchmarks/results/studies/federated.md).
 """
 
 from __future__ import annotations

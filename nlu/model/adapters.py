@@ -17,7 +17,8 @@ too; the data covers only the adapted skill and the adapter is small, so this on
 texts near the routing boundary.
 
 The alternative, `--finetune lora_merged`, merges the adapter into the shared encoder: one pass,
-but every skill sees the changed encoder (see docs/experiments.md for what that costs).
+but every skill sees the changed encoder (benchmarks/results/studies/forgetting.md measures
+what that costs).
 """
 
 from __future__ import annotations

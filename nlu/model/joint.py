@@ -112,7 +112,7 @@ class JointModel(nn.Module):
         # "layers": the router reads every transformer layer's pooled vector, averaged. Lower
         # layers keep more of the pretrained sentence semantics that tell skills apart; where
         # the router is fitted rather than trained (federated owners), it reads them better
-        # than the last layer alone (docs/experiments.md §6).
+        # than the last layer alone (benchmarks/results/studies/federated.md).
         self.router_input = router_input
         self.dropout_rate = dropout
         # A training-time setting: not saved, it does not change inference.
