@@ -1,12 +1,18 @@
-"""Typed training configuration: YAML file + `key=value` overrides; unknown keys are errors.
+"""Typed configuration and the one loader every recipe and the server use.
 
-The config is grouped (data, model, optim, mtl, finetune, ood, output); each training stage takes
-only its group. Users write flat keys (`epochs: 4`, `data=skills,my.jsonl`) or nested groups
-(`optim: {epochs: 4}`, `optim.epochs=4`); every key name is unique across groups. The resolved
-config is saved nested with each run and inside the model folder.
+A config is a dataclass whose fields are keys or groups (nested dataclasses). The training
+config is grouped (data, model, optim, mtl, finetune, ood, output); each training stage takes
+only its group. Recipes nest it (`DistillConfig.student`, `FederatedConfig.student`) beside their
+own groups, and the server's settings are one flat dataclass. `load(cls, path, overrides,
+flags=...)` reads any of them: a YAML file, then `key=value` overrides, then values the command
+line already parsed (flags). Users write flat keys (`epochs: 4`, `data=skills,my.jsonl`), nested
+groups (`optim: {epochs: 4}`) or dotted keys (`optim.epochs=4`); every key name is unique in
+its config, so a flat key has one place. Unknown keys are errors that name the closest known one;
+values are checked against the field's type (choices are `Literal` types); a class's
+`problems()` checks what spans several keys. The resolved config is saved with each run.
 
-Adding a key means adding a field to its group here and reading it where it is used: choices
-are `Literal` types (validated here), and nothing else lists the keys.
+Adding a key means adding a field (with a comment: docs/reference/config.md is generated from
+them) and reading it where it is used: nothing else lists the keys.
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -187,25 +193,168 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     mtl: MultiTaskConfig = field(default_factory=MultiTaskConfig)
-    # With init_from: which parameters train (full, top_layers, heads, lora, lora_merged;
-    # docs/guide/training.md).
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     ood: OodConfig = field(default_factory=OodConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     # Seeds data splits, template filling, initialisation and data order: one seed, one model.
     seed: int = 42
 
+    def problems(self) -> list[str]:
+        found = []
+        if not 0.0 < self.ood.target_recall <= 1.0:
+            found.append(
+                f"target_recall={self.ood.target_recall}; use a share in (0, 1], e.g. 0.98"
+            )
+        if self.model.router_input == "layers" and self.model.sharing != "hard":
+            found.append(
+                f"router_input=layers needs one encoder (sharing=hard), not "
+                f"sharing={self.model.sharing}; use router_input=sentence with soft sharing"
+            )
+        if not 0.0 <= self.optim.label_smoothing < 1.0:
+            found.append(
+                f"label_smoothing={self.optim.label_smoothing}; use a value in [0, 1), e.g. 0.1"
+            )
+        return found
 
-GROUPS: dict[str, type] = {
-    f.name: typing.get_type_hints(TrainConfig)[f.name]
-    for f in dataclasses.fields(TrainConfig)
-    if dataclasses.is_dataclass(typing.get_type_hints(TrainConfig)[f.name])
-}
-# Public key -> its group ("" for top-level keys).
-KEYS: dict[str, str] = {
-    **{f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)},
-    **{f.name: "" for f in dataclasses.fields(TrainConfig) if f.name not in GROUPS},
-}
+
+C = TypeVar("C")
+Path_ = tuple[str, ...]
+
+
+# -- the loader ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tree:
+    """Where every key of a config class lives: its name -> its path of field names."""
+
+    leaves: dict[str, Path_]
+    groups: dict[str, Path_]
+    hints: dict[Path_, Any]
+
+
+def tree(cls: Any) -> Tree:
+    if cls not in _TREES:
+        _TREES[cls] = _walk(cls)
+    return _TREES[cls]
+
+
+_TREES: dict[Any, Tree] = {}
+
+
+def _walk(cls: Any) -> Tree:
+    leaves: dict[str, Path_] = {}
+    groups: dict[str, Path_] = {}
+    hints: dict[Path_, Any] = {}
+
+    def walk(node: Any, prefix: Path_) -> None:
+        for f in dataclasses.fields(node):
+            path, hint = (*prefix, f.name), typing.get_type_hints(node)[f.name]
+            hints[path] = hint
+            if dataclasses.is_dataclass(hint):
+                groups.setdefault(f.name, path)
+                walk(hint, path)
+            elif leaves.setdefault(f.name, path) != path:
+                raise TypeError(f"{cls.__name__}: key {f.name!r} is defined twice")
+
+    walk(cls, ())
+    return Tree(leaves, groups, hints)
+
+
+def _under(path: Path_, within: Path_) -> bool:
+    return path[: len(within)] == within
+
+
+def _suggest(key: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key.rpartition(".")[2], list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f". Known keys: {', '.join(sorted(known))}"
+
+
+def _place(t: Tree, key: str, value: Any, within: Path_, out: dict[Path_, Any], shown: str) -> None:
+    """Put one user key (flat, dotted or a group's mapping) at its path."""
+    head, dot, rest = key.partition(".")
+    group = t.groups.get(head)
+    if dot:
+        if group is None or not _under(group, within):
+            raise ConfigError(f"unknown key {shown!r}{_suggest(shown, list(t.leaves))}")
+        _place(t, rest, value, group, out, shown)
+        return
+    if group is not None and _under(group, within) and isinstance(value, Mapping):
+        for name, inner in value.items():
+            _place(t, str(name), inner, group, out, f"{shown}.{name}")
+        return
+    path = t.leaves.get(key)
+    if path is None or not _under(path, within):
+        raise ConfigError(f"unknown key {shown!r}{_suggest(key, list(t.leaves))}")
+    out[path] = _coerce(key, value, t.hints[path])
+
+
+def _make(cls: Any, base: Any, assigned: dict[Path_, Any], prefix: Path_, source: str) -> Any:
+    """`base` (or, when None, a new `cls`) with the assigned values, checked."""
+    changes: dict[str, Any] = {}
+    missing = []
+    for f in dataclasses.fields(cls):
+        path = (*prefix, f.name)
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            inner = getattr(base, f.name) if base is not None else _default(f)
+            if inner is None or any(_under(p, path) for p in assigned):
+                changes[f.name] = _make(hint, inner, assigned, path, source)
+        elif path in assigned:
+            changes[f.name] = assigned[path]
+        elif base is None and _default(f) is None and f.default is dataclasses.MISSING:
+            missing.append(f.name)
+    if missing:
+        raise ConfigError(f"{source}: missing key {missing[0]!r}")
+    made = cls(**changes) if base is None else dataclasses.replace(base, **changes)
+    found = made.problems() if hasattr(made, "problems") else []
+    if found:
+        raise ConfigError(f"{source}: " + "; ".join(found))
+    return made
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def update(config: C, values: Mapping[str, Any], *, source: str = "overrides") -> C:
+    """A copy of `config` with user keys (flat, dotted or grouped) changed, checked."""
+    t = tree(type(config))
+    assigned: dict[Path_, Any] = {}
+    for key, value in values.items():
+        try:
+            _place(t, str(key), value, (), assigned, str(key))
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+    return typing.cast(C, _make(type(config), config, assigned, (), source))
+
+
+def build(cls: type[C], values: Mapping[str, Any], *, source: str = "config") -> C:
+    """A new `cls` from user keys: the defaults, then `values`."""
+    t = tree(cls)
+    assigned: dict[Path_, Any] = {}
+    for key, value in values.items():
+        try:
+            _place(t, str(key), value, (), assigned, str(key))
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+    return typing.cast(C, _make(cls, None, assigned, (), source))
+
+
+def load(
+    cls: type[C],
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    flags: Mapping[str, Any] | None = None,
+) -> C:
+    """The one loader: a YAML file, then `key=value` overrides, then command-line flags that
+    are set (None: not given)."""
+    values = read_values(path, overrides)
+    values.update({k: v for k, v in (flags or {}).items() if v is not None})
+    return build(cls, values, source=str(path or "overrides"))
 
 
 def choices(literal: Any) -> tuple[str, ...]:
@@ -225,12 +374,18 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if value not in args:
             raise ConfigError(f"{name}={value!r}; choose one of {', '.join(map(str, args))}")
         return value
-    if origin is list:
+    if origin in (list, tuple):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
-        if not isinstance(value, list):
+        if not isinstance(value, list | tuple):
             raise ConfigError(f"{name} must be a list, got {value!r}")
-        return [_coerce(name, v, args[0]) for v in value]
+        if dataclasses.is_dataclass(args[0]):
+            return [_row(name, i, v, args[0]) for i, v in enumerate(value)]
+        return origin(_coerce(name, v, args[0]) for v in value)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name} must be a mapping, got {value!r}")
+        return dict(value)
     if hint is float and not isinstance(value, bool) and isinstance(value, int | str):
         # YAML 1.1 reads `3e-5` (no dot) as a string; accept it as the number it means.
         try:
@@ -244,86 +399,20 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     return value
 
 
-def typed_value(cls: type, key: str, value: Any, *, source: str) -> Any:
-    """`value` checked and converted for field `key` of config dataclass `cls` (the rules of
-    the training keys, for recipes with keys of their own)."""
-    try:
-        return _coerce(key, value, typing.get_type_hints(cls)[key])
-    except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
-
-
-def _flatten(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """Nested groups (`optim: {epochs: 4}`) and dotted keys (`optim.epochs`) -> flat keys."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        group, dot, name = key.partition(".")
-        if dot:
-            if group not in GROUPS or KEYS.get(name) != group:
-                raise ConfigError(f"{source}: unknown key {key!r}{_suggest(key)}")
-            flat[name] = value
-        elif key in GROUPS and isinstance(value, dict):
-            for name, inner in value.items():
-                if KEYS.get(name) != key:
-                    raise ConfigError(f"{source}: unknown key {key}.{name}{_suggest(name)}")
-                flat[name] = inner
-        else:
-            flat[key] = value
-    return flat
-
-
-def _suggest(key: str) -> str:
-    close = difflib.get_close_matches(key.rpartition(".")[2], list(KEYS), n=1)
-    return f"; did you mean {close[0]!r}?" if close else f". Known keys: {', '.join(sorted(KEYS))}"
-
-
-def make_config(values: dict[str, Any], *, source: str = "config") -> TrainConfig:
-    flat = _flatten(values, source)
-    unknown = sorted(set(flat) - set(KEYS))
-    if unknown:
-        raise ConfigError(f"{source}: unknown key {unknown[0]!r}{_suggest(unknown[0])}")
-    return replace(TrainConfig(), source=source, **flat)
-
-
-def replace(cfg: TrainConfig, *, source: str = "overrides", **changes: Any) -> TrainConfig:
-    """A copy of `cfg` with flat keys changed (`replace(cfg, epochs=2, data=[...])`), validated."""
-    groups: dict[str, dict[str, Any]] = {}
-    top: dict[str, Any] = {}
-    for key, value in changes.items():
-        if key not in KEYS:
-            raise ConfigError(f"{source}: unknown key {key!r}{_suggest(key)}")
-        group = KEYS[key]
-        hint = typing.get_type_hints(GROUPS[group] if group else TrainConfig)[key]
-        try:
-            coerced = _coerce(key, value, hint)
-        except ConfigError as err:
-            raise ConfigError(f"{source}: {err}") from None
-        (groups.setdefault(group, {}) if group else top)[key] = coerced
-    new = dataclasses.replace(
-        cfg,
-        **top,
-        **{g: dataclasses.replace(getattr(cfg, g), **kv) for g, kv in groups.items()},
+def _row(name: str, index: int, value: Any, cls: Any) -> Any:
+    """One entry of a list of configs (`teachers:`), named in errors by its `name` key."""
+    label = (
+        f"{name.removesuffix('s')} {value['name']}"
+        if isinstance(value, Mapping) and "name" in value
+        else f"{name}[{index}]"
     )
-    if not 0.0 < new.ood.target_recall <= 1.0:
-        raise ConfigError(
-            f"{source}: target_recall={new.ood.target_recall}; use a share in (0, 1], e.g. 0.98"
-        )
-    if new.model.router_input == "layers" and new.model.sharing != "hard":
-        raise ConfigError(
-            f"{source}: router_input=layers needs one encoder (sharing=hard), not "
-            f"sharing={new.model.sharing}; use router_input=sentence with soft sharing"
-        )
-    if not 0.0 <= new.optim.label_smoothing < 1.0:
-        raise ConfigError(
-            f"{source}: label_smoothing={new.optim.label_smoothing}; use a value in [0, 1), "
-            "e.g. 0.1"
-        )
-    return new
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{label} must be a mapping of key: value, got {value!r}")
+    return build(cls, value, source=label)
 
 
 def read_values(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """A config file's keys with `key=value` overrides on top, not yet checked (every recipe's
-    loader checks them against its own keys)."""
+    """A config file's keys with `key=value` overrides on top, not yet checked."""
     values: dict[str, Any] = {}
     if path is not None:
         values.update(read_yaml(Path(path)))
@@ -336,10 +425,6 @@ def read_values(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[
     return values
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    return make_config(read_values(path, overrides or []), source=str(path or "overrides"))
-
-
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -350,12 +435,42 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
+# -- the training config -----------------------------------------------------------------------
+
+
+GROUPS: dict[str, type] = {
+    f.name: typing.get_type_hints(TrainConfig)[f.name]
+    for f in dataclasses.fields(TrainConfig)
+    if dataclasses.is_dataclass(typing.get_type_hints(TrainConfig)[f.name])
+}
+# Public key -> its group ("" for top-level keys).
+KEYS: dict[str, str] = {
+    name: path[0] if len(path) > 1 else "" for name, path in tree(TrainConfig).leaves.items()
+}
+
+
+def make_config(values: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
+    return build(TrainConfig, values, source=source)
+
+
+def replace(cfg: TrainConfig, *, source: str = "overrides", **changes: Any) -> TrainConfig:
+    """A copy of `cfg` with flat keys changed (`replace(cfg, epochs=2, data=[...])`), checked."""
+    return update(cfg, changes, source=source)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Sequence[str] | None = None
+) -> TrainConfig:
+    return load(TrainConfig, path, overrides or [])
+
+
 def parse_config(text: str, *, source: str) -> TrainConfig:
     """A resolved config as saved with a run or in a model folder (flat or nested)."""
     loaded = yaml.safe_load(text) or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{source}: a config is a mapping of key: value")
-    # Keys that later tools add (add-skill's note) are not training keys.
+    # Keys that other recipes save beside the training keys (teachers, federation, add-skill's
+    # note) are not training keys.
     return make_config({k: v for k, v in loaded.items() if k in KEYS or k in GROUPS}, source=source)
 
 

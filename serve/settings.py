@@ -6,7 +6,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-DEFAULT_MODEL = "runs/demo/model"
+from nlu.model.modeldir import DEFAULT_MODEL
+
 # How uvicorn's worker processes receive the settings (they import the app factory anew).
 ENV_VAR = "NLU_SERVE_SETTINGS"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")

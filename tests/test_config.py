@@ -87,3 +87,64 @@ def test_optional_mpnet_encoder_says_how_to_fetch_it(
     (tmp_path / "all-mpnet-base-v2" / "config.json").write_text("{}")
     assert resolve_encoder("mpnet") == str(tmp_path / "all-mpnet-base-v2")
     assert resolve_encoder("bert-base-uncased") == "bert-base-uncased"
+
+
+def test_one_loader_reads_every_recipes_config(tmp_path: Path) -> None:
+    """Flat, dotted and grouped keys mean the same in the distillation and federated configs as
+    in the training config, and each saved config reads back as it was."""
+    from nlu.config import build, load
+    from nlu.distill.config import DistillConfig, dump_distill_config
+    from nlu.federated.config import FederatedConfig, dump_federated_config
+
+    teachers = [{"name": "a", "kind": "nlu", "path": "m"}]
+    flat = build(DistillConfig, {"teachers": teachers, "alpha": 0.7, "epochs": 2}, source="t")
+    dotted = build(
+        DistillConfig, {"teachers": teachers, "kd.alpha": 0.7, "optim.epochs": 2}, source="t"
+    )
+    nested = build(
+        DistillConfig,
+        {"teachers": teachers, "kd": {"alpha": 0.7}, "student": {"optim": {"epochs": 2}}},
+        source="t",
+    )
+    assert flat == dotted == nested and flat.student.optim.epochs == 2
+    assert flat.student.data.data == []  # a distillation student's gold data is optional
+    path = tmp_path / "d.yaml"
+    path.write_text(dump_distill_config(flat))
+    assert load(DistillConfig, path) == flat
+
+    fed = build(FederatedConfig, {"rounds": 3, "federation.clients": 0, "seed": 5}, source="t")
+    assert (fed.federation.rounds, fed.student.seed) == (3, 5)
+    path.write_text(dump_federated_config(fed))
+    assert load(FederatedConfig, path) == fed
+
+
+def test_the_loader_names_what_is_wrong_in_every_config() -> None:
+    from nlu.config import build
+    from nlu.distill.config import DistillConfig
+    from nlu.serve.settings import ServeSettings
+
+    with pytest.raises(ConfigError, match=r"teacher a: missing key 'kind'"):
+        build(DistillConfig, {"teachers": [{"name": "a"}]}, source="t")
+    with pytest.raises(ConfigError, match=r"teachers\[0\] must be a mapping"):
+        build(DistillConfig, {"teachers": ["a"]}, source="t")
+    with pytest.raises(ConfigError, match="must list at least one teacher"):
+        build(DistillConfig, {"teachers": []}, source="t")
+    with pytest.raises(ConfigError, match=r"nlu serve: port must be int, got 'eighty'"):
+        build(ServeSettings, {"port": "eighty"}, source="nlu serve")
+    with pytest.raises(ConfigError, match=r"unknown key 'max_bach'; did you mean 'max_batch'"):
+        build(ServeSettings, {"max_bach": 8}, source="nlu serve")
+    hosts = build(ServeSettings, {"trusted_hosts": ["a", "b"]}, source="nlu serve")
+    assert hosts.trusted_hosts == ("a", "b")
+
+
+def test_command_line_flags_go_through_the_loader(tmp_path: Path) -> None:
+    """`--encoder` and the other flags are values for the loader, not key=value strings, and
+    win over the file and the overrides."""
+    from nlu.config import load
+
+    path = tmp_path / "c.yaml"
+    path.write_text("encoder: default\nepochs: 3\n")
+    cfg = load(TrainConfig, path, ["epochs=4"], flags={"encoder": "x=y", "resume": None})
+    assert (cfg.model.encoder, cfg.optim.epochs, cfg.output.resume) == ("x=y", 4, None)
+    with pytest.raises(ConfigError, match="finetune='fast'; choose one of full"):
+        load(TrainConfig, None, [], flags={"finetune": "fast"})

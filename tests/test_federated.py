@@ -237,7 +237,9 @@ def test_the_fitted_router_is_additive_over_clients_and_separates_skills() -> No
 def test_federation_keys_are_checked(tmp_path: Path) -> None:
     cfg = make_federated_config({"rounds": 2, "partition": "iid", "clients": 3}, source="t")
     assert isinstance(cfg, FederatedConfig) and cfg.federation.clients == 3
-    with pytest.raises(ConfigError, match=r"unknown key federation\.round"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'federation\.round'; did you mean 'rounds'"
+    ):
         make_federated_config({"federation": {"round": 2}}, source="t")
     with pytest.raises(ConfigError, match=r"dp_noise_multiplier=-0.1 \(0 or more\); dp_clip"):
         make_federated_config({"dp_noise_multiplier": -0.1, "dp_clipping_norm": 0}, source="t")

@@ -12,7 +12,15 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "vocabulary",
-        ("nlu._aliases", "nlu.schema", "nlu.text", "nlu.resolve", "nlu.labels", "nlu.result"),
+        (
+            "nlu._aliases",
+            "nlu.console",
+            "nlu.schema",
+            "nlu.text",
+            "nlu.resolve",
+            "nlu.labels",
+            "nlu.result",
+        ),
     ),
     ("config", ("nlu.config",)),
     ("data", ("nlu.data",)),

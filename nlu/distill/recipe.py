@@ -134,8 +134,6 @@ def distill(cfg: DistillConfig) -> TrainResult:
         return load_split(source, "dev", seed=student.seed).examples
 
     student = cfg.student
-    if student.finetune.init_from:
-        raise ConfigError("distillation trains a new student; init_from is not supported here")
     resolved = dump_distill_config(cfg)
     run = setup_run(student.output)
     check_encoder(student.model.encoder)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +11,7 @@ from typing import Any, Literal
 
 import yaml
 
-from nlu.config import ConfigError, TrainConfig, make_config, read_values, typed_value
-
-if typing.TYPE_CHECKING:
-    pass
+from nlu.config import TrainConfig, build, load
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +98,46 @@ class FederationConfig:
     # Simulation: CPUs per client (clients run one after another when it is all the CPUs).
     client_cpus: int = 0  # 0: all of this machine's
 
+    def problems(self) -> list[str]:
+        problems = [
+            f"{name}={value} (at least {low})"
+            for name, value, low in (
+                ("rounds", self.rounds, 1),
+                ("local_epochs", self.local_epochs, 1),
+                ("head_refit_epochs", self.head_refit_epochs, 0),
+                ("local_parts", self.local_parts, 1),
+                ("min_clients", self.min_clients, 1),
+                ("clients", self.clients, 0),
+            )
+            if value < low
+        ]
+        if self.dirichlet_alpha <= 0:
+            problems.append(f"dirichlet_alpha={self.dirichlet_alpha} (above 0, e.g. 0.5)")
+        if self.shared_server_lr <= 0:
+            problems.append(
+                f"shared_server_lr={self.shared_server_lr} (above 0; 1.0 is plain FedAvg)"
+            )
+        if self.strategy == "fedadam" and self.shared_server_lr != 1.0:
+            problems.append(
+                "shared_server_lr applies to fedavg and fedprox; fedadam steps by "
+                "server_learning_rate"
+            )
+        if self.strategy == "fedadam" and self.head_refit_epochs:
+            # FedAdam's server step would move the heads by its own rule, and the encoder by its
+            # momentum, in a round meant to fit the heads to a fixed encoder.
+            problems.append("head_refit_epochs works with fedavg and fedprox, not fedadam")
+        if not 0.0 <= self.router_shrinkage <= 1.0:
+            problems.append(
+                f"router_shrinkage={self.router_shrinkage} (between 0 and 1, e.g. 0.95)"
+            )
+        if self.dp_noise_multiplier < 0:
+            problems.append(f"dp_noise_multiplier={self.dp_noise_multiplier} (0 or more)")
+        if self.dp_clipping_norm <= 0:
+            problems.append(f"dp_clipping_norm={self.dp_clipping_norm} (above 0)")
+        if self.partition != "skill" and self.clients < 2:
+            problems.append(f"partition={self.partition} needs clients=N (2 or more shards)")
+        return problems
+
 
 @dataclass
 class FederatedConfig:
@@ -111,68 +147,18 @@ class FederatedConfig:
     # the data the simulated clients split among themselves.
     student: TrainConfig = field(default_factory=TrainConfig)
 
-
-FED_KEYS = {f.name for f in dataclasses.fields(FederationConfig)}
+    def problems(self) -> list[str]:
+        if self.student.model.sharing != "hard":
+            return ["federated training shares one encoder (sharing=hard)"]
+        return []
 
 
 def make_federated_config(values: Mapping[str, Any], *, source: str) -> FederatedConfig:
-    values = dict(values)
-    fed_values = dict(values.pop("federation", None) or {})
-    for key in list(values):
-        if key in FED_KEYS:
-            fed_values[key] = values.pop(key)
-        elif key.startswith("federation."):
-            fed_values[key.partition(".")[2]] = values.pop(key)
-    unknown = sorted(set(fed_values) - FED_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key federation.{unknown[0]}; known: {', '.join(sorted(FED_KEYS))}"
-        )
-    fed = FederationConfig(
-        **{k: typed_value(FederationConfig, k, v, source=source) for k, v in fed_values.items()}
-    )
-    problems = [
-        f"{name}={value} (at least {low})"
-        for name, value, low in (
-            ("rounds", fed.rounds, 1),
-            ("local_epochs", fed.local_epochs, 1),
-            ("head_refit_epochs", fed.head_refit_epochs, 0),
-            ("local_parts", fed.local_parts, 1),
-            ("min_clients", fed.min_clients, 1),
-            ("clients", fed.clients, 0),
-        )
-        if value < low
-    ]
-    if fed.dirichlet_alpha <= 0:
-        problems.append(f"dirichlet_alpha={fed.dirichlet_alpha} (above 0, e.g. 0.5)")
-    if fed.shared_server_lr <= 0:
-        problems.append(f"shared_server_lr={fed.shared_server_lr} (above 0; 1.0 is plain FedAvg)")
-    if fed.strategy == "fedadam" and fed.shared_server_lr != 1.0:
-        problems.append(
-            "shared_server_lr applies to fedavg and fedprox; fedadam steps by server_learning_rate"
-        )
-    if fed.strategy == "fedadam" and fed.head_refit_epochs:
-        # FedAdam's server step would move the heads by its own rule, and the encoder by its
-        # momentum, in a round meant to fit the heads to a fixed encoder.
-        problems.append("head_refit_epochs works with fedavg and fedprox, not fedadam")
-    if not 0.0 <= fed.router_shrinkage <= 1.0:
-        problems.append(f"router_shrinkage={fed.router_shrinkage} (between 0 and 1, e.g. 0.95)")
-    if fed.dp_noise_multiplier < 0:
-        problems.append(f"dp_noise_multiplier={fed.dp_noise_multiplier} (0 or more)")
-    if fed.dp_clipping_norm <= 0:
-        problems.append(f"dp_clipping_norm={fed.dp_clipping_norm} (above 0)")
-    if fed.partition != "skill" and fed.clients < 2:
-        problems.append(f"partition={fed.partition} needs clients=N (2 or more shards)")
-    if problems:
-        raise ConfigError(f"{source}: " + "; ".join(problems))
-    student = make_config(values, source=source)
-    if student.model.sharing != "hard":
-        raise ConfigError(f"{source}: federated training shares one encoder (sharing=hard)")
-    return FederatedConfig(federation=fed, student=student)
+    return build(FederatedConfig, values, source=source)
 
 
 def load_federated_config(path: str | Path, overrides: Sequence[str] = ()) -> FederatedConfig:
-    return make_federated_config(read_values(path, overrides), source=str(path))
+    return load(FederatedConfig, path, overrides)
 
 
 def dump_federated_config(cfg: FederatedConfig) -> str:

@@ -267,6 +267,8 @@ def _replace(staging: Path, directory: Path) -> None:
 # -- load ------------------------------------------------------------------------------------------
 
 
+# Where `nlu predict` and `nlu serve` look without a model argument: the demo's model.
+DEFAULT_MODEL = "runs/demo/model"
 RUN_MODEL_DIR = "model"  # where a training run (train, finetune, add-skill) puts its model
 
 

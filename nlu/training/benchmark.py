@@ -14,11 +14,11 @@ import math
 import platform
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nlu.config import TrainConfig, flat, load_config, replace
+from nlu.config import TrainConfig, flat, load, replace
 from nlu.evaluation.evaluate import evaluate
 from nlu.evaluation.metrics import SEQEVAL_MODE
 from nlu.training.train import train
@@ -37,11 +37,14 @@ def mean_stderr(values: Sequence[float]) -> dict[str, float]:
     return {"mean": round(mean, 2), "stderr": round(stderr, 2), "n": len(values)}
 
 
-def benchmark_config(name: str, overrides: Sequence[str]) -> TrainConfig:
-    """The preset nlu/presets/<name>.yaml if there is one, then key=value overrides."""
+def benchmark_config(
+    name: str, overrides: Sequence[str], *, flags: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """The preset nlu/presets/<name>.yaml if there is one, then key=value overrides, then the
+    command line's flags."""
     preset = importlib.resources.files("nlu") / PRESETS / f"{name}.yaml"
     with importlib.resources.as_file(preset) as path:
-        return load_config(path if path.is_file() else None, list(overrides))
+        return load(TrainConfig, path if path.is_file() else None, list(overrides), flags=flags)
 
 
 def benchmark(
