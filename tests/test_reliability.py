@@ -279,7 +279,7 @@ def test_duplicate_keys_in_a_skill_file_are_a_path_line_error(tmp_path: Path) ->
 def test_resume_skips_a_broken_newest_checkpoint(
     make_config: Callable[..., TrainConfig], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="nlu.training.train")
+    caplog.set_level(logging.INFO, logger="nlu.training")
     first = train(make_config(tmp_path, epochs=2, keep_checkpoints=3))
     checkpoints = tmp_path / "checkpoints"
     (checkpoints / "epoch_002" / "optimizer.bin").write_bytes(b"\x00" * 10)  # torn save

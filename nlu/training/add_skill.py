@@ -31,6 +31,7 @@ import yaml
 from torch import nn
 
 from nlu.config import DataConfig, OodConfig, parse_config
+from nlu.labels import SkillLabels
 from nlu.model import modeldir
 from nlu.model.alignment import Tokenizer, pad_id
 from nlu.model.features import collate, featurize
@@ -125,8 +126,6 @@ def add_skill(
 ) -> AddSkillResult:
     from accelerate import PartialState
 
-    from nlu.data.loaders import load_split
-
     # The data stage: it logs what it loaded.
     from nlu.training.engine import load_data
 
@@ -135,14 +134,12 @@ def add_skill(
     out_dir = run_dir / modeldir.RUN_MODEL_DIR
     torch.manual_seed(seed)
     old, base = JointModel.load(model_dir)
-    old_names = old.index.names
     if old.sharing is not None:
         raise AddSkillError(
             f"{model_dir} shares its encoder softly ({old.sharing.mode}): a new skill would need "
             "a place among its columns and mixing weights, which add-skill cannot give it "
             "without retraining them. Train a model on all skills (`nlu train`) instead"
         )
-
     data = load_data(
         DataConfig(
             data=list(skill_data),
@@ -151,103 +148,41 @@ def add_skill(
         ),
         seed=seed,
     )
-    train, dev, new_labels = data.train, data.dev, data.labels
-    clash = [s.name for s in new_labels if s.name in old_names]
+    clash = [s.name for s in data.labels if s.name in old.index.names]
     if clash:
         raise AddSkillError(
             f"{model_dir} already has skill(s) {', '.join(clash)}; add-skill only adds new "
             "skills. To update an existing skill, fine-tune: `nlu train --from MODEL ...`"
         )
-
-    replay_examples: list[Example] = []
-    for source in replay or _replay_sources(model_dir, base.training_config):
-        replay_examples += load_split(source, "train", seed=seed).examples
-    replay_examples = [e for e in replay_examples if e.in_scope]  # only old skills teach bounds
-    unknown = {e.skill for e in replay_examples if e.skill} - set(old_names)
-    if unknown:
-        raise DataError(
-            f"replay data has skill(s) {', '.join(sorted(unknown))} that {model_dir} does not "
-            f"know (it has {', '.join(old_names)}); replay only the model's own skills"
-        )
-    if len(replay_examples) > max_replay:
-        replay_examples = random.Random(seed).sample(replay_examples, max_replay)
-    if not replay_examples:
-        raise AddSkillError("no replay examples: the router cannot learn the new skill's bounds")
-
-    # -- the extended model: old weights shared, new heads and router rows fresh ------------
-    model = JointModel(
-        encoder=old.hard_encoder,
-        skills=[*old.skills, *new_labels],
-        pooling=old.pooling,
-        dropout=old.dropout_rate,
-        router_input=old.router_input,
+    replayed = replay_examples(
+        old, replay or _replay_sources(model_dir, base.training_config), max_replay, seed
     )
-    hidden = old.encoder_config.hidden_size
-    for s in old.skills:
-        model.intent_heads[s.name] = old.intent_heads[s.name]
-        model.slot_heads[s.name] = old.slot_heads[s.name]
-    new_router = nn.Linear(hidden, len(new_labels))
-    for p in old.parameters():
-        p.requires_grad_(False)
-    trainable = [new_router.weight, new_router.bias]
-    for s in new_labels:
-        trainable += list(model.intent_heads[s.name].parameters())
-        trainable += list(model.slot_heads[s.name].parameters())
-    model.eval()  # the encoder runs without dropout; head dropout is applied by hand below
 
     started = time.perf_counter()
-    new = _cache(model, base.tokenizer, train, base.meta.max_length)
-    replayed = _cache(model, base.tokenizer, replay_examples, base.meta.max_length)
-    weighting = LossWeighting(
-        model.task_names(), strategy="static", static={"router": 1, "intent": 1, "slot": 1}
+    model, new_router = extended_model(old, data.labels)
+    new = _cache(model, base.tokenizer, data.train, base.meta.max_length)
+    old_cached = _cache(model, base.tokenizer, replayed, base.meta.max_length)
+    steps = max(1, -(-len(data.train) // batch_size))
+    train_heads(
+        model,
+        old,
+        new_router,
+        new,
+        old_cached,
+        epochs=epochs,
+        batch_size=batch_size,
+        replay_per_step=-(-len(replayed) // steps),
+        learning_rate=learning_rate,
+        seed=seed,
     )
-    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
-    dropout = nn.Dropout(old.dropout_rate)
-    steps = max(1, -(-len(train) // batch_size))
-    replay_per_step = -(-len(replay_examples) // steps)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        order = torch.randperm(len(train), generator=generator)
-        replay_order = torch.randperm(len(replay_examples), generator=generator)
-        for step in range(steps):
-            idx = order[step * batch_size : (step + 1) * batch_size]
-            ridx = replay_order[step * replay_per_step : (step + 1) * replay_per_step]
-            _, intent_logits, slot_logits = model.heads(
-                dropout(new.pooled[idx]), dropout(new.tokens[idx])
-            )
-            # The router's new outputs also learn "not me" from the replayed old skills.
-            every = torch.cat([new.routed[idx], replayed.routed[ridx]])
-            router_logits = torch.cat([old.router(every), new_router(dropout(every))], dim=-1)
-            losses = task_losses(
-                index=model.index,
-                router_logits=router_logits,
-                router_targets=torch.cat([new.skill_ids[idx], replayed.skill_ids[ridx]]),
-                intent_logits=intent_logits,
-                slot_logits=slot_logits,
-                skill_ids=new.skill_ids[idx],
-                intent_labels=new.intent_labels[idx],
-                slot_labels=new.slot_labels[idx],
-            )
-            loss = weighting(losses)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-    # -- merge the router and save ------------------------------------------------------------
-    with torch.no_grad():
-        model.router.weight.copy_(torch.cat([old.router.weight, new_router.weight]))
-        model.router.bias.copy_(torch.cat([old.router.bias, new_router.bias]))
-    if old.router.curvature is not None:
-        # The new rows were trained linear against the old rows' quadratic logits: no
-        # curvature of their own.
-        zeros = old.router.curvature.new_zeros((len(new_labels), hidden, hidden))
-        model.router.set_curvature(torch.cat([old.router.curvature, zeros]))
+    merge_router(model, old, new_router)
     seconds = time.perf_counter() - started
+
     note = {
         "add_skill": {
             "base_model": str(model_dir),
             "skill_data": list(skill_data),
-            "replay_examples": len(replay_examples),
+            "replay_examples": len(replayed),
             "epochs": epochs,
             "learning_rate": learning_rate,
             "seed": seed,
@@ -266,29 +201,21 @@ def add_skill(
         # and a held-out share of the replayed ones.
         from nlu.training.calibrate import fit_out_of_scope
 
-        held = replay_examples[: max(1, len(replay_examples) // 10)]
+        held = replayed[: max(1, len(replayed) // 10)]
         folder.ood = fit_out_of_scope(
             OodConfig(oos_method=base.ood.method, target_recall=base.ood.target_recall),  # type: ignore[arg-type]
             model,
             base.tokenizer,
             base.meta.max_length,
-            [*train, *replay_examples],
-            [*dev, *held],
+            [*data.train, *replayed],
+            [*data.dev, *held],
             seed=seed,
         )
     modeldir.save(out_dir, folder)
-    dev_metrics = None
-    if dev:
-        from nlu.evaluation.metrics import score
-        from nlu.inference.parser import Parser
-
-        parser = Parser.from_pretrained(out_dir, backend="torch")
-        dev_metrics = score(dev, parser.parse([e.text for e in dev]), tokenizer=base.tokenizer)[
-            "overall"
-        ]
+    dev_metrics = _dev_scores(out_dir, data.dev, base.tokenizer)
     logger.info(
         "added %s to %s in %.1f s -> %s; new-skill dev: %s",
-        ", ".join(s.name for s in new_labels),
+        ", ".join(s.name for s in data.labels),
         model_dir,
         seconds,
         out_dir,
@@ -296,9 +223,135 @@ def add_skill(
     )
     return AddSkillResult(
         model_dir=out_dir,
-        new_skills=[s.name for s in new_labels],
-        train_examples=len(train),
-        replay_examples=len(replay_examples),
+        new_skills=[s.name for s in data.labels],
+        train_examples=len(data.train),
+        replay_examples=len(replayed),
         seconds=round(seconds, 1),
         dev=dev_metrics,
     )
+
+
+def replay_examples(
+    old: JointModel, sources: Sequence[str], limit: int, seed: int
+) -> list[Example]:
+    """In-scope examples of the model's own skills: the router's new outputs learn from them
+    what the new skill is not."""
+    from nlu.data.loaders import load_split
+
+    found: list[Example] = []
+    for source in sources:
+        found += load_split(source, "train", seed=seed).examples
+    found = [e for e in found if e.in_scope]  # only old skills teach bounds
+    unknown = {e.skill for e in found if e.skill} - set(old.index.names)
+    if unknown:
+        raise DataError(
+            f"replay data has skill(s) {', '.join(sorted(unknown))} that the model does not "
+            f"know (it has {', '.join(old.index.names)}); replay only the model's own skills"
+        )
+    if len(found) > limit:
+        found = random.Random(seed).sample(found, limit)
+    if not found:
+        raise AddSkillError("no replay examples: the router cannot learn the new skill's bounds")
+    return found
+
+
+def extended_model(
+    old: JointModel, new_labels: Sequence[SkillLabels]
+) -> tuple[JointModel, nn.Linear]:
+    """The old model's encoder and heads (frozen, shared) with fresh heads for the new skills,
+    and the router's new rows as their own layer."""
+    model = JointModel(
+        encoder=old.hard_encoder,
+        skills=[*old.skills, *new_labels],
+        pooling=old.pooling,
+        dropout=old.dropout_rate,
+        router_input=old.router_input,
+    )
+    for s in old.skills:
+        model.intent_heads[s.name] = old.intent_heads[s.name]
+        model.slot_heads[s.name] = old.slot_heads[s.name]
+    for p in old.parameters():
+        p.requires_grad_(False)
+    model.eval()  # the encoder runs without dropout; head dropout is applied by hand
+    return model, nn.Linear(old.encoder_config.hidden_size, len(new_labels))
+
+
+def train_heads(
+    model: JointModel,
+    old: JointModel,
+    new_router: nn.Linear,
+    new: Cached,
+    replayed: Cached,
+    *,
+    epochs: int,
+    batch_size: int,
+    replay_per_step: int,
+    learning_rate: float,
+    seed: int,
+) -> None:
+    """The new skills' heads and router rows on cached encoder features; the router's new rows
+    also learn "not me" from the replayed old skills."""
+    new_skills = model.index.names[len(old.index.names) :]
+    trainable = [new_router.weight, new_router.bias]
+    for name in new_skills:
+        trainable += list(model.intent_heads[name].parameters())
+        trainable += list(model.slot_heads[name].parameters())
+    weighting = LossWeighting(
+        model.task_names(), strategy="static", static={"router": 1, "intent": 1, "slot": 1}
+    )
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
+    dropout = nn.Dropout(old.dropout_rate)
+    n, steps = len(new.skill_ids), max(1, -(-len(new.skill_ids) // batch_size))
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        replay_order = torch.randperm(len(replayed.skill_ids), generator=generator)
+        for step in range(steps):
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            ridx = replay_order[step * replay_per_step : (step + 1) * replay_per_step]
+            _, intent_logits, slot_logits = model.heads(
+                dropout(new.pooled[idx]), dropout(new.tokens[idx])
+            )
+            every = torch.cat([new.routed[idx], replayed.routed[ridx]])
+            router_logits = torch.cat([old.router(every), new_router(dropout(every))], dim=-1)
+            losses = task_losses(
+                index=model.index,
+                router_logits=router_logits,
+                router_targets=torch.cat([new.skill_ids[idx], replayed.skill_ids[ridx]]),
+                intent_logits=intent_logits,
+                slot_logits=slot_logits,
+                skill_ids=new.skill_ids[idx],
+                intent_labels=new.intent_labels[idx],
+                slot_labels=new.slot_labels[idx],
+            )
+            loss = weighting(losses)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
+def merge_router(model: JointModel, old: JointModel, new_router: nn.Linear) -> None:
+    """The old router's rows, then the new ones, as the extended model's router."""
+    hidden = old.encoder_config.hidden_size
+    with torch.no_grad():
+        model.router.weight.copy_(torch.cat([old.router.weight, new_router.weight]))
+        model.router.bias.copy_(torch.cat([old.router.bias, new_router.bias]))
+    if old.router.curvature is not None:
+        # The new rows were trained linear against the old rows' quadratic logits: no
+        # curvature of their own.
+        zeros = old.router.curvature.new_zeros((len(new_router.bias), hidden, hidden))
+        model.router.set_curvature(torch.cat([old.router.curvature, zeros]))
+
+
+def _dev_scores(
+    out_dir: Path, dev: Sequence[Example], tokenizer: Tokenizer
+) -> dict[str, Any] | None:
+    """The new skills' dev scores through the saved folder (the serving path)."""
+    if not dev:
+        return None
+    from nlu.evaluation.metrics import score
+    from nlu.inference.parser import Parser
+
+    parser = Parser.from_pretrained(out_dir, backend="torch")
+    scores: dict[str, Any] = score(dev, parser.parse([e.text for e in dev]), tokenizer=tokenizer)
+    return scores["overall"]

@@ -416,32 +416,15 @@ def fit(
         train_seconds += epoch_seconds
         seen += epoch_examples
 
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "loss": round(running, 4),
-            "seconds": round(epoch_seconds, 1),
-            "examples": epoch_examples,
-        }
-        if sampler.strategy != "proportional":
-            names = raw_model.index.names
-            record["skill_probabilities"] = {
-                (names[k] if k >= 0 else "out_of_scope"): round(p, 4)
-                for k, p in sampler.probabilities().items()
-            }
-        if weighting.strategy != "static":
-            record["loss_weights"] = weighting.effective_weights()
+        record = epoch_record(
+            epoch + 1, running, epoch_examples, epoch_seconds, sampler, weighting, raw_model
+        )
         if dev:
             metrics = evaluate_dev(
                 accelerator, raw_model, setup.tokenizer, dev_batches, dev, setup.max_length
             )
-            overall = metrics["overall"]
-            record["dev"] = overall
-            # Select on dev exact match; intent accuracy + slot F1 break ties.
-            selection = overall["exact_match"] + 1e-3 * (
-                overall["intent_accuracy"] + overall["slot_f1"]
-            )
-        else:
-            selection = float(epoch)  # no dev data: keep the last epoch
+            record["dev"] = metrics["overall"]
+        selection = selection_score(record)
         history.append(record)
         logger.info("epoch %d: %s", epoch + 1, json.dumps(record))
         accelerator.log(tracked(record), step=epoch + 1)  # a no-op without trackers
@@ -463,6 +446,43 @@ def fit(
         examples_per_second=round(seen / max(train_seconds, 1e-9), 1),
         history=history,
     )
+
+
+def epoch_record(
+    epoch: int,
+    loss: float,
+    examples: int,
+    seconds: float,
+    sampler: SkillSampler,
+    weighting: LossWeighting,
+    model: JointModel,
+) -> dict[str, Any]:
+    """What an epoch did: its loss and speed, and the skill sampling and task weights when
+    they change during training (the dev scores are added by the caller)."""
+    record: dict[str, Any] = {
+        "epoch": epoch,
+        "loss": round(loss, 4),
+        "seconds": round(seconds, 1),
+        "examples": examples,
+    }
+    if sampler.strategy != "proportional":
+        names = model.index.names
+        record["skill_probabilities"] = {
+            (names[k] if k >= 0 else "out_of_scope"): round(p, 4)
+            for k, p in sampler.probabilities().items()
+        }
+    if weighting.strategy != "static":
+        record["loss_weights"] = weighting.effective_weights()
+    return record
+
+
+def selection_score(record: dict[str, Any]) -> float:
+    """Dev exact match, with intent accuracy + slot F1 to break ties; without dev data the
+    last epoch wins."""
+    dev = record.get("dev")
+    if not dev:
+        return float(record["epoch"])
+    return float(dev["exact_match"] + 1e-3 * (dev["intent_accuracy"] + dev["slot_f1"]))
 
 
 def tracked(record: dict[str, Any]) -> dict[str, float]:
