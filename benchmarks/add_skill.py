@@ -84,15 +84,15 @@ def main() -> None:
         "|---|---|" + "---|" * len(keys),
     ]
     for part in ("new_skill_test", "old_skills_test"):
-        for name, m in result[part].items():  # type: ignore[attr-defined]
+        for name, m in result[part].items():
             label = "new skill" if part == "new_skill_test" else "old skills"
             lines.append(f"| {name} | {label} | " + " | ".join(str(m[k]) for k in keys) + " |")
     s = result["seconds"]
     lines += [
         "",
-        f"Wall time: add-skill {s['add_skill_total']} s (of which {s['add_skill_training']} s "  # type: ignore[index]
-        f"features + head training) vs. full retraining {s['retrain_total']} s: ratio "  # type: ignore[index]
-        f"{s['retrain_total'] / s['add_skill_total']:.1f}x.",  # type: ignore[index]
+        f"Wall time: add-skill {s['add_skill_total']} s (of which {s['add_skill_training']} s "
+        f"features + head training) vs. full retraining {s['retrain_total']} s: ratio "
+        f"{s['retrain_total'] / s['add_skill_total']:.1f}x.",
     ]
     text = "\n".join(lines)
     print(text)

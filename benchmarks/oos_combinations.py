@@ -64,6 +64,7 @@ def features(parser: Parser, ood: Any, texts: list[str]) -> dict[str, np.ndarray
         logits = parser.forward(encodings_inputs(encodings, pad_id(parser.tokenizer)))
         router.append(logits.router)
         intents.append(logits.intents)
+        assert logits.pooled is not None  # every graph since the detector exists has it
         pooled.append(logits.pooled)
     r, i = np.concatenate(router), np.concatenate(intents)
     index = parser.index

@@ -110,8 +110,8 @@ def profile(
     requests = load["utterances_per_s"] * (args.seconds + 2)  # py-spy ran ~2 s longer
     per_request_ms = {k: round(v / args.rate / requests * 1000, 3) for k, v in counts.items()}
     print(f"{name}: {load['utterances_per_s']:.0f} utt/s, p50 {load['p50_ms']:.2f} ms")
-    for key, n in counts.most_common():
-        print(f"  {key:24s} {100 * n / total:5.1f} %  {per_request_ms[key]:.3f} ms/request")
+    for key, samples in counts.most_common():
+        print(f"  {key:24s} {100 * samples / total:5.1f} %  {per_request_ms[key]:.3f} ms/request")
     return {
         "load": load,
         "samples": dict(counts),

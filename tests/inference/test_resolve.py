@@ -1,0 +1,112 @@
+"""Slot value resolution: listed values and synonyms, near misses, built-in kinds, and the
+model folder carrying what the server needs to resolve."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from nlu.data.skills import parse_skill_file, parse_tests_file
+from nlu.inference.parser import Parser
+from nlu.labels import LabelIndex, SkillLabels
+from nlu.resolve import Resolution, SlotCatalog, parse_kind, resolve
+from tests.helpers import SKILLS
+
+NOW = datetime(2026, 11, 26, 9, 0)  # a Thursday
+
+ROOMS = SlotCatalog({"living room": "living room", "lounge": "living room", "kitchen": "kitchen"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("kitchen", Resolution("kitchen", "exact")),
+        ("Living  Room", Resolution("living room", "exact")),  # case and spacing ignored
+        ("lounge", Resolution("living room", "synonym")),
+        ("livng room", Resolution("living room", "fuzzy")),
+        ("garage", Resolution(None, "no_match")),
+        ("kitchenette", Resolution(None, "no_match")),  # a longer word is not a near miss
+    ],
+)
+def test_listed_values(text: str, expected: Resolution) -> None:
+    assert resolve(text, ROOMS) == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "value"),
+    [
+        ("number", "seventy percent", "70"),
+        ("number", "twenty one", "21"),
+        ("number", "2.5", "2.5"),
+        ("number", "a hundred", "100"),
+        ("number", "max", None),
+        ("duration", "ten seconds", "PT10S"),
+        ("duration", "an hour and a half", "PT1H30M"),
+        ("duration", "two and a half hours", "PT2H30M"),
+        ("duration", "three days and 2 hours", "P3DT2H"),
+        ("duration", "a while", None),
+        ("time", "6:30 am", "06:30"),
+        ("time", "quarter to seven", "06:45"),
+        ("time", "half past six", "06:30"),
+        ("time", "nine fifteen", "09:15"),
+        ("time", "noon", "12:00"),
+        ("time", "5 pm", "17:00"),
+        ("time", "friday", None),  # a date has no time of day
+        ("date", "tomorrow", "2026-11-27"),
+        ("date", "friday", "2026-11-27"),
+        ("date", "next monday", "2026-11-30"),
+    ],
+)
+def test_builtin_kinds(kind: str, text: str, value: str | None) -> None:
+    assert parse_kind(kind, text, NOW) == value
+
+
+def test_a_listed_value_of_a_kind_is_normalised() -> None:
+    times = SlotCatalog({"noon": "noon", "midday": "noon"}, kind="time")
+    assert resolve("midday", times, reference=NOW) == Resolution("12:00", "synonym")
+    assert resolve("7:15 pm", times, reference=NOW) == Resolution("19:15", "parsed")
+
+
+def test_labels_keep_values_per_slot_and_round_trip() -> None:
+    spec = parse_skill_file(SKILLS / "alarm" / "skill.yaml")
+    labels = spec.labels
+    assert labels.slot_kinds["time"] == "time"
+    assert labels.slot_values["time"]["midday"] == "noon"
+    assert SkillLabels.from_dict(labels.to_dict()) == labels
+
+
+def test_demo_tests_resolve_listed_values(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue target: >= 95 % of the hand-written tests' slots whose text a skill lists carry
+    that value; here on gold spans (a correctly found span has the same text)."""
+    listed = right = 0
+    for folder in sorted(p for p in SKILLS.iterdir() if (p / "skill.yaml").is_file()):
+        spec = parse_skill_file(folder / "skill.yaml")
+        index = LabelIndex.of([spec.labels])
+        for example in parse_tests_file(folder / "tests.yaml", spec):
+            for span in example.slots:
+                text = example.value(span)
+                values = spec.labels.slot_values.get(span.slot, {})
+                if " ".join(text.casefold().split()) not in values:
+                    continue
+                listed += 1
+                catalog = index.catalogs[(spec.name, span.slot)]
+                want = values[" ".join(text.casefold().split())]
+                if catalog.kind:
+                    want = parse_kind(catalog.kind, want, NOW) or want
+                right += resolve(text, catalog, reference=NOW).value == want
+    assert listed > 100 and right / listed >= 0.95
+
+
+def test_parse_results_carry_resolved_values(trained: Any) -> None:
+    parser = Parser.from_pretrained(trained.model_dir)
+    result = parser.parse("turn on the kitchen lights")
+    (slot,) = result.slots
+    assert (slot.slot, slot.value, slot.resolved, slot.resolution) == (
+        "room",
+        "kitchen",
+        "kitchen",
+        "exact",
+    )
+    assert parser.parse(["turn on the kitchen lights"], reference_time=NOW)[0] == result
