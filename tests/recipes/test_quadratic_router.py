@@ -36,9 +36,7 @@ def spreads(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, np.repeat(np.arange(3), 300)
 
 
-def statistics(
-    x: np.ndarray, y: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def statistics(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     sums = np.zeros((n, x.shape[1]))
     np.add.at(sums, y, x)
     outers = np.stack([x[y == k].T @ x[y == k] for k in range(n)])
