@@ -36,7 +36,9 @@ from nlu.model.alignment import Encoding, Tokenizer, encode
 from nlu.schema import Example
 
 if typing.TYPE_CHECKING:
-    from nlu.training.engine import TrainResult
+    from nlu.data.loaders import TrainData
+    from nlu.training.engine import ModelSetup, TrainResult
+
 from nlu.distill.config import DistillConfig, dump_distill_config
 from nlu.distill.targets import (
     LabelMap,
@@ -123,15 +125,12 @@ def label_transfer(
 
 
 def distill(cfg: DistillConfig) -> TrainResult:
-    from nlu.data.loaders import TrainData, load_split, load_train_dev, random_split
+    from nlu.data.loaders import TrainData, load_train_dev
     from nlu.model.encoders import check_encoder
     from nlu.training.engine import fit, setup_batches, setup_model, setup_run
     from nlu.training.mtl import LossWeighting
     from nlu.training.optim import setup_optimizer
     from nlu.training.run import finish_run, start_run
-
-    def load_dev(source: str) -> list[Example]:
-        return load_split(source, "dev", seed=student.seed).examples
 
     student = cfg.student
     resolved = dump_distill_config(cfg)
@@ -157,22 +156,7 @@ def distill(cfg: DistillConfig) -> TrainResult:
     # The main process asks the teachers and fills the cache; the others then read it.
     with accelerator.main_process_first():
         transfer = label_transfer(cfg, teachers, maps, index, setup.tokenizer, setup.max_length)
-    targets = transfer.targets
-    # Labelled dev data selects the epoch: the gold data's own dev split or dev_data.
-    dev = list(gold.dev) if gold else [e for s in student.data.dev_data for e in load_dev(s)]
-    if not dev:
-        kept, held = random_split(targets, student.data.dev_fraction, student.seed)
-        targets, dev = kept, [t.example for t in held]
-        logger.info("dev: %d teacher-labelled texts held out (no labelled dev data)", len(dev))
-    if gold:
-        targets = with_gold(targets, gold.train, index, setup.tokenizer, setup.max_length)
-    examples = [t.example for t in targets]
-    known = transfer.encodings  # gold-only texts are the ones not tokenized yet
-    new = list(dict.fromkeys(e.text for e in examples if e.text not in known))
-    if new:
-        known.update(zip(new, encode(setup.tokenizer, new, setup.max_length), strict=True))
-    soft = SoftTargets(targets, [known[e.text] for e in examples], index)
-
+    examples, dev, soft = training_targets(cfg, transfer, gold, setup)
     loader, sampler = setup_batches(
         examples,
         setup,
@@ -216,3 +200,30 @@ def distill(cfg: DistillConfig) -> TrainResult:
         seed=student.seed,
         summary={"transfer": transfer.counts},
     )
+
+
+def training_targets(
+    cfg: DistillConfig, transfer: Transfer, gold: TrainData | None, setup: ModelSetup
+) -> tuple[list[Example], list[Example], SoftTargets]:
+    """The student's examples (teacher targets, with the gold ones where given), the dev
+    examples that select its epoch, and the soft targets batched beside them."""
+    from nlu.data.loaders import load_split, random_split
+
+    student, index = cfg.student, setup.model.index
+    targets = transfer.targets
+    # Labelled dev data selects the epoch: the gold data's own dev split or dev_data.
+    dev = list(gold.dev) if gold else []
+    for source in [] if gold else student.data.dev_data:
+        dev += load_split(source, "dev", seed=student.seed).examples
+    if not dev:
+        kept, held = random_split(targets, student.data.dev_fraction, student.seed)
+        targets, dev = kept, [t.example for t in held]
+        logger.info("dev: %d teacher-labelled texts held out (no labelled dev data)", len(dev))
+    if gold:
+        targets = with_gold(targets, gold.train, index, setup.tokenizer, setup.max_length)
+    examples = [t.example for t in targets]
+    known = transfer.encodings  # gold-only texts are the ones not tokenized yet
+    new = list(dict.fromkeys(e.text for e in examples if e.text not in known))
+    if new:
+        known.update(zip(new, encode(setup.tokenizer, new, setup.max_length), strict=True))
+    return examples, dev, SoftTargets(targets, [known[e.text] for e in examples], index)

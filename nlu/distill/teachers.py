@@ -132,14 +132,62 @@ def _hf_teacher(config: TeacherConfig) -> Teacher:
     """A sequence-classification and/or token-classification model (either may be absent).
     Intent labels are "skill/intent" or bare intents of `skill`; tag labels are BIO tags."""
     import torch
+
+    from nlu.model.alignment import encode, pad_id
+    from nlu.model.features import encodings_inputs
+
+    intent_model, slot_model, tokenizer = _hf_models(config)
+    intent_names = (
+        [intent_model.config.id2label[i] for i in range(intent_model.config.num_labels)]
+        if intent_model
+        else []
+    )
+    tag_names = (
+        [slot_model.config.id2label[i] for i in range(slot_model.config.num_labels)]
+        if slot_model
+        else []
+    )
+    pairs, labels = _hf_labels(config, intent_names, tag_names)
+    skill_names = list(labels)
+
+    @torch.inference_mode()
+    def ask(texts: Sequence[str]) -> list[Answer]:
+        encodings = encode(tokenizer, texts, 512)
+        batch = {
+            k: torch.from_numpy(v)
+            for k, v in encodings_inputs(encodings, pad_id(tokenizer)).items()
+        }
+        intent_p = torch.softmax(intent_model(**batch).logits, -1).numpy() if intent_model else None
+        tag_p = torch.softmax(slot_model(**batch).logits, -1).numpy() if slot_model else None
+        answers = []
+        for row, enc in enumerate(encodings):
+            skills, intents = (
+                _hf_intents(pairs, intent_p[row])
+                if intent_p is not None
+                else ({skill_names[0]: 1.0}, {})
+            )
+            words = None
+            spans: list[tuple[int, int, str]] = []
+            if tag_p is not None:
+                dist = tag_p[row][enc.word_starts]
+                words = [
+                    WordTags(s, e, _rounded(tag_names, dist[i]))
+                    for i, (s, e) in enumerate(enc.words)
+                ]
+                spans = _spans(enc.words, [tag_names[int(d.argmax())] for d in dist])
+            answers.append(Answer(skills=skills, intents=intents, spans=spans, words=words))
+        return answers
+
+    return Teacher(config, labels, ask)
+
+
+def _hf_models(config: TeacherConfig) -> tuple[Any, Any, Any]:
+    """The teacher's intent model, slot model (either may be None) and tokenizer."""
     from transformers import (
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
         AutoTokenizer,
     )
-
-    from nlu.model.alignment import encode, pad_id
-    from nlu.model.features import encodings_inputs
 
     if not config.path and not config.slot_model:
         raise TeacherError(f"teacher {config.name} (hf): set path (intents) and/or slot_model")
@@ -160,16 +208,13 @@ def _hf_teacher(config: TeacherConfig) -> Teacher:
             f"teacher {config.name} (hf): cannot load {config.path or config.slot_model}: "
             f"{str(err).splitlines()[0][:200]}"
         ) from None
-    intent_names = (
-        [intent_model.config.id2label[i] for i in range(intent_model.config.num_labels)]
-        if intent_model
-        else []
-    )
-    tag_names = (
-        [slot_model.config.id2label[i] for i in range(slot_model.config.num_labels)]
-        if slot_model
-        else []
-    )
+    return intent_model, slot_model, tokenizer
+
+
+def _hf_labels(
+    config: TeacherConfig, intent_names: Sequence[str], tag_names: Sequence[str]
+) -> tuple[list[tuple[str, str]], dict[str, tuple[list[str], list[str]]]]:
+    """(skill, intent) per intent label, and the label space the teacher speaks per skill."""
     bad = [t for t in tag_names if t != "O" and not t.startswith(("B-", "I-"))]
     if bad:
         raise TeacherError(
@@ -196,50 +241,20 @@ def _hf_teacher(config: TeacherConfig) -> Teacher:
             "its tags belong to)"
         )
     slots = sorted({t[2:] for t in tag_names if t != "O"})
-    labels = {s: ([i for k, i in pairs if k == s], slots) for s in skill_names}
-    device = torch.device("cpu")
+    return pairs, {s: ([i for k, i in pairs if k == s], slots) for s in skill_names}
 
-    @torch.inference_mode()
-    def ask(texts: Sequence[str]) -> list[Answer]:
-        encodings = encode(tokenizer, texts, 512)
-        batch = {
-            k: torch.from_numpy(v).to(device)
-            for k, v in encodings_inputs(encodings, pad_id(tokenizer)).items()
-        }
-        intent_p = torch.softmax(intent_model(**batch).logits, -1).numpy() if intent_model else None
-        tag_p = torch.softmax(slot_model(**batch).logits, -1).numpy() if slot_model else None
-        answers = []
-        for row, enc in enumerate(encodings):
-            skills: dict[str, float] = {}
-            intents: dict[str, float] = {}
-            if intent_p is not None:
-                for (skill, _), p in zip(pairs, intent_p[row], strict=True):
-                    skills[skill] = skills.get(skill, 0.0) + float(p)
-                top = max(skills, key=skills.__getitem__)
-                mass = [
-                    (i, float(p))
-                    for (s, i), p in zip(pairs, intent_p[row], strict=True)
-                    if s == top
-                ]
-                intents = _rounded(
-                    [i for i, _ in mass], np.array([p for _, p in mass]) / skills[top]
-                )
-                skills = {s: round(p, 5) for s, p in skills.items()}
-            else:
-                skills = {skill_names[0]: 1.0}
-            words = None
-            spans: list[tuple[int, int, str]] = []
-            if tag_p is not None:
-                dist = tag_p[row][enc.word_starts]
-                words = [
-                    WordTags(s, e, _rounded(tag_names, dist[i]))
-                    for i, (s, e) in enumerate(enc.words)
-                ]
-                spans = _spans(enc.words, [tag_names[int(d.argmax())] for d in dist])
-            answers.append(Answer(skills=skills, intents=intents, spans=spans, words=words))
-        return answers
 
-    return Teacher(config, labels, ask)
+def _hf_intents(
+    pairs: Sequence[tuple[str, str]], probs: np.ndarray
+) -> tuple[dict[str, float], dict[str, float]]:
+    """A row's intent distribution as skill shares and the top skill's intents."""
+    skills: dict[str, float] = {}
+    for (skill, _), p in zip(pairs, probs, strict=True):
+        skills[skill] = skills.get(skill, 0.0) + float(p)
+    top = max(skills, key=skills.__getitem__)
+    mass = [(i, float(p)) for (s, i), p in zip(pairs, probs, strict=True) if s == top]
+    intents = _rounded([i for i, _ in mass], np.array([p for _, p in mass]) / skills[top])
+    return {s: round(p, 5) for s, p in skills.items()}, intents
 
 
 def _post(url: str, payload: Any, config: TeacherConfig) -> Any:

@@ -45,15 +45,73 @@ def score(
         raise ValueError(f"{len(examples)} examples but {len(predictions)} predictions")
     if not examples:
         raise ValueError("nothing to score: no examples")
+    rows, lost = _scored_rows(examples, predictions, tokenizer)
+    rejected = [(ex.in_scope, pred) for ex, pred in zip(examples, predictions, strict=True)]
+    by_skill: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_skill[r["skill"]].append(r)
+    gold_tags, pred_tags = [r["gold_keyed"] for r in rows], [r["pred_keyed"] for r in rows]
+    any_span = any(t != "O" for seq in gold_tags + pred_tags for t in seq)
+    per_slot = (
+        classification_report(
+            gold_tags, pred_tags, mode="strict", scheme=IOB2, output_dict=True, zero_division=0
+        )
+        if any_span
+        else {}
+    )
+    confusion_rows = rows + [
+        {"gold_intent": OUT_OF_SCOPE, "pred_intent": frame(pred)}
+        for in_scope, pred in rejected
+        if not in_scope
+    ]
+    return {
+        "slot_metric": SEQEVAL_MODE,
+        "overall": headline_scores(rows) if rows else None,
+        "per_skill": {skill: headline_scores(subset) for skill, subset in sorted(by_skill.items())},
+        "out_of_scope": out_of_scope_metrics(rejected),
+        "calibration": calibration_metrics(examples, predictions),
+        "per_slot_type": {
+            k: {m: round(float(v), 4) for m, v in vals.items()}
+            for k, vals in per_slot.items()
+            if "avg" not in k
+        },
+        "per_intent": _per_intent(confusion_rows),
+        "gold_spans_not_on_tokens": lost,
+        "confusion": _confusion(confusion_rows),
+        "worst_errors": _worst_errors(rows),
+    }
+
+
+def headline_scores(subset: list[dict[str, Any]]) -> dict[str, Any]:
+    """The headline scores of a set of scored rows."""
+    gold = [r["gold_tags"] for r in subset]
+    pred = [r["pred_tags"] for r in subset]
+    kwargs: dict[str, Any] = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
+    has_spans = any(t != "O" for seq in gold + pred for t in seq)
+    n = len(subset)
+    return {
+        "n": n,
+        "router_accuracy": pct(sum(r["router"] for r in subset) / n),
+        "intent_accuracy": pct(sum(r["intent"] for r in subset) / n),
+        "slot_precision": pct(precision_score(gold, pred, **kwargs)) if has_spans else 100.0,
+        "slot_recall": pct(recall_score(gold, pred, **kwargs)) if has_spans else 100.0,
+        "slot_f1": pct(f1_score(gold, pred, **kwargs)) if has_spans else 100.0,
+        "exact_match": pct(sum(r["exact"] for r in subset) / n),
+    }
+
+
+def _scored_rows(
+    examples: Sequence[Example], predictions: Sequence[ParseResult], tokenizer: Tokenizer
+) -> tuple[list[dict[str, Any]], int]:
+    """Each in-scope example against its prediction (tags over the same words, the verdicts),
+    and how many gold spans cover no token."""
     # Score over the full text (no truncation) so gold spans past the model's window still count
     # as missed rather than vanishing from the denominator.
     full = getattr(tokenizer, "model_max_length", 512)
     encodings = encode(tokenizer, [ex.text for ex in examples], min(int(full), 4096))
     rows: list[dict[str, Any]] = []
-    rejected: list[tuple[bool, ParseResult]] = []  # (gold in scope, prediction) per row
     lost = 0
     for ex, pred, enc in zip(examples, predictions, encodings, strict=True):
-        rejected.append((ex.in_scope, pred))
         if not ex.in_scope:
             continue  # out-of-scope gold: scored by `out_of_scope` below
         gold = spans_to_tags(enc.words, ex.slots)
@@ -85,56 +143,7 @@ def score(
         logger.warning(
             "%d gold spans cover no token (e.g. only characters the tokenizer drops)", lost
         )
-
-    def block(subset: list[dict[str, Any]]) -> dict[str, Any]:
-        gold = [r["gold_tags"] for r in subset]
-        pred = [r["pred_tags"] for r in subset]
-        kwargs: dict[str, Any] = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
-        has_spans = any(t != "O" for seq in gold + pred for t in seq)
-        n = len(subset)
-        return {
-            "n": n,
-            "router_accuracy": pct(sum(r["router"] for r in subset) / n),
-            "intent_accuracy": pct(sum(r["intent"] for r in subset) / n),
-            "slot_precision": pct(precision_score(gold, pred, **kwargs)) if has_spans else 100.0,
-            "slot_recall": pct(recall_score(gold, pred, **kwargs)) if has_spans else 100.0,
-            "slot_f1": pct(f1_score(gold, pred, **kwargs)) if has_spans else 100.0,
-            "exact_match": pct(sum(r["exact"] for r in subset) / n),
-        }
-
-    by_skill: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        by_skill[r["skill"]].append(r)
-    gold_tags, pred_tags = [r["gold_keyed"] for r in rows], [r["pred_keyed"] for r in rows]
-    any_span = any(t != "O" for seq in gold_tags + pred_tags for t in seq)
-    per_slot = (
-        classification_report(
-            gold_tags, pred_tags, mode="strict", scheme=IOB2, output_dict=True, zero_division=0
-        )
-        if any_span
-        else {}
-    )
-    confusion_rows = rows + [
-        {"gold_intent": OUT_OF_SCOPE, "pred_intent": frame(pred)}
-        for in_scope, pred in rejected
-        if not in_scope
-    ]
-    return {
-        "slot_metric": SEQEVAL_MODE,
-        "overall": block(rows) if rows else None,
-        "per_skill": {skill: block(subset) for skill, subset in sorted(by_skill.items())},
-        "out_of_scope": out_of_scope_metrics(rejected),
-        "calibration": calibration_metrics(examples, predictions),
-        "per_slot_type": {
-            k: {m: round(float(v), 4) for m, v in vals.items()}
-            for k, vals in per_slot.items()
-            if "avg" not in k
-        },
-        "per_intent": _per_intent(confusion_rows),
-        "gold_spans_not_on_tokens": lost,
-        "confusion": _confusion(confusion_rows),
-        "worst_errors": _worst_errors(rows),
-    }
+    return rows, lost
 
 
 def _keyed(tags: Sequence[str], skill: str | None) -> list[str]:

@@ -13,6 +13,15 @@ __getattr__ = forward_names(
     "nlu.federated",
     [
         f"nlu.federated.{m}"
-        for m in ("simulation", "config", "partition", "messages", "router", "client", "server")
+        for m in (
+            "simulation",
+            "config",
+            "partition",
+            "messages",
+            "router",
+            "arrays",
+            "client",
+            "server",
+        )
     ],
 )

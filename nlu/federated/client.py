@@ -20,13 +20,16 @@ from nlu.schema import Example
 
 if typing.TYPE_CHECKING:
     import torch
-    from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+    from flwr.app import ConfigRecord, Context, Message
     from flwr.clientapp import ClientApp
 
     from nlu.data.loaders import TrainData
     from nlu.model.alignment import Tokenizer
     from nlu.model.joint import JointModel
     from nlu.model.modeldir import ModelFolder
+    from nlu.training.engine import LossHook
+
+from nlu.federated.arrays import federation_model, frozen_digest, load_arrays, shared_arrays
 from nlu.federated.config import FederatedConfig, FederationError, parse_federated_config
 from nlu.federated.messages import (
     arrays_of,
@@ -136,69 +139,6 @@ def _state(job_text: str, context: Context) -> ClientState:
     return _STATES[key]
 
 
-def federation_model(
-    cfg: FederatedConfig, labels: Sequence[SkillLabels]
-) -> tuple[JointModel, Tokenizer]:
-    """The network the server and every client build alike (the arrays then travel into it):
-    `init_from`'s model, or a new one on the encoder; with a LoRA adapter for `updates: lora`."""
-    from nlu.model.joint import JointModel, build_model
-
-    student = cfg.student
-    tokenizer: Tokenizer
-    if student.finetune.init_from:
-        model, folder = JointModel.load(student.finetune.init_from)
-        tokenizer = folder.tokenizer
-    else:
-        import torch
-
-        # The heads' initial weights: the same for the same seed, whatever ran before here.
-        with torch.random.fork_rng():
-            torch.manual_seed(student.seed)
-            model, tokenizer = build_model(
-                encoder=student.model.encoder,
-                skills=labels,
-                pooling=student.model.pooling,
-                dropout=student.model.dropout,
-                router_input=student.model.router_input,
-            )
-    if cfg.federation.updates in ("lora", "lora_b"):
-        import torch
-
-        from nlu.model import adapters
-
-        # Seeded: with lora_b the A matrices never travel, so each machine must build the same.
-        with torch.random.fork_rng():
-            torch.manual_seed(student.seed)
-            adapters.wrap_for_training(
-                model, rank=student.finetune.lora_rank, modules=student.finetune.lora_modules
-            )
-        if cfg.federation.updates == "lora_b":
-            for name, param in model.encoder.named_parameters():
-                if ".lora_A." in name:
-                    param.requires_grad_(False)
-    return model, tokenizer
-
-
-def frozen_digest(model: JointModel) -> str:
-    """A fingerprint of the LoRA A matrices that lora_b keeps at home ("" without them): the
-    server sends its own, so a machine that built different ones stops instead of averaging
-    B matrices that mean something else there."""
-    import hashlib
-
-    frozen = [
-        (name, param)
-        for name, param in sorted(model.named_parameters())
-        if ".lora_A." in name and not param.requires_grad
-    ]
-    if not frozen:
-        return ""
-    digest = hashlib.sha256()
-    for name, param in frozen:
-        digest.update(name.encode())
-        digest.update(param.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _model(state: ClientState, job: Job) -> tuple[JointModel, Tokenizer]:
     if state.network is None:
         model, tokenizer = federation_model(job.config, job.labels)
@@ -212,36 +152,6 @@ def _model(state: ClientState, job: Job) -> tuple[JointModel, Tokenizer]:
         state.network, state.max_length = (model, tokenizer), job.config.student.model.max_length
         state.trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     return state.network
-
-
-HEAD_PREFIXES = ("router.", "intent_heads.", "slot_heads.")
-
-
-def shared_arrays(model: JointModel) -> dict[str, torch.Tensor]:
-    """The arrays that travel: every floating-point tensor of the model (buffers of token ids
-    stay home); with LoRA updates only the adapters that train and the heads (the frozen
-    encoder, and lora_b's frozen A matrices, are the same on every machine)."""
-    state = {k: v.detach() for k, v in model.state_dict().items() if v.is_floating_point()}
-    if any(".lora_" in k for k in state):
-        frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-        state = {
-            k: v
-            for k, v in state.items()
-            if (".lora_" in k and k not in frozen) or k.startswith(HEAD_PREFIXES)
-        }
-    return state
-
-
-def load_arrays(model: JointModel, arrays: ArrayRecord) -> None:
-    import torch
-
-    state = {k: torch.from_numpy(a.numpy().copy()) for k, a in arrays.items()}
-    # A quadratic router's curvature comes with the arrays to evaluate, not those to train.
-    model.router.set_curvature(state.pop("router.curvature", None))
-    missing = set(shared_arrays(model)) - set(state) - {"router.curvature"}
-    if missing:
-        raise FederationError(f"the server's arrays lack {sorted(missing)[:3]}")
-    model.load_state_dict(state, strict=False)
 
 
 def client_labels(msg: Message, context: Context) -> Message:
@@ -280,13 +190,11 @@ def _no_folder(training_config: str, metrics: dict[str, Any] | None) -> ModelFol
 
 def client_train(msg: Message, context: Context) -> Message:
     """One round of local training: the recipe's batches, loss weighting and training pass."""
-    import torch
     from accelerate import Accelerator
     from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
     from nlu.training.engine import ModelSetup, run_epoch, setup_batches
     from nlu.training.mtl import LossWeighting
-    from nlu.training.optim import param_groups
 
     config = configs(msg, "config")
     job = Job.from_record(config)
@@ -294,21 +202,11 @@ def client_train(msg: Message, context: Context) -> Message:
     model, tokenizer = _model(state, job)
     load_arrays(model, arrays_of(msg, "arrays"))
     cfg, fed = job.config.student, job.config.federation
-    round_, rounds = int(number(config, "server-round")), fed.rounds
+    round_ = int(number(config, "server-round"))
     heads_only = "heads-only" in config
     epochs = fed.head_refit_epochs if heads_only else fed.local_epochs
     train_router = fed.router == "trained" and not heads_only
-    # The refit round moves the heads alone; the federation's flags go back after it (and
-    # before any round, should one have failed mid-way): `shared_arrays` reads them.
-    for name, param in model.named_parameters():
-        param.requires_grad_(owner_of(name) is not None if heads_only else state.trainable[name])
-    model.router.requires_grad_(train_router)
-    # Dropout draws from the global generator, which other clients in this process (and
-    # earlier federations) have used: seeded per client and round, a federation repeats.
-    torch.manual_seed(cfg.seed + 1009 * round_ + zlib.crc32(state.data.name.encode()) % 1009)
-    model.train()
-    if heads_only:
-        model.encoder.eval()  # the features the final model will read: no dropout
+    _ready_for_round(model, state, job, round_, heads_only=heads_only, train_router=train_router)
     # A client never saves (the server does), so the setup's folder builder is never called.
     setup = ModelSetup(model, tokenizer, state.max_length, folder=_no_folder)
     # With a fitted router the out-of-scope examples would train nothing here.
@@ -329,40 +227,15 @@ def client_train(msg: Message, context: Context) -> Message:
         train_router=train_router,
         negatives=any(not e.in_scope for e in examples),
     )
-    groups = param_groups(
-        model,
-        learning_rate=cfg.optim.learning_rate,
-        head_learning_rate=cfg.optim.head_learning_rate,
-        weight_decay=cfg.optim.weight_decay,
-        layer_lr_decay=cfg.optim.layer_lr_decay,
+    optimizer, scheduler = round_optimizer(
+        model, job, steps=max(1, len(loader) * epochs), round_=round_, heads_only=heads_only
     )
-    optimizer = torch.optim.AdamW(groups)
-    steps = max(1, len(loader) * epochs)
-
-    # One linear decay over the whole federation: round r starts where round r-1 stopped.
-    # The refit round decays on its own, from the heads' full rate.
-    def decay(step: int) -> float:
-        if heads_only:
-            return max(0.0, 1.0 - step / steps)
-        return max(0.0, 1.0 - ((round_ - 1) + step / steps) / rounds)
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
     accelerator = Accelerator(gradient_accumulation_steps=1)
     model_p, optimizer_p, batches, scheduler_p = accelerator.prepare(
         model, optimizer, loader, scheduler
     )
-    loss_hook = None
     mu = number(config, "proximal-mu") if "proximal-mu" in config else 0.0
-    if mu > 0:
-        anchor = [p.detach().clone() for p in model.parameters() if p.requires_grad]
-
-        def loss_hook(output: Any, soft: Any, loss: torch.Tensor) -> torch.Tensor:
-            trained = [p for p in model.parameters() if p.requires_grad]
-            drift = torch.stack(
-                [((p - a) ** 2).sum() for p, a in zip(trained, anchor, strict=True)]
-            )
-            return loss + 0.5 * mu * drift.sum()
-
+    loss_hook = proximal_term(model, mu) if mu > 0 else None
     losses: list[float] = []
     seconds = 0.0
     for epoch in range(epochs):
@@ -376,26 +249,14 @@ def client_train(msg: Message, context: Context) -> Message:
             weighting,
             weighting,
             max_grad_norm=cfg.optim.max_grad_norm,
-            desc=f"{state.data.name} round {round_}/{rounds}",
+            desc=f"{state.data.name} round {round_}/{fed.rounds}",
             loss_hook=loss_hook,
             progress=False,  # many clients share one log: the server logs each round
         )
         losses.append(loss)
         seconds += s
     model.eval()
-    counts = {count_key(s.name): 0.0 for s in job.labels}
-    for e in state.data.train:
-        if e.skill is not None:
-            counts[count_key(e.skill)] += 1.0
-    for name, param in model.named_parameters():
-        param.requires_grad_(state.trainable[name])
-    # Flower's DP clipping compares whole models, array by array: under DP, every array.
-    sent = shared_arrays(model)
-    if fed.dp == "none":
-        sent = owned_only(sent, counts)
-        if heads_only:  # nothing else moved
-            sent = {k: v for k, v in sent.items() if owner_of(k) is not None}
-    arrays = ArrayRecord(sent)
+    sent, counts = _reply_arrays(model, state, job, heads_only=heads_only)
     metrics = MetricRecord(
         {
             "num-examples": float(len(state.data.train)),
@@ -404,7 +265,96 @@ def client_train(msg: Message, context: Context) -> Message:
             **counts,
         }
     )
-    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+    return Message(RecordDict({"arrays": ArrayRecord(sent), "metrics": metrics}), reply_to=msg)
+
+
+def _ready_for_round(
+    model: JointModel,
+    state: ClientState,
+    job: Job,
+    round_: int,
+    *,
+    heads_only: bool,
+    train_router: bool,
+) -> None:
+    """Which parameters train this round, the round's dropout seed, train mode."""
+    import torch
+
+    # The refit round moves the heads alone; the federation's flags go back after it (and
+    # before any round, should one have failed mid-way): `shared_arrays` reads them.
+    for name, param in model.named_parameters():
+        param.requires_grad_(owner_of(name) is not None if heads_only else state.trainable[name])
+    model.router.requires_grad_(train_router)
+    # Dropout draws from the global generator, which other clients in this process (and
+    # earlier federations) have used: seeded per client and round, a federation repeats.
+    seed = job.config.student.seed
+    torch.manual_seed(seed + 1009 * round_ + zlib.crc32(state.data.name.encode()) % 1009)
+    model.train()
+    if heads_only:
+        model.encoder.eval()  # the features the final model will read: no dropout
+
+
+def round_optimizer(
+    model: JointModel, job: Job, *, steps: int, round_: int, heads_only: bool
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW over the engine's parameter groups, with one linear decay over the whole
+    federation: round r starts where round r-1 stopped. The refit round decays on its own,
+    from the heads' full rate."""
+    import torch
+
+    from nlu.training.optim import param_groups
+
+    optim, rounds = job.config.student.optim, job.config.federation.rounds
+    groups = param_groups(
+        model,
+        learning_rate=optim.learning_rate,
+        head_learning_rate=optim.head_learning_rate,
+        weight_decay=optim.weight_decay,
+        layer_lr_decay=optim.layer_lr_decay,
+    )
+    optimizer = torch.optim.AdamW(groups)
+
+    def decay(step: int) -> float:
+        if heads_only:
+            return max(0.0, 1.0 - step / steps)
+        return max(0.0, 1.0 - ((round_ - 1) + step / steps) / rounds)
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+
+
+def proximal_term(model: JointModel, mu: float) -> LossHook:
+    """FedProx: the loss plus mu/2 times the squared distance of the trained parameters from
+    where the round started."""
+    import torch
+
+    anchor = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+
+    def hook(output: Any, soft: Any, loss: torch.Tensor) -> torch.Tensor:
+        trained = [p for p in model.parameters() if p.requires_grad]
+        drift = torch.stack([((p - a) ** 2).sum() for p, a in zip(trained, anchor, strict=True)])
+        return loss + 0.5 * mu * drift.sum()
+
+    return hook
+
+
+def _reply_arrays(
+    model: JointModel, state: ClientState, job: Job, *, heads_only: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The arrays this client sends back (its own skills' heads and the shared ones) and its
+    examples per skill, which weigh its heads in the average."""
+    counts = {count_key(s.name): 0.0 for s in job.labels}
+    for e in state.data.train:
+        if e.skill is not None:
+            counts[count_key(e.skill)] += 1.0
+    for name, param in model.named_parameters():
+        param.requires_grad_(state.trainable[name])
+    # Flower's DP clipping compares whole models, array by array: under DP, every array.
+    sent = shared_arrays(model)
+    if job.config.federation.dp == "none":
+        sent = owned_only(sent, counts)
+        if heads_only:  # nothing else moved
+            sent = {k: v for k, v in sent.items() if owner_of(k) is not None}
+    return sent, counts
 
 
 def sentence_vectors(

@@ -18,8 +18,13 @@ import numpy as np
 if typing.TYPE_CHECKING:
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
     from flwr.serverapp import Grid, ServerApp
+    from flwr.serverapp.strategy import Strategy
 
-from nlu.federated.client import federation_model, frozen_digest, load_arrays, shared_arrays
+    from nlu.labels import SkillLabels
+    from nlu.model.alignment import Tokenizer
+    from nlu.model.joint import JointModel
+
+from nlu.federated.arrays import federation_model, frozen_digest, load_arrays, shared_arrays
 from nlu.federated.config import (
     HISTORY_FILE,
     PLOT_FILE,
@@ -135,16 +140,55 @@ def run_server(
     """Label check, then rounds of train -> aggregate -> fit the router -> evaluate (and the
     heads' refit round, if asked); the model folder and the per-round history at the end
     (history also after each round)."""
-    from flwr.app import ArrayRecord, ConfigRecord, MessageType, RecordDict
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    fed = cfg.federation
+    started = time.perf_counter()
+    text = dump_federated_config(cfg)
+    nodes = _wait_for_clients(grid, expected, fed.connect_timeout_s)
+    labels, clients = federation_labels(grid, nodes, cfg, text)
+    model, tokenizer = federation_model(cfg, labels)
+    job = ConfigRecord(
+        {
+            "job-config": text,
+            "job-labels": labels_to_json(labels),
+            "frozen-digest": frozen_digest(model),
+        }
+    )
+    arrays = ArrayRecord(shared_arrays(model))
+    strategy = make_strategy(fed, len(nodes))
+    history: list[dict[str, Any]] = []
+    curvature: np.ndarray | None = None  # router: qda's, fitted after each round
+    # The rounds, then (head_refit_epochs) one more in which the clients refit their heads on
+    # the final encoder.
+    for round_ in range(1, fed.rounds + 1 + (fed.head_refit_epochs > 0)):
+        arrays, curvature, record = run_round(grid, strategy, arrays, curvature, job, fed, round_)
+        history.append(record)
+        logger.info("round %d: %s", round_, json.dumps({k: record[k] for k in ("dev", "seconds")}))
+        write_history(output_dir, history, clients)
+
+    load_arrays(model, with_curvature(arrays, curvature))  # the model the clients evaluated last
+    model_dir = save_model(model, tokenizer, cfg, text, history, output_dir)
+    plot_history(history, output_dir / PLOT_FILE)
+    return FederatedResult(
+        model_dir=model_dir,
+        history=history,
+        labels=[s.name for s in labels],
+        clients=clients,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+
+
+def federation_labels(
+    grid: Grid, nodes: list[int], cfg: FederatedConfig, text: str
+) -> tuple[list[SkillLabels], dict[str, Any]]:
+    """Before round 1: every client's label names (no data), checked and merged into the
+    federation's label space; and what each client holds."""
+    from flwr.app import ConfigRecord, MessageType, RecordDict
 
     from nlu.model import modeldir
 
     fed, student = cfg.federation, cfg.student
-    started = time.perf_counter()
-    text = dump_federated_config(cfg)
-    nodes = _wait_for_clients(grid, expected, fed.connect_timeout_s)
-
-    # Before round 1: every client's label names (no data), checked and merged.
     ask = RecordDict({"config": ConfigRecord({"job-config": text})})
     answers, failed = _ask(grid, nodes, f"{MessageType.QUERY}.labels", ask, fed.round_timeout_s)
     if failed:
@@ -158,8 +202,8 @@ def run_server(
     reported = {name: labels_from_json(str(row["labels"])) for name, row in info.items()}
     owned = all(bool(row["owned"]) for row in info.values())
     if student.finetune.init_from:
-        # Only its labels here (federation_model loads the weights once, below); a missing or
-        # damaged folder is still named before any client trains.
+        # Only its labels here (federation_model loads the weights once); a missing or damaged
+        # folder is still named before any client trains.
         init_dir = modeldir.locate(student.finetune.init_from)
         modeldir.check(init_dir, "torch")
         base = modeldir.read_meta(init_dir).skills
@@ -168,7 +212,6 @@ def run_server(
         )
     else:
         labels = merge_labels(reported, owned=owned)
-    model, tokenizer = federation_model(cfg, labels)
     clients = {
         name: {
             "train": int(number(row, "train")),
@@ -188,101 +231,107 @@ def run_server(
             f"local_parts={fed.local_parts} splits each client's training data into that many "
             f"parts, but these clients hold fewer examples: {', '.join(few)}; lower local_parts"
         )
-    job = ConfigRecord(
-        {
-            "job-config": text,
-            "job-labels": labels_to_json(labels),
-            "frozen-digest": frozen_digest(model),
-        }
-    )
-    arrays = ArrayRecord(shared_arrays(model))
-    strategy = make_strategy(fed, len(nodes))
-    history: list[dict[str, Any]] = []
-    curvature: np.ndarray | None = None  # router: qda's, fitted after each round
-    # The rounds, then (head_refit_epochs) one more in which the clients refit their heads on
-    # the final encoder.
-    for round_ in range(1, fed.rounds + 1 + (fed.head_refit_epochs > 0)):
-        t0 = time.perf_counter()
-        heads_only = round_ > fed.rounds
-        train_config = ConfigRecord(dict(job) | ({"heads-only": True} if heads_only else {}))
-        messages = list(strategy.configure_train(round_, arrays, train_config, grid))
-        ok, failures = _exchange(grid, messages, fed.round_timeout_s)
-        if len(ok) < fed.min_clients:
-            raise FederationError(
-                f"round {round_}: {len(ok)} of {len(messages)} clients answered, min_clients="
-                f"{fed.min_clients}: {'; '.join(failures) or 'no answers'}"
-            )
-        if failures:
-            logger.warning("round %d goes on without: %s", round_, "; ".join(failures))
-        down = nbytes(arrays) * len(messages)
-        up = sum(nbytes(arrays_of(r, "arrays")) for r in ok)
-        new_arrays, train_metrics = strategy.aggregate_train(round_, ok)
-        if new_arrays is not None:
-            arrays = new_arrays
-        train_seconds = time.perf_counter() - t0
-        router_seconds = 0.0
-        # In the refit the encoder stays put (unless DP's noise moved it): the router holds.
-        if fed.router != "trained" and not (heads_only and fed.dp == "none"):
-            t1 = time.perf_counter()
-            arrays, curvature, router_down, router_up = _fit_router_round(
-                grid, arrays, job, fed, round_
-            )
-            down, up = down + router_down, up + router_up
-            router_seconds = time.perf_counter() - t1
-        eval_messages = list(
-            strategy.configure_evaluate(
-                round_, with_curvature(arrays, curvature), ConfigRecord(dict(job)), grid
-            )
+    return labels, clients
+
+
+def run_round(
+    grid: Grid,
+    strategy: Strategy,
+    arrays: ArrayRecord,
+    curvature: np.ndarray | None,
+    job: ConfigRecord,
+    fed: FederationConfig,
+    round_: int,
+) -> tuple[ArrayRecord, np.ndarray | None, dict[str, Any]]:
+    """One round: train and aggregate, fit the router, evaluate; the new arrays and curvature
+    and the round's record (clients, failures, dev scores, bytes, seconds)."""
+    from flwr.app import ConfigRecord
+
+    t0 = time.perf_counter()
+    heads_only = round_ > fed.rounds
+    train_config = ConfigRecord(dict(job) | ({"heads-only": True} if heads_only else {}))
+    messages = list(strategy.configure_train(round_, arrays, train_config, grid))
+    ok, failures = _exchange(grid, messages, fed.round_timeout_s)
+    if len(ok) < fed.min_clients:
+        raise FederationError(
+            f"round {round_}: {len(ok)} of {len(messages)} clients answered, min_clients="
+            f"{fed.min_clients}: {'; '.join(failures) or 'no answers'}"
         )
-        # Counted since it is the router's: the evaluation's other arrays are not.
-        down += int(curvature.nbytes if curvature is not None else 0) * len(eval_messages)
-        evaluated, eval_failures = _exchange(grid, eval_messages, fed.round_timeout_s)
-        if eval_failures:
-            logger.warning("round %d: dev scores without: %s", round_, "; ".join(eval_failures))
-        dev = strategy.aggregate_evaluate(round_, evaluated)
-        per_client = {
+    if failures:
+        logger.warning("round %d goes on without: %s", round_, "; ".join(failures))
+    down = nbytes(arrays) * len(messages)
+    up = sum(nbytes(arrays_of(r, "arrays")) for r in ok)
+    new_arrays, train_metrics = strategy.aggregate_train(round_, ok)
+    if new_arrays is not None:
+        arrays = new_arrays
+    train_seconds = time.perf_counter() - t0
+    router_seconds = 0.0
+    # In the refit the encoder stays put (unless DP's noise moved it): the router holds.
+    if fed.router != "trained" and not (heads_only and fed.dp == "none"):
+        t1 = time.perf_counter()
+        arrays, curvature, router_down, router_up = _fit_router_round(
+            grid, arrays, job, fed, round_
+        )
+        down, up = down + router_down, up + router_up
+        router_seconds = time.perf_counter() - t1
+    eval_messages = list(
+        strategy.configure_evaluate(
+            round_, with_curvature(arrays, curvature), ConfigRecord(dict(job)), grid
+        )
+    )
+    # Counted since it is the router's: the evaluation's other arrays are not.
+    down += int(curvature.nbytes if curvature is not None else 0) * len(eval_messages)
+    evaluated, eval_failures = _exchange(grid, eval_messages, fed.round_timeout_s)
+    if eval_failures:
+        logger.warning("round %d: dev scores without: %s", round_, "; ".join(eval_failures))
+    dev = strategy.aggregate_evaluate(round_, evaluated)
+    record = {
+        "round": round_,
+        "phase": "heads" if heads_only else "train",
+        "clients_trained": len(ok),
+        "failures": failures,
+        "eval_failures": eval_failures,
+        "train": dict(train_metrics) if train_metrics else {},
+        "dev": {k: round(number(dev, k), 2) for k in dev} if dev else {},
+        "dev_per_node": {
             str(r.metadata.src_node_id): dict(r.content.metric_records["metrics"])
             for r in evaluated
-        }
-        record = {
-            "round": round_,
-            "phase": "heads" if heads_only else "train",
-            "clients_trained": len(ok),
-            "failures": failures,
-            "eval_failures": eval_failures,
-            "train": dict(train_metrics) if train_metrics else {},
-            "dev": {k: round(number(dev, k), 2) for k in dev} if dev else {},
-            "dev_per_node": per_client,
-            "bytes_down": down,
-            "bytes_up": up,
-            "seconds": round(time.perf_counter() - t0, 1),
-            "train_seconds": round(train_seconds, 1),
-            "router_seconds": round(router_seconds, 1),
-        }
-        history.append(record)
-        logger.info("round %d: %s", round_, json.dumps({k: record[k] for k in ("dev", "seconds")}))
-        write_history(output_dir, history, clients)
+        },
+        "bytes_down": down,
+        "bytes_up": up,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "train_seconds": round(train_seconds, 1),
+        "router_seconds": round(router_seconds, 1),
+    }
+    return arrays, curvature, record
 
-    load_arrays(model, with_curvature(arrays, curvature))  # the model the clients evaluated last
-    if fed.updates != "full":  # an ordinary model folder: the adapter merged into the encoder
+
+def save_model(
+    model: JointModel,
+    tokenizer: Tokenizer,
+    cfg: FederatedConfig,
+    text: str,
+    history: list[dict[str, Any]],
+    output_dir: Path,
+) -> Path:
+    """The federation's model as an ordinary model folder (a LoRA adapter merged)."""
+    from nlu.model import modeldir
+
+    if cfg.federation.updates != "full":
         from nlu.model import adapters
 
         model = adapters.merged_copy(model)
     model.eval()
     folder = model.to_folder(
-        tokenizer=tokenizer, max_length=student.model.max_length, training_config=text
+        tokenizer=tokenizer, max_length=cfg.student.model.max_length, training_config=text
     )
-    folder.metrics = {"rounds": fed.rounds, "dev": history[-1]["dev"] if history else None}
+    folder.metrics = {
+        "rounds": cfg.federation.rounds,
+        "dev": history[-1]["dev"] if history else None,
+    }
     model_dir = output_dir / "model"
     modeldir.save(model_dir, folder)
-    plot_history(history, output_dir / PLOT_FILE)
-    return FederatedResult(
-        model_dir=model_dir,
-        history=history,
-        labels=[s.name for s in labels],
-        clients=clients,
-        seconds=round(time.perf_counter() - started, 1),
-    )
+    return model_dir
 
 
 def write_history(output_dir: Path, history: list[dict[str, Any]], clients: dict[str, Any]) -> None:

@@ -156,8 +156,61 @@ def decode_batch(
     chosen = [
         chosen_skill(router_logits[row], index, opts.skill) for row, opts in enumerate(options)
     ]
-    intent_probs: list[np.ndarray] = [np.empty(0)] * len(texts)
-    intent_ranking: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(texts)
+    intent_probs, intent_ranking, slot_paths = _decode_per_skill(
+        chosen, encodings, intent_logits, slot_logits, index, in_scope, intent_temperature
+    )
+    results = []
+    for row, (text, encoding, opts) in enumerate(zip(texts, encodings, options, strict=True)):
+        k = chosen[row]
+        labels = index.skills[k]
+        depth = max(1, opts.top_k)
+        skills = [
+            Scored(index.names[int(i)], round(float(router_probs[row, i]), 4))
+            for i in skill_ranking[row, :depth]
+        ]
+        intents = [
+            Scored(labels.intents[int(i)], round(float(intent_probs[row][i]), 4))
+            for i in intent_ranking[row][:depth]
+        ]
+        oos_score = oos_scores[row]
+        skill, slots = None, []
+        if in_scope[row]:
+            skill = SkillChoice(
+                name=labels.name,
+                confidence=round(float(router_probs[row, k]), 4),
+                forced=opts.skill is not None,
+            )
+            log_probs, path = slot_paths[row]
+            slots = slot_values(text, encoding, log_probs, path, labels, index, opts)
+        results.append(
+            ParseResult(
+                text=text,
+                skill=skill,
+                intent=intents[0] if in_scope[row] else None,
+                intents=intents,
+                slots=slots,
+                truncated=encoding.truncated,
+                in_scope=bool(in_scope[row]),
+                oos_score=None if oos_score is None else round(float(oos_score), 4),
+                skills=skills,
+            )
+        )
+    return results
+
+
+def _decode_per_skill(
+    chosen: Sequence[int],
+    encodings: Sequence[Encoding],
+    intent_logits: np.ndarray,
+    slot_logits: np.ndarray,
+    index: LabelIndex,
+    in_scope: Sequence[bool],
+    intent_temperature: float,
+) -> tuple[list[np.ndarray], list[np.ndarray], dict[int, tuple[np.ndarray, list[int]]]]:
+    """The array work, once per chosen skill: each row's intent probabilities and ranking, and
+    for in-scope rows the slot log-probabilities per word and the constrained Viterbi path."""
+    intent_probs: list[np.ndarray] = [np.empty(0)] * len(chosen)
+    intent_ranking: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(chosen)
     slot_paths: dict[int, tuple[np.ndarray, list[int]]] = {}
     for k in sorted(set(chosen)):
         rows = [row for row, c in enumerate(chosen) if c == k]
@@ -177,57 +230,7 @@ def decode_batch(
         paths = viterbi_batch(log_probs, lengths, *bio_constraints(index.skills[k].tags))
         for i, row in enumerate(tagged):
             slot_paths[row] = (log_probs[i, : lengths[i]], paths[i])
-
-    results = []
-    for row, (text, encoding, opts) in enumerate(zip(texts, encodings, options, strict=True)):
-        k = chosen[row]
-        labels = index.skills[k]
-        depth = max(1, opts.top_k)
-        skills = [
-            Scored(index.names[int(i)], round(float(router_probs[row, i]), 4))
-            for i in skill_ranking[row, :depth]
-        ]
-        probs = intent_probs[row]
-        intents = [
-            Scored(labels.intents[int(i)], round(float(probs[i]), 4))
-            for i in intent_ranking[row][:depth]
-        ]
-        oos_score = oos_scores[row]
-        score = None if oos_score is None else round(float(oos_score), 4)
-        if not in_scope[row]:
-            results.append(
-                ParseResult(
-                    text=text,
-                    skill=None,
-                    intent=None,
-                    intents=intents,
-                    slots=[],
-                    truncated=encoding.truncated,
-                    in_scope=False,
-                    oos_score=score,
-                    skills=skills,
-                )
-            )
-            continue
-        log_probs, path = slot_paths[row]
-        results.append(
-            ParseResult(
-                text=text,
-                skill=SkillChoice(
-                    name=labels.name,
-                    confidence=round(float(router_probs[row, k]), 4),
-                    forced=opts.skill is not None,
-                ),
-                intent=intents[0],
-                intents=intents,
-                slots=slot_values(text, encoding, log_probs, path, labels, index, opts),
-                truncated=encoding.truncated,
-                in_scope=True,
-                oos_score=score,
-                skills=skills,
-            )
-        )
-    return results
+    return intent_probs, intent_ranking, slot_paths
 
 
 def slot_values(

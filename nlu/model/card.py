@@ -20,18 +20,10 @@ METRIC_NAMES = {
 
 
 def render(folder: ModelFolder) -> str:
-    training: dict[str, Any] = {}
-    if folder.training_config:
-        try:
-            loaded = yaml.safe_load(folder.training_config)
-            training = loaded if isinstance(loaded, dict) else {}
-        except yaml.YAMLError:
-            training = {}
+    training = _training_config(folder)
     data = training.get("data", {}) if isinstance(training.get("data"), dict) else {}
     model = training.get("model", {}) if isinstance(training.get("model"), dict) else {}
     encoder = model.get("encoder") or folder.encoder_config.get("_name_or_path") or "unknown"
-    sources = data.get("data") or []
-    skills = folder.meta.skills
     header = {
         "library_name": "nlu",
         "pipeline_tag": "token-classification",
@@ -43,22 +35,42 @@ def render(folder: ModelFolder) -> str:
         yaml.safe_dump(header, sort_keys=False).strip(),
         "---",
         "",
-        f"# Joint NLU model: {', '.join(s.name for s in skills)}",
+        f"# Joint NLU model: {', '.join(s.name for s in folder.meta.skills)}",
         "",
         "One shared transformer encoder with a skill router and, per skill, an intent head and a "
         "slot-filling (BIO) head, trained with [nlu](https://github.com/) on CPU.",
         "",
-        "## Skills",
-        "",
-        "| skill | intents | slots |",
-        "|---|---|---|",
+        *_skills(folder),
+        *_training(folder, str(encoder), data.get("data") or []),
+        *_metrics(folder),
+        *_out_of_scope(folder),
+        *USE,
     ]
-    for s in skills:
+    return "\n".join(lines)
+
+
+def _training_config(folder: ModelFolder) -> dict[str, Any]:
+    if not folder.training_config:
+        return {}
+    try:
+        loaded = yaml.safe_load(folder.training_config)
+    except yaml.YAMLError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _skills(folder: ModelFolder) -> list[str]:
+    lines = ["## Skills", "", "| skill | intents | slots |", "|---|---|---|"]
+    for s in folder.meta.skills:
         slots = ", ".join(
             f"{slot} ({s.slot_kinds[slot]})" if slot in s.slot_kinds else slot for slot in s.slots
         )
         lines.append(f"| {s.name} | {', '.join(s.intents)} | {slots or '—'} |")
-    lines += ["", "## Training", ""]
+    return lines
+
+
+def _training(folder: ModelFolder, encoder: str, sources: list[Any]) -> list[str]:
+    lines = ["", "## Training", ""]
     lines.append(f"- Encoder: `{encoder}`, max length {folder.meta.max_length} tokens.")
     lines.append(
         "- Data: " + (", ".join(f"`{src}`" for src in sources) if sources else "not recorded")
@@ -70,20 +82,28 @@ def render(folder: ModelFolder) -> str:
         if folder.training_config
         else "- No training config recorded."
     )
+    return lines
+
+
+def _metrics(folder: ModelFolder) -> list[str]:
     dev = (folder.metrics or {}).get("dev")
-    if dev:
-        lines += [
-            "",
-            f"## Metrics (dev split, {dev.get('n', '?')} utterances, selected epoch "
-            f"{(folder.metrics or {}).get('best_epoch', '?')})",
-            "",
-            "| " + " | ".join(METRIC_NAMES.values()) + " |",
-            "|" + "---|" * len(METRIC_NAMES),
-            "| " + " | ".join(str(dev.get(k, "—")) for k in METRIC_NAMES) + " |",
-            "",
-            "Scored by `nlu evaluate`; test-set figures belong in your own evaluation report.",
-        ]
-    lines += ["", "## Out of scope", ""]
+    if not dev:
+        return []
+    return [
+        "",
+        f"## Metrics (dev split, {dev.get('n', '?')} utterances, selected epoch "
+        f"{(folder.metrics or {}).get('best_epoch', '?')})",
+        "",
+        "| " + " | ".join(METRIC_NAMES.values()) + " |",
+        "|" + "---|" * len(METRIC_NAMES),
+        "| " + " | ".join(str(dev.get(k, "—")) for k in METRIC_NAMES) + " |",
+        "",
+        "Scored by `nlu evaluate`; test-set figures belong in your own evaluation report.",
+    ]
+
+
+def _out_of_scope(folder: ModelFolder) -> list[str]:
+    lines = ["", "## Out of scope", ""]
     if folder.ood is not None:
         lines.append(
             f"Texts scored above the {folder.ood.method} threshold ({folder.ood.threshold:.4g}, "
@@ -92,28 +112,30 @@ def render(folder: ModelFolder) -> str:
         )
     else:
         lines.append("No out-of-scope detector: every text is parsed as one of the skills.")
-    lines += [
-        "",
-        "## Intended use",
-        "",
-        "Understanding short commands and questions to a voice assistant in the skills above "
-        "(English, as in the training data). Not for other domains or languages, and not for "
-        "decisions about people; check the out-of-scope rejection before acting on a parse.",
-        "",
-        "## How to use",
-        "",
-        "```bash",
-        'nlu serve THIS_FOLDER            # HTTP: POST /parse {"text": ...}',
-        'nlu predict --model THIS_FOLDER "turn on the lights"',
-        "```",
-        "",
-        "```python",
-        "from nlu import Parser",
-        'parser = Parser.from_pretrained("THIS_FOLDER")',
-        'parser.parse("turn on the lights")',
-        '# The encoder alone: transformers.AutoModel.from_pretrained("THIS_FOLDER", '
-        "add_pooling_layer=False)",
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
+
+
+USE = [
+    "",
+    "## Intended use",
+    "",
+    "Understanding short commands and questions to a voice assistant in the skills above "
+    "(English, as in the training data). Not for other domains or languages, and not for "
+    "decisions about people; check the out-of-scope rejection before acting on a parse.",
+    "",
+    "## How to use",
+    "",
+    "```bash",
+    'nlu serve THIS_FOLDER            # HTTP: POST /parse {"text": ...}',
+    'nlu predict --model THIS_FOLDER "turn on the lights"',
+    "```",
+    "",
+    "```python",
+    "from nlu import Parser",
+    'parser = Parser.from_pretrained("THIS_FOLDER")',
+    'parser.parse("turn on the lights")',
+    '# The encoder alone: transformers.AutoModel.from_pretrained("THIS_FOLDER", '
+    "add_pooling_layer=False)",
+    "```",
+    "",
+]

@@ -170,21 +170,10 @@ def _fit(
             "intent_ece_before": _ece(intent_groups, 1.0),
             "intent_ece_after": _ece(intent_groups, intent_t),
         },
-        "methods": {},
     }
-    for method in METHODS:
-        kwargs: dict[str, Any] = {"temperature": router_t, "means": means, "precision": precision}
-        in_scores = score(method, outputs.router, outputs.pooled, **kwargs)
-        threshold = threshold_for_recall(in_scores, cfg.target_recall)
-        row: dict[str, Any] = {
-            "threshold": round(threshold, 6),
-            "in_scope_recall": round(100 * float((in_scores <= threshold).mean()), 2),
-        }
-        if oos_outputs is not None:
-            oos_scores = score(method, oos_outputs.router, oos_outputs.pooled, **kwargs)
-            row["out_of_scope_recall"] = round(100 * float((oos_scores > threshold).mean()), 2)
-            row["auroc"] = round(auroc(in_scores, oos_scores), 4)
-        report["methods"][method] = row
+    report["methods"] = method_figures(
+        outputs, oos_outputs, cfg.target_recall, router_t, means, precision
+    )
     chosen = report["methods"][cfg.oos_method]
     detector = OutOfScope(
         method=cfg.oos_method,
@@ -205,6 +194,37 @@ def _fit(
         report["methods"],
     )
     return detector
+
+
+def method_figures(
+    outputs: Outputs,
+    oos_outputs: Outputs | None,
+    target_recall: float,
+    router_temperature: float,
+    means: np.ndarray,
+    precision: np.ndarray,
+) -> dict[str, dict[str, Any]]:
+    """Every method's threshold for `target_recall` of the in-scope dev texts, and, with
+    out-of-scope dev texts, what it would reject of them and its AUROC."""
+    figures: dict[str, dict[str, Any]] = {}
+    kwargs: dict[str, Any] = {
+        "temperature": router_temperature,
+        "means": means,
+        "precision": precision,
+    }
+    for method in METHODS:
+        in_scores = score(method, outputs.router, outputs.pooled, **kwargs)
+        threshold = threshold_for_recall(in_scores, target_recall)
+        row: dict[str, Any] = {
+            "threshold": round(threshold, 6),
+            "in_scope_recall": round(100 * float((in_scores <= threshold).mean()), 2),
+        }
+        if oos_outputs is not None:
+            oos_scores = score(method, oos_outputs.router, oos_outputs.pooled, **kwargs)
+            row["out_of_scope_recall"] = round(100 * float((oos_scores > threshold).mean()), 2)
+            row["auroc"] = round(auroc(in_scores, oos_scores), 4)
+        figures[method] = row
+    return figures
 
 
 def recalibrate(model_dir: Path, ood_cfg: OodConfig) -> OutOfScope | None:

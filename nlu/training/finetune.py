@@ -111,20 +111,7 @@ def freeze_for(
     (the recipe refits it when the data covers every skill), and the adapters that stay valid,
     are carried into every folder."""
     check_mode(mode=mode, adapted=sorted(base.adapters), data_skills=data_skills)
-
-    def plain(training_config: str, metrics: dict[str, Any] | None) -> ModelFolder:
-        # heads mode keeps the encoder, so the other skills' adapters stay valid.
-        folder = model.to_folder(
-            tokenizer=base.tokenizer,
-            max_length=base.meta.max_length,
-            training_config=training_config,
-        )
-        folder.adapters = dict(base.adapters)
-        folder.ood = base.ood
-        folder.metrics = metrics
-        return folder
-
-    build: FolderBuilder = plain
+    build = _plain(model, base)
     if mode == "lora":
         (skill,) = data_skills
         adapters.wrap_for_training(
@@ -134,33 +121,11 @@ def freeze_for(
             start=base.adapters.get(skill),
             skill=skill,
         )
-
-        def with_lora(training_config: str, metrics: dict[str, Any] | None) -> ModelFolder:
-            # The base model as it is (so every other skill is bit-identical), plus this
-            # skill's adapter.
-            adapted = {**base.adapters, skill: adapters.extract(model, skill=skill)}
-            return replace(base, training_config=training_config, adapters=adapted, metrics=metrics)
-
-        build = with_lora
-
+        build = _with_lora(model, base, skill)
     elif mode == "lora_merged":
         # Freezes the base weights; the peft wrapper stands in for the encoder while training.
         adapters.wrap_for_training(model, rank=lora_rank, modules=lora_modules)
-
-        def merged(training_config: str, metrics: dict[str, Any] | None) -> ModelFolder:
-            # A merged copy to save as an ordinary model; training goes on with the adapter.
-            folder = adapters.merged_copy(model).to_folder(
-                tokenizer=base.tokenizer,
-                max_length=base.meta.max_length,
-                training_config=training_config,
-            )
-            folder.merged_adapter = adapters.extract(model, skill=None)
-            folder.ood = base.ood
-            folder.metrics = metrics
-            return folder
-
-        build = merged
-
+        build = _merged(model, base)
     elif mode in ("heads", "top_layers"):
         layers = int(model.encoder_config.num_hidden_layers)
         keep = set(range(layers - unfreeze_layers, layers)) if mode == "top_layers" else set()
@@ -189,4 +154,46 @@ def freeze_for(
         total,
         100 * trainable / total,
     )
+    return build
+
+
+def _plain(model: JointModel, base: ModelFolder) -> FolderBuilder:
+    def build(training_config: str, metrics: dict[str, Any] | None) -> ModelFolder:
+        # heads mode keeps the encoder, so the other skills' adapters stay valid.
+        folder = model.to_folder(
+            tokenizer=base.tokenizer,
+            max_length=base.meta.max_length,
+            training_config=training_config,
+        )
+        folder.adapters = dict(base.adapters)
+        folder.ood = base.ood
+        folder.metrics = metrics
+        return folder
+
+    return build
+
+
+def _with_lora(model: JointModel, base: ModelFolder, skill: str) -> FolderBuilder:
+    def build(training_config: str, metrics: dict[str, Any] | None) -> ModelFolder:
+        # The base model as it is (so every other skill is bit-identical), plus this skill's
+        # adapter.
+        adapted = {**base.adapters, skill: adapters.extract(model, skill=skill)}
+        return replace(base, training_config=training_config, adapters=adapted, metrics=metrics)
+
+    return build
+
+
+def _merged(model: JointModel, base: ModelFolder) -> FolderBuilder:
+    def build(training_config: str, metrics: dict[str, Any] | None) -> ModelFolder:
+        # A merged copy to save as an ordinary model; training goes on with the adapter.
+        folder = adapters.merged_copy(model).to_folder(
+            tokenizer=base.tokenizer,
+            max_length=base.meta.max_length,
+            training_config=training_config,
+        )
+        folder.merged_adapter = adapters.extract(model, skill=None)
+        folder.ood = base.ood
+        folder.metrics = metrics
+        return folder
+
     return build

@@ -38,6 +38,16 @@ RASA_INTENTS = {"set": "timer_set", "cancel": "timer_cancel", "remaining": "time
 # -- stand-in remote teachers: real HTTP servers on loopback ---------------------------------------
 
 
+class QuietServer(ThreadingHTTPServer):
+    """A client that gave up (the timeout tests) makes the handler's write fail after the test
+    has moved on: expected, so not printed into a later test's captured stderr."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 class Stub:
     """A loopback HTTP server whose handler is a function of (path, body) -> (status, body)."""
 
@@ -60,7 +70,7 @@ class Stub:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

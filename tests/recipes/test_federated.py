@@ -486,7 +486,7 @@ def test_deployment_goes_on_when_a_supernode_is_killed_mid_run(
 
 
 def test_lora_updates_send_only_adapters_and_heads(tiny_encoder: str) -> None:
-    from nlu.federated.client import federation_model, shared_arrays
+    from nlu.federated.arrays import federation_model, shared_arrays
 
     labels = [skill("lights", ["on", "off"], ["room"]), skill("timer", ["set"], ["length"])]
     values = {"encoder": tiny_encoder, "lora_rank": 4}
@@ -506,7 +506,7 @@ def test_lora_updates_send_only_adapters_and_heads(tiny_encoder: str) -> None:
 def test_lora_b_sends_only_b_and_every_machine_builds_the_same_a(tiny_encoder: str) -> None:
     import torch
 
-    from nlu.federated.client import federation_model, frozen_digest, shared_arrays
+    from nlu.federated.arrays import federation_model, frozen_digest, shared_arrays
 
     labels = [skill("lights", ["on", "off"], ["room"]), skill("timer", ["set"], ["length"])]
     values = {"encoder": tiny_encoder, "lora_rank": 4, "updates": "lora_b"}
@@ -536,7 +536,7 @@ def test_lora_b_server_merges_the_model_a_client_trained(tiny_encoder: str) -> N
     import torch
     from flwr.app import ArrayRecord
 
-    from nlu.federated.client import federation_model, load_arrays, shared_arrays
+    from nlu.federated.arrays import federation_model, load_arrays, shared_arrays
     from nlu.model import adapters
 
     labels = [skill("lights", ["on", "off"], ["room"])]
@@ -561,7 +561,7 @@ def test_lora_b_server_merges_the_model_a_client_trained(tiny_encoder: str) -> N
 
 
 def test_lora_modules_all_puts_adapters_on_every_linear_layer(tiny_encoder: str) -> None:
-    from nlu.federated.client import federation_model, shared_arrays
+    from nlu.federated.arrays import federation_model, shared_arrays
 
     labels = [skill("lights", ["on", "off"], ["room"])]
     values = {"encoder": tiny_encoder, "lora_rank": 4, "updates": "lora"}
