@@ -44,6 +44,9 @@ from typing import Any
 
 from common import write_results
 
+from nlu.config import build
+from nlu.federated.config import FederatedConfig
+
 MASSIVE = "../shared/data/massive_en_us/en-US.jsonl"
 # LoRA-B on every linear layer, local batches of 4, server rate 2, adapters and heads at 3e-3:
 # the LoRA settings that keep up with full updates (benchmarks/results/studies/federated.md).
@@ -356,7 +359,6 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
             }
             model_dir = train(make_config(refit, source=name)).model_dir
     else:
-        from nlu.federated.config import make_federated_config
         from nlu.federated.simulation import federated
 
         values = {
@@ -366,7 +368,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "local_parts": args.local_parts,
             **RUNS[name],
         }
-        fed = federated(make_federated_config(values, source=name))
+        fed = federated(build(FederatedConfig, values, source=name))
         model_dir = fed.model_dir
         rounds = fed.history
         result |= {

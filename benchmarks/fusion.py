@@ -42,6 +42,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nlu.config import load
+from nlu.distill.config import DistillConfig
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 # The experts and the joint run on gold labels come from there.
@@ -112,11 +115,10 @@ def test_scores(model_dir: Path, datasets: dict[str, str]) -> dict[str, Any]:
 
 
 def run_distill(config: Path) -> dict[str, Any]:
-    from nlu.distill.config import load_distill_config
     from nlu.distill.recipe import distill
 
     started = time.perf_counter()
-    result = distill(load_distill_config(config))
+    result = distill(load(DistillConfig, config))
     summary = json.loads((result.model_dir.parent / "train_summary.json").read_text())
     return {
         "wall_seconds": round(time.perf_counter() - started, 1),

@@ -1,24 +1,10 @@
 """Skill folders: `skills/<name>/skill.yaml` (+ optional hand-written `tests.yaml`).
 
-A skill file declares intents (description, slots used, sample utterances) and slot types
-(values with synonyms), in the spirit of the Alexa Skills Kit interaction model and Rasa's
-training data:
-
-    skill: alarm
-    description: Set, cancel and list alarms.
-    slots:                      # slot types
-      time:
-        values: [7 am, noon, {value: half past six, synonyms: [six thirty]}]
-    intents:
-      set_alarm:
-        description: Create an alarm.
-        slots: [time, label]    # or a mapping slot name -> slot type: {start_time: time}
-        utterances:
-          - wake me up at {time}                    # filled from the slot type's values
-          - set an alarm for [7 am](time) called [gym](label)   # literal annotation
-
-Templates are expanded deterministically (seeded). Any problem raises `DataError` naming the
-file, the line and what is wrong.
+A skill file declares intents (description, slots used, sample utterances with `{slot}`
+placeholders and `[text](slot)` annotations) and slot types (values with synonyms, an optional
+built-in kind), in the spirit of the Alexa Skills Kit interaction model and Rasa's training data
+(docs/guide/skills-and-data.md has an example). Templates are expanded deterministically
+(seeded). Any problem raises `DataError` naming the file, the line and what is wrong.
 """
 
 from __future__ import annotations
@@ -201,7 +187,6 @@ def parse_skill_file(path: Path) -> SkillSpec:
         raise where.error(
             ("skill",), f"skill {name!r} must match its folder name {path.parent.name!r}"
         )
-
     slot_values: dict[str, list[str]] = {}
     slot_kinds: dict[str, str] = {}
     resolved_forms: dict[str, dict[str, str]] = {}
@@ -218,89 +203,14 @@ def parse_skill_file(path: Path) -> SkillSpec:
             )
         if kind is not None:
             slot_kinds[slot_type] = kind
-        values = spec.get("values")
-        if not isinstance(values, list) or not values:
-            raise where.error(at, "needs a non-empty list `values`")
-        forms: list[str] = []
-        owner: dict[str, str] = {}  # case-folded surface form -> the value it stands for
-        for i, value in enumerate(values):
-            if isinstance(value, dict):
-                _check_keys(where, (*at, "values", i), value, {"value", "synonyms"})
-                synonyms = value.get("synonyms") or []
-                if not isinstance(synonyms, list):
-                    raise where.error((*at, "values", i), "synonyms must be a list")
-                candidates = [value.get("value"), *synonyms]
-            else:
-                candidates = [value]
-            for form in candidates:
-                if not isinstance(form, str) or not form.strip():
-                    raise where.error(
-                        (*at, "values", i), f"slot value {form!r} must be non-empty text"
-                    )
-                if STRAY.search(str(form)):
-                    raise where.error(
-                        (*at, "values", i), f"slot value {form!r} contains {{}}[] markup"
-                    )
-                form, canonical = form.strip(), str(candidates[0]).strip()
-                known = owner.get(form.casefold())
-                if known is not None and known.casefold() != canonical.casefold():
-                    raise where.error(
-                        (*at, "values", i),
-                        f"{form!r} stands for both {known!r} and {canonical!r}; a surface form "
-                        "can resolve to one value only",
-                    )
-                if known is not None:
-                    where.warn((*at, "values", i), f"slot value {form!r} is listed twice")
-                    continue
-                owner[form.casefold()] = canonical
-                forms.append(form)
+        forms, owner = _slot_values(where, at, spec.get("values"))
         slot_values[slot_type] = forms
         resolved_forms[slot_type] = {normalise(k): v for k, v in owner.items()}
 
     intents_doc = _mapping(where, ("intents",), doc.get("intents"), "intents")
     if not intents_doc:
         raise where.error(("intents",), "declare at least one intent")
-    intents: list[IntentSpec] = []
-    for intent, spec in intents_doc.items():
-        at = ("intents", intent)
-        _name(where, at, intent, "intent")
-        spec = _mapping(where, at, spec, f"intent {intent}")
-        _check_keys(where, at, spec, {"description", "slots", "utterances"})
-        declared = spec.get("slots") or []
-        if isinstance(declared, list):
-            slot_map = {str(s): str(s) for s in declared}
-        elif isinstance(declared, dict):
-            slot_map = {str(k): str(v) for k, v in declared.items()}
-        else:
-            raise where.error(
-                (*at, "slots"), "slots must be a list of slot types or a mapping name -> type"
-            )
-        for slot_name, slot_type in slot_map.items():
-            _name(where, (*at, "slots"), slot_name, "slot")
-            if slot_type not in slot_values:
-                raise where.error(
-                    (*at, "slots"),
-                    f"slot {slot_name!r} has type {slot_type!r}, "
-                    "which is not declared under `slots:`"
-                    f" (declared: {', '.join(sorted(slot_values)) or 'none'})",
-                )
-        utterances = spec.get("utterances")
-        if not isinstance(utterances, list) or not utterances:
-            raise where.error(at, "needs a non-empty list `utterances`")
-        templates = []
-        for i, text in enumerate(utterances):
-            t_at = (*at, "utterances", i)
-            if not isinstance(text, str) or not text.strip():
-                raise where.error(t_at, f"utterance {text!r} must be non-empty text")
-            for kind, slot, _ in _markup(text, where, t_at):
-                if slot not in slot_map:
-                    raise where.error(
-                        t_at,
-                        f"{kind} uses slot {slot!r}, which intent {intent!r} does not declare "
-                        f"(declared: {', '.join(slot_map) or 'none'})",
-                    )
-            templates.append(Template(text, t_at))
-        intents.append(IntentSpec(intent, str(spec.get("description", "")), slot_map, templates))
+    intents = [_intent(where, intent, spec, slot_values) for intent, spec in intents_doc.items()]
     return SkillSpec(
         name,
         str(doc.get("description", "")),
@@ -310,6 +220,89 @@ def parse_skill_file(path: Path) -> SkillSpec:
         canonical=resolved_forms,
         slot_kinds=slot_kinds,
     )
+
+
+def _slot_values(
+    where: _Where, at: tuple[Any, ...], values: Any
+) -> tuple[list[str], dict[str, str]]:
+    """A slot type's surface forms (values and synonyms) and, case-folded, the value each
+    stands for."""
+    if not isinstance(values, list) or not values:
+        raise where.error(at, "needs a non-empty list `values`")
+    forms: list[str] = []
+    owner: dict[str, str] = {}  # case-folded surface form -> the value it stands for
+    for i, value in enumerate(values):
+        if isinstance(value, dict):
+            _check_keys(where, (*at, "values", i), value, {"value", "synonyms"})
+            synonyms = value.get("synonyms") or []
+            if not isinstance(synonyms, list):
+                raise where.error((*at, "values", i), "synonyms must be a list")
+            candidates = [value.get("value"), *synonyms]
+        else:
+            candidates = [value]
+        for form in candidates:
+            if not isinstance(form, str) or not form.strip():
+                raise where.error((*at, "values", i), f"slot value {form!r} must be non-empty text")
+            if STRAY.search(str(form)):
+                raise where.error((*at, "values", i), f"slot value {form!r} contains {{}}[] markup")
+            form, canonical = form.strip(), str(candidates[0]).strip()
+            known = owner.get(form.casefold())
+            if known is not None and known.casefold() != canonical.casefold():
+                raise where.error(
+                    (*at, "values", i),
+                    f"{form!r} stands for both {known!r} and {canonical!r}; a surface form "
+                    "can resolve to one value only",
+                )
+            if known is not None:
+                where.warn((*at, "values", i), f"slot value {form!r} is listed twice")
+                continue
+            owner[form.casefold()] = canonical
+            forms.append(form)
+    return forms, owner
+
+
+def _intent(where: _Where, intent: Any, spec: Any, slot_values: dict[str, list[str]]) -> IntentSpec:
+    """One intent: its slots (each of a declared type) and templates (each placeholder or
+    annotation naming one of its slots)."""
+    at = ("intents", intent)
+    _name(where, at, intent, "intent")
+    spec = _mapping(where, at, spec, f"intent {intent}")
+    _check_keys(where, at, spec, {"description", "slots", "utterances"})
+    declared = spec.get("slots") or []
+    if isinstance(declared, list):
+        slot_map = {str(s): str(s) for s in declared}
+    elif isinstance(declared, dict):
+        slot_map = {str(k): str(v) for k, v in declared.items()}
+    else:
+        raise where.error(
+            (*at, "slots"), "slots must be a list of slot types or a mapping name -> type"
+        )
+    for slot_name, slot_type in slot_map.items():
+        _name(where, (*at, "slots"), slot_name, "slot")
+        if slot_type not in slot_values:
+            raise where.error(
+                (*at, "slots"),
+                f"slot {slot_name!r} has type {slot_type!r}, "
+                "which is not declared under `slots:`"
+                f" (declared: {', '.join(sorted(slot_values)) or 'none'})",
+            )
+    utterances = spec.get("utterances")
+    if not isinstance(utterances, list) or not utterances:
+        raise where.error(at, "needs a non-empty list `utterances`")
+    templates = []
+    for i, text in enumerate(utterances):
+        t_at = (*at, "utterances", i)
+        if not isinstance(text, str) or not text.strip():
+            raise where.error(t_at, f"utterance {text!r} must be non-empty text")
+        for kind, slot, _ in _markup(text, where, t_at):
+            if slot not in slot_map:
+                raise where.error(
+                    t_at,
+                    f"{kind} uses slot {slot!r}, which intent {intent!r} does not declare "
+                    f"(declared: {', '.join(slot_map) or 'none'})",
+                )
+        templates.append(Template(text, t_at))
+    return IntentSpec(intent, str(spec.get("description", "")), slot_map, templates)
 
 
 def _markup(

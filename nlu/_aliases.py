@@ -111,3 +111,27 @@ def forward_names(package: str, modules: Sequence[str]) -> Callable[[str], Any]:
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+def old_loaders(module: str, name: str, cls: type) -> Callable[[str], Any]:
+    """A config module's `__getattr__` for its 0.1 functions (`make_distill_config`, ...),
+    which the one loader in nlu.config replaced."""
+    import functools
+
+    from nlu import config
+
+    functions: dict[str, tuple[str, Callable[..., Any]]] = {
+        f"make_{name}_config": ("build", functools.partial(config.build, cls)),
+        f"load_{name}_config": ("load", functools.partial(config.load, cls)),
+        f"dump_{name}_config": ("dump", config.dump),
+        f"parse_{name}_config": ("parse", functools.partial(config.parse, cls)),
+    }
+
+    def __getattr__(attr: str) -> Any:
+        if attr not in functions:
+            raise AttributeError(f"module {module!r} has no attribute {attr!r}")
+        new, function = functions[attr]
+        _moved(f"{module}.{attr}", f"nlu.config.{new}({cls.__name__}, ...)")
+        return function
+
+    return __getattr__

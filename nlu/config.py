@@ -321,18 +321,18 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 
 def update(config: C, values: Mapping[str, Any], *, source: str = "overrides") -> C:
     """A copy of `config` with user keys (flat, dotted or grouped) changed, checked."""
-    t = tree(type(config))
-    assigned: dict[Path_, Any] = {}
-    for key, value in values.items():
-        try:
-            _place(t, str(key), value, (), assigned, str(key))
-        except ConfigError as err:
-            raise ConfigError(f"{source}: {err}") from None
-    return typing.cast(C, _make(type(config), config, assigned, (), source))
+    return typing.cast(
+        C, _make(type(config), config, _assigned(type(config), values, source), (), source)
+    )
 
 
 def build(cls: type[C], values: Mapping[str, Any], *, source: str = "config") -> C:
     """A new `cls` from user keys: the defaults, then `values`."""
+    return typing.cast(C, _make(cls, None, _assigned(cls, values, source), (), source))
+
+
+def _assigned(cls: Any, values: Mapping[str, Any], source: str) -> dict[Path_, Any]:
+    """Each user key at its path, its value checked against the field's type."""
     t = tree(cls)
     assigned: dict[Path_, Any] = {}
     for key, value in values.items():
@@ -340,7 +340,7 @@ def build(cls: type[C], values: Mapping[str, Any], *, source: str = "config") ->
             _place(t, str(key), value, (), assigned, str(key))
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from None
-    return typing.cast(C, _make(cls, None, assigned, (), source))
+    return assigned
 
 
 def load(
@@ -479,5 +479,21 @@ def flat(cfg: TrainConfig) -> dict[str, Any]:
     return {k: getattr(getattr(cfg, group) if group else cfg, k) for k, group in KEYS.items()}
 
 
+def dump(config: Any) -> str:
+    """A resolved config as a run saves it. A recipe's student keys stand at the top level, as
+    `nlu train` saves them, so the model folder's config reads back with `parse_config` (which
+    skips the recipe's own keys); the recipe's own groups follow."""
+    values = dataclasses.asdict(config)
+    return yaml.safe_dump({**values.pop("student", {}), **values}, sort_keys=False)
+
+
+def parse(cls: type[C], text: str, *, source: str) -> C:
+    """A config of type `cls` from the YAML text `dump` wrote."""
+    loaded = yaml.safe_load(text) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{source}: a config is a mapping of key: value")
+    return build(cls, loaded, source=source)
+
+
 def dump_config(cfg: TrainConfig) -> str:
-    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+    return dump(cfg)

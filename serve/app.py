@@ -305,6 +305,23 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
         docs_url=None,
     )
     _offline_docs(app)
+    _error_handlers(app)
+    _info_routes(app, parser, settings, metrics)
+    answer = _answerer(parser, batcher)
+
+    # Declared for the OpenAPI document and for requests the guard's fast path hands back
+    # (not JSON, or invalid: the exception handlers word the error).
+    @app.post("/parse", responses={**PARSE_OK, **PARSE_ERRORS})
+    async def parse(request: ParseRequest) -> Any:
+        return await answer(request)
+
+    app.add_middleware(_Guard, metrics=metrics, settings=settings, parse=answer)
+    app.openapi = _openapi(app, parser)  # type: ignore[method-assign]
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every error as `{"error": ..., "details": [...]}` with its status."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -318,6 +335,10 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None
         return _json_error(exc.status_code, str(exc.detail), headers=headers)
+
+
+def _info_routes(app: FastAPI, parser: Parser, settings: ServeSettings, metrics: Metrics) -> None:
+    """GET /health, /skills and /metrics."""
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -352,33 +373,40 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
             multiprocess.MultiProcessCollector(registry)
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    errors: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorBody, "description": description}
-        for code, description in (
-            (401, "Missing or wrong API key (only with --api-key)."),
-            (400, "Unknown skill, or a Host header that is not this server's."),
-            (408, "The request body did not arrive in time."),
-            (413, "A request body over 1 MiB."),
-            (422, "The body is not a valid request (the message says which rule)."),
-            (500, "Inference failed for this request (other requests are not affected)."),
-            (503, "The request queue is full; retry after Retry-After seconds."),
-        )
-    }
-    ok: dict[int | str, dict[str, Any]] = {
-        200: {
-            "description": "`text` and `hypotheses` get one result, `texts` a list of results.",
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "oneOf": [
-                            {"$ref": "#/components/schemas/ParseResult"},
-                            {"$ref": "#/components/schemas/ParseResults"},
-                        ]
-                    }
+
+PARSE_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": description}
+    for code, description in (
+        (401, "Missing or wrong API key (only with --api-key)."),
+        (400, "Unknown skill, or a Host header that is not this server's."),
+        (408, "The request body did not arrive in time."),
+        (413, "A request body over 1 MiB."),
+        (422, "The body is not a valid request (the message says which rule)."),
+        (500, "Inference failed for this request (other requests are not affected)."),
+        (503, "The request queue is full; retry after Retry-After seconds."),
+    )
+}
+PARSE_OK: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "`text` and `hypotheses` get one result, `texts` a list of results.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/ParseResult"},
+                        {"$ref": "#/components/schemas/ParseResults"},
+                    ]
                 }
-            },
-        }
+            }
+        },
     }
+}
+
+
+def _answerer(
+    parser: Parser, batcher: MicroBatcher
+) -> Callable[[ParseRequest], Awaitable[Response]]:
+    """The one handler of a valid /parse request, for the route and the guard's fast path."""
 
     async def answer(request: ParseRequest) -> Response:
         if request.skill is not None and request.skill not in parser.skill_names:
@@ -413,13 +441,11 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
             payload = results[0] if request.text is not None else {"results": results}
         return Response(orjson.dumps(payload), media_type="application/json")
 
-    # Declared for the OpenAPI document and for requests the guard's fast path hands back
-    # (not JSON, or invalid: the exception handlers word the error).
-    @app.post("/parse", responses={**ok, **errors})
-    async def parse(request: ParseRequest) -> Any:
-        return await answer(request)
+    return answer
 
-    app.add_middleware(_Guard, metrics=metrics, settings=settings, parse=answer)
+
+def _openapi(app: FastAPI, parser: Parser) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document, with this server's skills and its detector's threshold range."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -439,5 +465,4 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
-    return app
+    return openapi

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from nlu.config import build
+
 if TYPE_CHECKING:
     from nlu.federated.config import FederatedConfig
 
@@ -67,7 +69,6 @@ TINY = {
 
 def fed_config(tiny_encoder: str, out: Path, **changes: Any) -> FederatedConfig:
     """Two skill owners (the lights skill folder, the timer file) on the tiny encoder."""
-    from nlu.federated.config import make_federated_config
 
     values = {
         "data": [str(FIXTURES / "skills"), str(FIXTURES / "timer.jsonl")],
@@ -77,4 +78,4 @@ def fed_config(tiny_encoder: str, out: Path, **changes: Any) -> FederatedConfig:
         **TINY,
         **changes,
     }
-    return make_federated_config(values, source="test")
+    return build(FederatedConfig, values, source="test")

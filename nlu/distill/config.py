@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-
-from nlu.config import DataConfig, TrainConfig, build, load
+from nlu._aliases import old_loaders
+from nlu.config import DataConfig, TrainConfig
 from nlu.distill.answers import TeacherConfig
 
 logger = logging.getLogger(__name__)
@@ -67,23 +63,5 @@ class DistillConfig:
         return []
 
 
-def make_distill_config(values: Mapping[str, Any], *, source: str) -> DistillConfig:
-    return build(DistillConfig, values, source=source)
-
-
-def load_distill_config(path: str | Path, overrides: Sequence[str] = ()) -> DistillConfig:
-    return load(DistillConfig, path, overrides)
-
-
-def dump_distill_config(cfg: DistillConfig) -> str:
-    # Student keys at the top level, as `nlu train` saves them: the model folder's config
-    # reads back with nlu.config.parse_config (which skips `teachers` and `kd`).
-    student = dataclasses.asdict(cfg.student)
-    return yaml.safe_dump(
-        {
-            **student,
-            "kd": dataclasses.asdict(cfg.kd),
-            "teachers": [dataclasses.asdict(t) for t in cfg.teachers],
-        },
-        sort_keys=False,
-    )
+# nlu 0.1's loaders of this config (nlu.config.build, load, dump with DistillConfig now).
+__getattr__ = old_loaders(__name__, "distill", DistillConfig)

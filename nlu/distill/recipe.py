@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nlu.config import ConfigError
+from nlu.config import ConfigError, dump
 from nlu.distill.answers import Answer, Teacher
 from nlu.distill.cache import ask_all
 from nlu.distill.teachers import open_teacher
@@ -39,7 +39,7 @@ if typing.TYPE_CHECKING:
     from nlu.data.loaders import TrainData
     from nlu.training.engine import ModelSetup, TrainResult
 
-from nlu.distill.config import DistillConfig, dump_distill_config
+from nlu.distill.config import DistillConfig
 from nlu.distill.targets import (
     LabelMap,
     SoftTargets,
@@ -127,78 +127,31 @@ def label_transfer(
 def distill(cfg: DistillConfig) -> TrainResult:
     from nlu.data.loaders import TrainData, load_train_dev
     from nlu.model.encoders import check_encoder
-    from nlu.training.engine import fit, setup_batches, setup_model, setup_run
-    from nlu.training.mtl import LossWeighting
-    from nlu.training.optim import setup_optimizer
+    from nlu.training.engine import setup_model, setup_run, train_model
     from nlu.training.run import finish_run, start_run
 
     student = cfg.student
-    resolved = dump_distill_config(cfg)
-    run = setup_run(student.output)
+    resolved = dump(cfg)
+    run_dir = setup_run(student.output)
     check_encoder(student.model.encoder)
     teachers = [open_teacher(t) for t in cfg.teachers]
     maps = {t.name: label_map(t) for t in teachers}
     gold = load_train_dev(student.data, seed=student.seed) if student.data.data else None
     labels = student_labels(teachers, maps, gold.labels if gold else [])
 
-    accelerator = start_run(
-        run, student.output, student.optim, resolved=resolved, seed=student.seed
-    )
+    run = start_run(run_dir, student, resolved=resolved)
     empty = TrainData(train=[], dev=[], labels=labels)
-    setup = setup_model(
-        student.model,
-        student.finetune,
-        empty,
-        label_smoothing=student.optim.label_smoothing,
-        orthogonality_weight=student.mtl.orthogonality_weight,
-    )
+    setup = setup_model(student, empty)
     index = setup.model.index
     # The main process asks the teachers and fills the cache; the others then read it.
-    with accelerator.main_process_first():
+    with run.accelerator.main_process_first():
         transfer = label_transfer(cfg, teachers, maps, index, setup.tokenizer, setup.max_length)
     examples, dev, soft = training_targets(cfg, transfer, gold, setup)
-    loader, sampler = setup_batches(
-        examples,
-        setup,
-        batch_size=student.optim.batch_size,
-        mtl=student.mtl,
-        epochs=student.optim.epochs,
-        seed=student.seed,
-        extra=soft.batch,
-    )
-    weighting = LossWeighting.from_config(
-        student.mtl,
-        setup.model.task_names(),
-        train_router=True,
-        negatives=any(not e.in_scope for e in examples),
-    )
-    optimizer, scheduler = setup_optimizer(
-        student.optim, setup.model, weighting, steps_per_epoch=len(loader)
-    )
-    result = fit(
-        accelerator,
-        setup,
-        loader,
-        sampler,
-        optimizer,
-        scheduler,
-        weighting,
-        dev=dev,
-        optim=student.optim,
-        run=run,
-        keep_checkpoints=student.output.keep_checkpoints,
-        loss_hook=mixed_loss(index, cfg.kd),
+    result = train_model(
+        run, setup, examples, dev, extra=soft.batch, loss_hook=mixed_loss(index, cfg.kd)
     )
     return finish_run(
-        accelerator,
-        run,
-        setup,
-        result,
-        training_config=resolved,
-        ood=student.ood,
-        fit_on=(examples, dev),
-        seed=student.seed,
-        summary={"transfer": transfer.counts},
+        run, setup, result, fit_on=(examples, dev), summary={"transfer": transfer.counts}
     )
 
 

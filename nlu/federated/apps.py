@@ -16,8 +16,9 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from nlu.config import load
 from nlu.federated.client import make_client_app
-from nlu.federated.config import FederationError, load_federated_config
+from nlu.federated.config import FederatedConfig, FederationError
 from nlu.federated.server import run_server
 from nlu.federated.simulation import prepare_output
 
@@ -32,6 +33,6 @@ def main(grid: Grid, context: Context) -> None:
         raise FederationError(
             "no federated config: flwr run ... --run-config \"config='/path/to/federated.yaml'\""
         )
-    cfg = prepare_output(load_federated_config(str(config)))
+    cfg = prepare_output(load(FederatedConfig, str(config)))
     clients = int(str(context.run_config.get("clients", cfg.federation.clients or 1)))
     run_server(grid, cfg, clients, Path(cfg.student.output.output_dir))

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from nlu.config import parse
 from nlu.labels import SkillLabels
 from nlu.schema import Example
 
@@ -30,7 +31,7 @@ if typing.TYPE_CHECKING:
     from nlu.training.engine import LossHook
 
 from nlu.federated.arrays import federation_model, frozen_digest, load_arrays, shared_arrays
-from nlu.federated.config import FederatedConfig, FederationError, parse_federated_config
+from nlu.federated.config import FederatedConfig, FederationError
 from nlu.federated.messages import (
     arrays_of,
     clip_when_asked,
@@ -62,7 +63,7 @@ class Job:
     @classmethod
     def from_record(cls, record: ConfigRecord) -> Job:
         text = str(record["job-config"])
-        cfg = parse_federated_config(text, source="the server's job")
+        cfg = parse(FederatedConfig, text, source="the server's job")
         labels = labels_from_json(str(record["job-labels"])) if "job-labels" in record else []
         return cls(cfg, text, labels, str(record.get("frozen-digest", "")))
 
@@ -131,7 +132,7 @@ def _state(job_text: str, context: Context) -> ClientState:
         import datasets
 
         datasets.disable_progress_bars()  # many clients share one log
-        cfg = parse_federated_config(job_text, source="the server's job")
+        cfg = parse(FederatedConfig, job_text, source="the server's job")
         # One federation at a time per process; in simulation one process serves many clients.
         for old in [k for k in _STATES if k[0] != key[0]]:
             del _STATES[old]
@@ -302,16 +303,10 @@ def round_optimizer(
     from the heads' full rate."""
     import torch
 
-    from nlu.training.optim import param_groups
+    from nlu.training.optim import configured_groups
 
-    optim, rounds = job.config.student.optim, job.config.federation.rounds
-    groups = param_groups(
-        model,
-        learning_rate=optim.learning_rate,
-        head_learning_rate=optim.head_learning_rate,
-        weight_decay=optim.weight_decay,
-        layer_lr_decay=optim.layer_lr_decay,
-    )
+    rounds = job.config.federation.rounds
+    groups = configured_groups(job.config.student.optim, model)
     optimizer = torch.optim.AdamW(groups)
 
     def decay(step: int) -> float:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-
-from nlu.config import TrainConfig, build, load
+from nlu._aliases import old_loaders
+from nlu.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -153,23 +149,5 @@ class FederatedConfig:
         return []
 
 
-def make_federated_config(values: Mapping[str, Any], *, source: str) -> FederatedConfig:
-    return build(FederatedConfig, values, source=source)
-
-
-def load_federated_config(path: str | Path, overrides: Sequence[str] = ()) -> FederatedConfig:
-    return load(FederatedConfig, path, overrides)
-
-
-def dump_federated_config(cfg: FederatedConfig) -> str:
-    # Student keys at the top level, as `nlu train` saves them, so the model folder's config
-    # reads back with nlu.config.parse_config (which skips `federation`).
-    return yaml.safe_dump(
-        {**dataclasses.asdict(cfg.student), "federation": dataclasses.asdict(cfg.federation)},
-        sort_keys=False,
-    )
-
-
-def parse_federated_config(text: str, *, source: str) -> FederatedConfig:
-    values = yaml.safe_load(text) or {}
-    return make_federated_config(values, source=source)
+# nlu 0.1's loaders of this config (nlu.config.build, load, dump, parse with FederatedConfig).
+__getattr__ = old_loaders(__name__, "federated", FederatedConfig)

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from nlu.config import dump
+
 if typing.TYPE_CHECKING:
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
     from flwr.serverapp import Grid, ServerApp
@@ -31,7 +33,6 @@ from nlu.federated.config import (
     FederatedConfig,
     FederationConfig,
     FederationError,
-    dump_federated_config,
 )
 from nlu.federated.messages import arrays_of, configs, make_strategy, nbytes, number, reason
 from nlu.federated.partition import labels_from_json, labels_to_json, merge_labels
@@ -144,7 +145,7 @@ def run_server(
 
     fed = cfg.federation
     started = time.perf_counter()
-    text = dump_federated_config(cfg)
+    text = dump(cfg)
     nodes = _wait_for_clients(grid, expected, fed.connect_timeout_s)
     labels, clients = federation_labels(grid, nodes, cfg, text)
     model, tokenizer = federation_model(cfg, labels)

@@ -36,12 +36,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nlu.config import ConfigError
+from nlu.config import ConfigError, dump
 
 if typing.TYPE_CHECKING:
     pass
 from nlu.federated.client import make_client_app
-from nlu.federated.config import FederatedConfig, FederationError, dump_federated_config
+from nlu.federated.config import FederatedConfig, FederationError
 from nlu.federated.server import FederatedResult, make_server_app
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def prepare_output(cfg: FederatedConfig) -> FederatedConfig:
     )
     out = Path(cfg.student.output.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_federated_config(cfg))
+    (out / "config.yaml").write_text(dump(cfg))
     return cfg
 
 

@@ -31,12 +31,14 @@ import yaml
 from torch import nn
 
 from nlu.config import DataConfig, OodConfig, parse_config
+from nlu.data.loaders import TrainData
 from nlu.labels import SkillLabels
 from nlu.model import modeldir
 from nlu.model.alignment import Tokenizer, pad_id
 from nlu.model.features import collate, featurize
 from nlu.model.joint import JointModel
 from nlu.model.losses import task_losses
+from nlu.model.modeldir import ModelFolder
 from nlu.schema import DataError, Example
 from nlu.training.mtl import LossWeighting
 
@@ -178,6 +180,42 @@ def add_skill(
     merge_router(model, old, new_router)
     seconds = time.perf_counter() - started
 
+    folder = extended_folder(
+        model, base, model_dir, data, replayed, skill_data, epochs, learning_rate, seed
+    )
+    modeldir.save(out_dir, folder)
+    dev_metrics = _dev_scores(out_dir, data.dev, base.tokenizer)
+    logger.info(
+        "added %s to %s in %.1f s -> %s; new-skill dev: %s",
+        ", ".join(s.name for s in data.labels),
+        model_dir,
+        seconds,
+        out_dir,
+        json.dumps(dev_metrics),
+    )
+    return AddSkillResult(
+        model_dir=out_dir,
+        new_skills=[s.name for s in data.labels],
+        train_examples=len(data.train),
+        replay_examples=len(replayed),
+        seconds=round(seconds, 1),
+        dev=dev_metrics,
+    )
+
+
+def extended_folder(
+    model: JointModel,
+    base: ModelFolder,
+    model_dir: Path,
+    data: TrainData,
+    replayed: list[Example],
+    skill_data: Sequence[str],
+    epochs: int,
+    learning_rate: float,
+    seed: int,
+) -> ModelFolder:
+    """The extended model's folder: the base's tokenizer and adapters, the training config with
+    a note of what was added, and the out-of-scope detector refitted when the base had one."""
     note = {
         "add_skill": {
             "base_model": str(model_dir),
@@ -211,24 +249,7 @@ def add_skill(
             [*data.dev, *held],
             seed=seed,
         )
-    modeldir.save(out_dir, folder)
-    dev_metrics = _dev_scores(out_dir, data.dev, base.tokenizer)
-    logger.info(
-        "added %s to %s in %.1f s -> %s; new-skill dev: %s",
-        ", ".join(s.name for s in data.labels),
-        model_dir,
-        seconds,
-        out_dir,
-        json.dumps(dev_metrics),
-    )
-    return AddSkillResult(
-        model_dir=out_dir,
-        new_skills=[s.name for s in data.labels],
-        train_examples=len(data.train),
-        replay_examples=len(replayed),
-        seconds=round(seconds, 1),
-        dev=dev_metrics,
-    )
+    return folder
 
 
 def replay_examples(

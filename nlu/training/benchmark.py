@@ -47,6 +47,39 @@ def benchmark_config(
         return load(TrainConfig, path if path.is_file() else None, list(overrides), flags=flags)
 
 
+def _run_seed(
+    name: str, data: str, seed: int, seeds: int, config: TrainConfig, out: Path
+) -> dict[str, Any]:
+    """Train with one seed, select on dev, score the test split once."""
+    run_dir = out / f"seed_{seed}"
+    cfg = replace(config, data=[data], seed=seed, output_dir=str(run_dir))
+    logger.info("%s seed %d/%d: training", name, seed + 1, seeds)
+    started = time.perf_counter()
+    result = train(cfg)
+    wall = time.perf_counter() - started
+    metrics = evaluate(
+        model_dir=result.model_dir, data=[data], split="test", out_dir=run_dir / "test"
+    )
+    logger.info("%s seed %d test: %s", name, seed, json.dumps(metrics["overall"]))
+    return {
+        "seed": seed,
+        "test": metrics["overall"],
+        "out_of_scope": metrics.get("out_of_scope"),
+        "out_of_scope_by_method": out_of_scope_by_method(result.model_dir, data),
+        "calibration": {
+            "test_after": {k: v for k, v in metrics["calibration"].items() if "ece" in k},
+            "test_before": metrics.get("calibration_uncalibrated"),
+            "dev": (result.out_of_scope or {}).get("calibration"),
+        },
+        "dev": result.best_dev,
+        "best_epoch": result.best_epoch,
+        "train_seconds": result.train_seconds,
+        "wall_seconds": round(wall, 1),
+        "examples_per_second": result.examples_per_second,
+        "unseen_test_labels": metrics["unseen_labels"],
+    }
+
+
 def benchmark(
     *,
     name: str,
@@ -66,38 +99,7 @@ def benchmark(
         )
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs = []
-    for seed in range(seeds):
-        run_dir = out / f"seed_{seed}"
-        cfg = replace(config, data=[data], seed=seed, output_dir=str(run_dir))
-        logger.info("%s seed %d/%d: training", name, seed + 1, seeds)
-        started = time.perf_counter()
-        result = train(cfg)
-        wall = time.perf_counter() - started
-        metrics = evaluate(
-            model_dir=result.model_dir, data=[data], split="test", out_dir=run_dir / "test"
-        )
-        oos_methods = out_of_scope_by_method(result.model_dir, data)
-        runs.append(
-            {
-                "seed": seed,
-                "test": metrics["overall"],
-                "out_of_scope": metrics.get("out_of_scope"),
-                "out_of_scope_by_method": oos_methods,
-                "calibration": {
-                    "test_after": {k: v for k, v in metrics["calibration"].items() if "ece" in k},
-                    "test_before": metrics.get("calibration_uncalibrated"),
-                    "dev": (result.out_of_scope or {}).get("calibration"),
-                },
-                "dev": result.best_dev,
-                "best_epoch": result.best_epoch,
-                "train_seconds": result.train_seconds,
-                "wall_seconds": round(wall, 1),
-                "examples_per_second": result.examples_per_second,
-                "unseen_test_labels": metrics["unseen_labels"],
-            }
-        )
-        logger.info("%s seed %d test: %s", name, seed, json.dumps(metrics["overall"]))
+    runs = [_run_seed(name, data, seed, seeds, config, out) for seed in range(seeds)]
     summary = {m: mean_stderr([r["test"][m] for r in runs]) for m in METRICS}
     by_method = None
     if all(r["out_of_scope_by_method"] for r in runs):

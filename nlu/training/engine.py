@@ -28,11 +28,10 @@ from tqdm.auto import tqdm
 from nlu.config import (
     ConfigError,
     DataConfig,
-    FinetuneConfig,
-    ModelConfig,
     MultiTaskConfig,
     OptimConfig,
     OutputConfig,
+    TrainConfig,
 )
 from nlu.data.loaders import TrainData, load_train_dev, unseen_labels
 from nlu.evaluation.metrics import score
@@ -53,6 +52,7 @@ from nlu.training.checkpoints import (
 )
 from nlu.training.finetune import FolderBuilder, check_labels, freeze_for
 from nlu.training.mtl import LossWeighting, SkillSampler
+from nlu.training.optim import setup_optimizer
 
 # Logs once, from the main process, however many processes `accelerate launch` starts.
 logger = get_logger(__name__)
@@ -90,6 +90,17 @@ class RunDir:
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
+
+
+@dataclass
+class Run:
+    """A started run (`start_run`): its folder, Accelerate, its training config, and the
+    resolved config text saved with it (a recipe's own keys included)."""
+
+    dir: RunDir
+    accelerator: Accelerator
+    cfg: TrainConfig
+    resolved: str
 
 
 def setup_run(cfg: OutputConfig) -> RunDir:
@@ -163,16 +174,10 @@ class ModelSetup:
     train_router: bool = True
 
 
-def setup_model(
-    model_cfg: ModelConfig,
-    finetune: FinetuneConfig,
-    data: TrainData,
-    *,
-    label_smoothing: float,
-    orthogonality_weight: float = 0.0,
-) -> ModelSetup:
+def setup_model(cfg: TrainConfig, data: TrainData) -> ModelSetup:
     """A new joint model on the encoder, or (finetune.init_from) a saved one prepared for its
     fine-tuning mode."""
+    model_cfg, finetune = cfg.model, cfg.finetune
     if finetune.init_from:
         model, folder = JointModel.load(finetune.init_from)
         check_labels(model, data.labels, finetune.init_from)
@@ -225,8 +230,8 @@ def setup_model(
             return folder
 
     check_tokenizer(tokenizer)
-    model.label_smoothing = label_smoothing
-    model.orthogonality_weight = orthogonality_weight
+    model.label_smoothing = cfg.optim.label_smoothing
+    model.orthogonality_weight = cfg.mtl.orthogonality_weight
     model.train()
     return ModelSetup(model, tokenizer, max_length, build, train_router)
 
@@ -354,6 +359,52 @@ def run_epoch(
     return running, examples, time.perf_counter() - started
 
 
+def train_model(
+    run: Run,
+    setup: ModelSetup,
+    examples: Sequence[Example],
+    dev: Sequence[Example],
+    *,
+    extra: Callable[[Sequence[int], int], dict[str, torch.Tensor]] | None = None,
+    loss_hook: LossHook | None = None,
+) -> TrainResult:
+    """The stages from batches to the trained model, every recipe's: `setup_batches`, the loss
+    weighting, `setup_optimizer`, then `fit`."""
+    cfg = run.cfg
+    loader, sampler = setup_batches(
+        examples,
+        setup,
+        batch_size=cfg.optim.batch_size,
+        mtl=cfg.mtl,
+        epochs=cfg.optim.epochs,
+        seed=cfg.seed,
+        extra=extra,
+    )
+    weighting = LossWeighting.from_config(
+        cfg.mtl,
+        setup.model.task_names(),
+        train_router=setup.train_router,
+        negatives=any(not e.in_scope for e in examples),
+    )
+    optimizer, scheduler = setup_optimizer(
+        cfg.optim, setup.model, weighting, steps_per_epoch=len(loader)
+    )
+    return fit(
+        run.accelerator,
+        setup,
+        loader,
+        sampler,
+        optimizer,
+        scheduler,
+        weighting,
+        dev=dev,
+        optim=cfg.optim,
+        run=run.dir,
+        keep_checkpoints=cfg.output.keep_checkpoints,
+        loss_hook=loss_hook,
+    )
+
+
 def fit(
     accelerator: Accelerator,
     setup: ModelSetup,
@@ -375,20 +426,9 @@ def fit(
 
     `loss_hook(output, soft, hard)`: the loss from the model output, the batch's `soft_*`
     tensors and the weighted hard loss (distillation mixes in the teachers' distributions)."""
-    dev_loader: DataLoader[list[int]] = DataLoader(
-        list(range(len(dev))),  # type: ignore[arg-type]
-        batch_size=64,
-        collate_fn=list,
+    model, optimizer, batches, dev_batches, scheduler, combine = _prepare(
+        accelerator, setup, loader, optimizer, scheduler, weighting, dev_size=len(dev)
     )
-    # Prepared objects are Accelerate's wrappers (DDP, sharded loaders, ...).
-    model, optimizer, batches, dev_batches, scheduler = accelerator.prepare(
-        setup.model, optimizer, loader, dev_loader, scheduler
-    )
-    # Learned task weights (uncertainty) are parameters: replicate them across processes too.
-    learned = weighting.log_vars.requires_grad
-    combine = accelerator.prepare(weighting) if learned else weighting
-    # DWA's running means are restored on resume with the rest (the log-variances are a model).
-    accelerator.register_for_checkpointing(weighting.dwa)
     raw_model: JointModel = accelerator.unwrap_model(model)
 
     progress, best = resume(accelerator, run.resume_from) if run.resume_from else (Progress(), None)
@@ -446,6 +486,34 @@ def fit(
         examples_per_second=round(seen / max(train_seconds, 1e-9), 1),
         history=history,
     )
+
+
+def _prepare(
+    accelerator: Accelerator,
+    setup: ModelSetup,
+    loader: DataLoader[dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    weighting: LossWeighting,
+    *,
+    dev_size: int,
+) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """Accelerate's wrappers (DDP, sharded loaders, ...) of everything the loop touches, and a
+    loader of dev example indices, sharded across processes too."""
+    dev_loader: DataLoader[list[int]] = DataLoader(
+        list(range(dev_size)),  # type: ignore[arg-type]
+        batch_size=64,
+        collate_fn=list,
+    )
+    model, optimizer, batches, dev_batches, scheduler = accelerator.prepare(
+        setup.model, optimizer, loader, dev_loader, scheduler
+    )
+    # Learned task weights (uncertainty) are parameters: replicate them across processes too.
+    learned = weighting.log_vars.requires_grad
+    combine = accelerator.prepare(weighting) if learned else weighting
+    # DWA's running means are restored on resume with the rest (the log-variances are a model).
+    accelerator.register_for_checkpointing(weighting.dwa)
+    return model, optimizer, batches, dev_batches, scheduler, combine
 
 
 def epoch_record(

@@ -65,10 +65,9 @@ def encoder_depth(name: str, layers: int) -> int:
     return 0 if "embeddings" in name else layers
 
 
-def setup_optimizer(
-    cfg: OptimConfig, model: JointModel, weighting: LossWeighting, *, steps_per_epoch: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    groups = param_groups(
+def configured_groups(cfg: OptimConfig, model: JointModel) -> list[dict[str, Any]]:
+    """`param_groups` with the rates of the optimiser config."""
+    return param_groups(
         model,
         learning_rate=cfg.learning_rate,
         head_learning_rate=cfg.head_learning_rate,
@@ -76,6 +75,12 @@ def setup_optimizer(
         layer_lr_decay=cfg.layer_lr_decay,
         mixing_learning_rate=cfg.mixing_learning_rate,
     )
+
+
+def setup_optimizer(
+    cfg: OptimConfig, model: JointModel, weighting: LossWeighting, *, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    groups = configured_groups(cfg, model)
     if weighting.log_vars.requires_grad:  # learned task weights (uncertainty)
         groups.append(
             {"params": [weighting.log_vars], "lr": cfg.head_learning_rate, "weight_decay": 0}

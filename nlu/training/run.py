@@ -13,78 +13,80 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
-from nlu.config import OodConfig, OptimConfig, OutputConfig
+from nlu.config import TrainConfig
 from nlu.model import modeldir
 from nlu.schema import Example
 from nlu.training.calibrate import fit_out_of_scope
-from nlu.training.engine import ModelSetup, RunDir, TrainResult
+from nlu.training.engine import ModelSetup, Run, RunDir, TrainResult
 
 logger = get_logger(__name__)
 
 
 def start_run(
-    run: RunDir,
-    output: OutputConfig,
-    optim: OptimConfig,
+    run_dir: RunDir,
+    cfg: TrainConfig,
     *,
     resolved: str,
-    seed: int,
     tracker_config: Mapping[str, Any] | None = None,
-) -> Accelerator:
+) -> Run:
     """Accelerate for this run, the seed set, the resolved config saved beside the model."""
+    output, optim = cfg.output, cfg.optim
     tracking = output.log_with != "none"
     accelerator = Accelerator(
         mixed_precision=optim.mixed_precision,
         gradient_accumulation_steps=optim.gradient_accumulation_steps,
         log_with=output.log_with if tracking else None,
-        project_dir=str(run.root / "tracking") if tracking else None,
+        project_dir=str(run_dir.root / "tracking") if tracking else None,
     )
-    set_seed(seed)
+    set_seed(cfg.seed)
     if accelerator.is_main_process:
-        run.root.mkdir(parents=True, exist_ok=True)
-        (run.root / "config.yaml").write_text(resolved)
+        run_dir.root.mkdir(parents=True, exist_ok=True)
+        (run_dir.root / "config.yaml").write_text(resolved)
     if tracking:
         accelerator.init_trackers("nlu", config=dict(tracker_config or {}))
     logger.info("%d process(es), %s", accelerator.num_processes, accelerator.device)
-    return accelerator
+    return Run(run_dir, accelerator, cfg, resolved)
 
 
 def finish_run(
-    accelerator: Accelerator,
-    run: RunDir,
+    run: Run,
     setup: ModelSetup,
     result: TrainResult,
     *,
-    training_config: str,
-    ood: OodConfig,
     fit_on: tuple[Sequence[Example], Sequence[Example]],
-    seed: int,
     keep_detector: str | None = None,
     summary: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Calibrate the selected model (out-of-scope detector and temperatures, fitted on
     `fit_on` = (train, dev)) unless `keep_detector` says why its base model's stays, then save
     the model folder once and write `train_summary.json` (plus `summary`) and the curve."""
-    if accelerator.is_main_process:
+    root = run.dir.root
+    if run.accelerator.is_main_process:
         folder = setup.folder(
-            training_config, {"best_epoch": result.best_epoch, "dev": result.best_dev}
+            run.resolved, {"best_epoch": result.best_epoch, "dev": result.best_dev}
         )
         if keep_detector:
             logger.info("keeping the base model's out-of-scope detector: %s", keep_detector)
         else:
             train, dev = fit_on
             detector = fit_out_of_scope(
-                ood, setup.model, setup.tokenizer, setup.max_length, train, dev, seed=seed
+                run.cfg.ood,
+                setup.model,
+                setup.tokenizer,
+                setup.max_length,
+                train,
+                dev,
+                seed=run.cfg.seed,
             )
             folder.ood = detector
             result.out_of_scope = detector.report if detector else None
-        modeldir.save(run.model_dir, folder)
+        modeldir.save(run.dir.model_dir, folder)
         written = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
         written.update(summary or {})
-        (run.root / "train_summary.json").write_text(json.dumps(written, indent=2) + "\n")
-        plot_learning_curve(result.history, run.root / "learning_curve.png")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+        (root / "train_summary.json").write_text(json.dumps(written, indent=2) + "\n")
+        plot_learning_curve(result.history, root / "learning_curve.png")
+    run.accelerator.wait_for_everyone()
+    run.accelerator.end_training()
     return result
 
 

@@ -11,9 +11,7 @@ from nlu.config import FinetuneConfig, TrainConfig, dump_config, flat
 from nlu.data.loaders import TrainData, check_test_files
 from nlu.model.encoders import check_encoder
 from nlu.model.joint import JointModel
-from nlu.training.engine import TrainResult, fit, load_data, setup_batches, setup_model, setup_run
-from nlu.training.mtl import LossWeighting
-from nlu.training.optim import setup_optimizer
+from nlu.training.engine import TrainResult, load_data, setup_model, setup_run, train_model
 from nlu.training.run import finish_run, start_run
 
 logger = get_logger(__name__)
@@ -42,65 +40,18 @@ def flat_config(cfg: TrainConfig) -> dict[str, Any]:
 def train(cfg: TrainConfig) -> TrainResult:
     resolved = dump_config(cfg)
     # These fail before anything is written: no stray config.yaml from a run that cannot start.
-    run = setup_run(cfg.output)
+    run_dir = setup_run(cfg.output)
     if not cfg.finetune.init_from:
         check_encoder(cfg.model.encoder)
     check_test_files(cfg.data)  # a broken tests.yaml fails now, not at `nlu evaluate`
-    accelerator = start_run(
-        run,
-        cfg.output,
-        cfg.optim,
-        resolved=resolved,
-        seed=cfg.seed,
-        tracker_config=flat_config(cfg),
-    )
-
+    run = start_run(run_dir, cfg, resolved=resolved, tracker_config=flat_config(cfg))
     data = load_data(cfg.data, seed=cfg.seed)
-    setup = setup_model(
-        cfg.model,
-        cfg.finetune,
-        data,
-        label_smoothing=cfg.optim.label_smoothing,
-        orthogonality_weight=cfg.mtl.orthogonality_weight,
-    )
-    loader, sampler = setup_batches(
-        data.train,
-        setup,
-        batch_size=cfg.optim.batch_size,
-        mtl=cfg.mtl,
-        epochs=cfg.optim.epochs,
-        seed=cfg.seed,
-    )
-    weighting = LossWeighting.from_config(
-        cfg.mtl,
-        setup.model.task_names(),
-        train_router=setup.train_router,
-        negatives=any(not e.in_scope for e in data.train),
-    )
-    optimizer, scheduler = setup_optimizer(
-        cfg.optim, setup.model, weighting, steps_per_epoch=len(loader)
-    )
-    result = fit(
-        accelerator,
-        setup,
-        loader,
-        sampler,
-        optimizer,
-        scheduler,
-        weighting,
-        dev=data.dev,
-        optim=cfg.optim,
-        run=run,
-        keep_checkpoints=cfg.output.keep_checkpoints,
-    )
+    setup = setup_model(cfg, data)
+    result = train_model(run, setup, data.train, data.dev)
     return finish_run(
-        accelerator,
         run,
         setup,
         result,
-        training_config=resolved,
-        ood=cfg.ood,
         fit_on=(data.train, data.dev),
-        seed=cfg.seed,
         keep_detector=keeps_detector(cfg.finetune, setup.model, data),
     )

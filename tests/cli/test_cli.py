@@ -117,3 +117,18 @@ def test_old_module_paths_still_import_and_warn() -> None:
     from nlu.federated.simulation import federated as simulation
 
     assert federated is simulation
+
+
+def test_old_config_functions_still_work_and_warn(tmp_path: Path) -> None:
+    """0.1's per-recipe loaders answer through the one loader, with a warning that names it."""
+    from nlu.config import load
+
+    path = tmp_path / "fed.yaml"
+    path.write_text("rounds: 2\nepochs: 1\n")
+    with pytest.warns(
+        DeprecationWarning, match=r"load_federated_config moved to nlu\.config\.load"
+    ):
+        from nlu.federated.config import load_federated_config
+    from nlu.federated.config import FederatedConfig
+
+    assert load_federated_config(path) == load(FederatedConfig, path)

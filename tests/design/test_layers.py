@@ -13,7 +13,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "vocabulary",
         (
-            "nlu._aliases",
             "nlu.console",
             "nlu.schema",
             "nlu.text",
@@ -22,7 +21,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "nlu.result",
         ),
     ),
-    ("config", ("nlu.config",)),
+    # The old import paths (nlu._aliases) include the config loaders of 0.1.
+    ("config", ("nlu.config", "nlu._aliases")),
     ("data", ("nlu.data",)),
     ("model", ("nlu.model",)),
     ("inference", ("nlu.inference",)),

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import torch
 
-from nlu.config import ConfigError, replace
+from nlu.config import ConfigError, load, replace
 from nlu.data.formats import read_jsonl
 from nlu.data.loaders import load_split
 from nlu.distill.answers import TeacherConfig, TeacherError
 from nlu.distill.cache import AnswerCache, ask_all
-from nlu.distill.config import DistillConfig, KDConfig, load_distill_config
+from nlu.distill.config import DistillConfig, KDConfig
 from nlu.distill.targets import kd_loss, label_map, student_labels
 from nlu.distill.teachers import open_teacher
 from nlu.evaluation.metrics import score
@@ -296,13 +296,13 @@ def test_config_file_keys_are_checked(tmp_path: Path) -> None:
     path = tmp_path / "distill.yaml"
     path.write_text("teachers:\n  - {name: a, kind: nlu, path: x, colour: red}\nepochs: 1\n")
     with pytest.raises(ConfigError, match="teacher a: unknown key 'colour'"):
-        load_distill_config(path)
+        load(DistillConfig, path)
     path.write_text("teachers:\n  - {name: a, kind: nlu, path: x}\nalpha: 0.7\nepochs: 1\n")
-    cfg = load_distill_config(path, ["temperature=3", "learning_rate=5e-5"])
+    cfg = load(DistillConfig, path, ["temperature=3", "learning_rate=5e-5"])
     assert (cfg.kd.alpha, cfg.kd.temperature, cfg.student.optim.learning_rate) == (0.7, 3.0, 5e-5)
     assert cfg.student.data.data == []  # gold data is optional for distillation
     with pytest.raises(ConfigError, match="alpha"):
-        load_distill_config(path, ["alpha=2"])
+        load(DistillConfig, path, ["alpha=2"])
 
 
 # -- remote teachers: batching, caching, retries, failures --------------------------------------
@@ -489,7 +489,7 @@ def test_a_hugging_face_pair_teaches_through_character_offsets(
 
 
 def test_the_example_config_loads() -> None:
-    cfg = load_distill_config(CONFIGS / "distill_example.yaml")
+    cfg = load(DistillConfig, CONFIGS / "distill_example.yaml")
     assert [t.kind for t in cfg.teachers] == ["nlu", "rasa", "hf"]
     assert cfg.teachers[1].intents == {"timer_set": "set", "timer_cancel": "cancel"}
     assert cfg.kd.transfer == ["data/unlabelled.txt"] and cfg.student.optim.epochs == 3

@@ -13,14 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nlu.config import ConfigError
+from nlu.config import ConfigError, build
 from nlu.data.loaders import load_train_dev
 from nlu.evaluation.metrics import score
 from nlu.federated.config import (
     FederatedConfig,
     FederationConfig,
     FederationError,
-    make_federated_config,
 )
 from nlu.federated.messages import average_by_owner, count_key, owned_only
 from nlu.federated.partition import merge_labels, partition
@@ -234,28 +233,28 @@ def test_the_fitted_router_is_additive_over_clients_and_separates_skills() -> No
 
 
 def test_federation_keys_are_checked(tmp_path: Path) -> None:
-    cfg = make_federated_config({"rounds": 2, "partition": "iid", "clients": 3}, source="t")
+    cfg = build(FederatedConfig, {"rounds": 2, "partition": "iid", "clients": 3}, source="t")
     assert isinstance(cfg, FederatedConfig) and cfg.federation.clients == 3
     with pytest.raises(
         ConfigError, match=r"unknown key 'federation\.round'; did you mean 'rounds'"
     ):
-        make_federated_config({"federation": {"round": 2}}, source="t")
+        build(FederatedConfig, {"federation": {"round": 2}}, source="t")
     with pytest.raises(ConfigError, match=r"dp_noise_multiplier=-0.1 \(0 or more\); dp_clip"):
-        make_federated_config({"dp_noise_multiplier": -0.1, "dp_clipping_norm": 0}, source="t")
+        build(FederatedConfig, {"dp_noise_multiplier": -0.1, "dp_clipping_norm": 0}, source="t")
     with pytest.raises(ConfigError, match="partition=iid needs clients"):
-        make_federated_config({"partition": "iid"}, source="t")
+        build(FederatedConfig, {"partition": "iid"}, source="t")
     with pytest.raises(ConfigError, match="strategy="):
-        make_federated_config({"strategy": "fedsgd"}, source="t")
+        build(FederatedConfig, {"strategy": "fedsgd"}, source="t")
     with pytest.raises(ConfigError, match="shared_server_lr applies to fedavg"):
-        make_federated_config({"strategy": "fedadam", "shared_server_lr": 2.0}, source="t")
+        build(FederatedConfig, {"strategy": "fedadam", "shared_server_lr": 2.0}, source="t")
     with pytest.raises(ConfigError, match="shared_server_lr=0"):
-        make_federated_config({"shared_server_lr": 0}, source="t")
+        build(FederatedConfig, {"shared_server_lr": 0}, source="t")
     with pytest.raises(ConfigError, match="unknown key 'epoch'"):
-        make_federated_config({"epoch": 2}, source="t")
+        build(FederatedConfig, {"epoch": 2}, source="t")
     with pytest.raises(ConfigError, match=r"head_refit_epochs=-1 \(at least 0\); local_parts=0"):
-        make_federated_config({"head_refit_epochs": -1, "local_parts": 0}, source="t")
+        build(FederatedConfig, {"head_refit_epochs": -1, "local_parts": 0}, source="t")
     with pytest.raises(ConfigError, match="head_refit_epochs works with fedavg and fedprox"):
-        make_federated_config({"head_refit_epochs": 1, "strategy": "fedadam"}, source="t")
+        build(FederatedConfig, {"head_refit_epochs": 1, "strategy": "fedadam"}, source="t")
     config = tmp_path / "fed.yaml"
     config.write_text("rounds: 0\n")
     out = subprocess.run(
@@ -490,10 +489,10 @@ def test_lora_updates_send_only_adapters_and_heads(tiny_encoder: str) -> None:
 
     labels = [skill("lights", ["on", "off"], ["room"]), skill("timer", ["set"], ["length"])]
     values = {"encoder": tiny_encoder, "lora_rank": 4}
-    model, _ = federation_model(make_federated_config(values, source="t"), labels)
+    model, _ = federation_model(build(FederatedConfig, values, source="t"), labels)
     full = shared_arrays(model)
     assert any(k.startswith("encoder.") for k in full)
-    lora_cfg = make_federated_config({**values, "updates": "lora"}, source="t")
+    lora_cfg = build(FederatedConfig, {**values, "updates": "lora"}, source="t")
     lora = shared_arrays(federation_model(lora_cfg, labels)[0])
     assert lora and all(
         ".lora_" in k or k.split(".")[0] in ("router", "intent_heads", "slot_heads") for k in lora
@@ -510,8 +509,8 @@ def test_lora_b_sends_only_b_and_every_machine_builds_the_same_a(tiny_encoder: s
 
     labels = [skill("lights", ["on", "off"], ["room"]), skill("timer", ["set"], ["length"])]
     values = {"encoder": tiny_encoder, "lora_rank": 4, "updates": "lora_b"}
-    server = federation_model(make_federated_config(values, source="t"), labels)[0]
-    client = federation_model(make_federated_config(values, source="t"), labels)[0]
+    server = federation_model(build(FederatedConfig, values, source="t"), labels)[0]
+    client = federation_model(build(FederatedConfig, values, source="t"), labels)[0]
     sent = shared_arrays(client)
     assert any(".lora_B." in k for k in sent) and not any(".lora_A." in k for k in sent)
     # A never travels and never trains: the server's and a client's must be equal.
@@ -525,7 +524,9 @@ def test_lora_b_sends_only_b_and_every_machine_builds_the_same_a(tiny_encoder: s
         next(p for n, p in client.named_parameters() if ".lora_A." in n)[0, 0] += 1e-6
     assert frozen_digest(server) != frozen_digest(client)
     both = shared_arrays(
-        federation_model(make_federated_config(values | {"updates": "lora"}, source="t"), labels)[0]
+        federation_model(build(FederatedConfig, values | {"updates": "lora"}, source="t"), labels)[
+            0
+        ]
     )
     assert set(sent) < set(both)
 
@@ -541,8 +542,8 @@ def test_lora_b_server_merges_the_model_a_client_trained(tiny_encoder: str) -> N
 
     labels = [skill("lights", ["on", "off"], ["room"])]
     values = {"encoder": tiny_encoder, "lora_rank": 4, "updates": "lora_b", "lora_modules": "all"}
-    server, tokenizer = federation_model(make_federated_config(values, source="t"), labels)
-    client = federation_model(make_federated_config(values, source="t"), labels)[0]
+    server, tokenizer = federation_model(build(FederatedConfig, values, source="t"), labels)
+    client = federation_model(build(FederatedConfig, values, source="t"), labels)[0]
     torch.manual_seed(1)
     with torch.no_grad():  # as if trained: B matrices and heads away from their start
         for param in client.parameters():
@@ -566,9 +567,9 @@ def test_lora_modules_all_puts_adapters_on_every_linear_layer(tiny_encoder: str)
     labels = [skill("lights", ["on", "off"], ["room"])]
     values = {"encoder": tiny_encoder, "lora_rank": 4, "updates": "lora"}
     attention = shared_arrays(
-        federation_model(make_federated_config(values, source="t"), labels)[0]
+        federation_model(build(FederatedConfig, values, source="t"), labels)[0]
     )
-    every = make_federated_config(values | {"lora_modules": "all"}, source="t")
+    every = build(FederatedConfig, values | {"lora_modules": "all"}, source="t")
     wrapped = {
         k.split(".lora_")[0].rsplit(".", 1)[-1]
         for k in shared_arrays(federation_model(every, labels)[0])

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from nlu.config import ConfigError
-from nlu.federated.config import make_federated_config
+from nlu.config import ConfigError, build
+from nlu.federated.config import FederatedConfig
 from nlu.federated.router import fit_quadratic_router, fit_router
 from nlu.model.ood import shared_precision
 from tests.helpers import CONFIGS, FIXTURES, fed_config
@@ -112,9 +112,9 @@ def test_a_skill_no_client_holds_is_never_chosen() -> None:
 
 def test_router_shrinkage_is_checked() -> None:
     with pytest.raises(ConfigError, match=r"router_shrinkage=1\.5"):
-        make_federated_config({"router": "qda", "router_shrinkage": 1.5}, source="t")
+        build(FederatedConfig, {"router": "qda", "router_shrinkage": 1.5}, source="t")
     with pytest.raises(ConfigError, match="router"):
-        make_federated_config({"router": "quadratic"}, source="t")
+        build(FederatedConfig, {"router": "quadratic"}, source="t")
 
 
 def test_a_curvature_of_the_wrong_shape_is_refused(tiny_encoder: str) -> None:
@@ -227,6 +227,6 @@ def test_the_shipped_federated_example_is_a_valid_config_for_skill_owners() -> N
     from nlu.config import read_values
 
     example = CONFIGS / "federated_example.yaml"
-    cfg = make_federated_config(read_values(example), source=str(example))
+    cfg = build(FederatedConfig, read_values(example), source=str(example))
     fed = cfg.federation
     assert (fed.partition, fed.router, cfg.student.model.router_input) == ("skill", "qda", "layers")

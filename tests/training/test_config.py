@@ -5,7 +5,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nlu.config import ConfigError, TrainConfig, dump_config, load_config, parse_config, replace
+from nlu.config import (
+    ConfigError,
+    TrainConfig,
+    dump,
+    dump_config,
+    load_config,
+    parse_config,
+    replace,
+)
 
 
 def test_yaml_plus_overrides_are_typed(tmp_path: Path) -> None:
@@ -95,8 +103,8 @@ def test_one_loader_reads_every_recipes_config(tmp_path: Path) -> None:
     """Flat, dotted and grouped keys mean the same in the distillation and federated configs as
     in the training config, and each saved config reads back as it was."""
     from nlu.config import build, load
-    from nlu.distill.config import DistillConfig, dump_distill_config
-    from nlu.federated.config import FederatedConfig, dump_federated_config
+    from nlu.distill.config import DistillConfig
+    from nlu.federated.config import FederatedConfig
 
     teachers = [{"name": "a", "kind": "nlu", "path": "m"}]
     flat = build(DistillConfig, {"teachers": teachers, "alpha": 0.7, "epochs": 2}, source="t")
@@ -111,12 +119,12 @@ def test_one_loader_reads_every_recipes_config(tmp_path: Path) -> None:
     assert flat == dotted == nested and flat.student.optim.epochs == 2
     assert flat.student.data.data == []  # a distillation student's gold data is optional
     path = tmp_path / "d.yaml"
-    path.write_text(dump_distill_config(flat))
+    path.write_text(dump(flat))
     assert load(DistillConfig, path) == flat
 
     fed = build(FederatedConfig, {"rounds": 3, "federation.clients": 0, "seed": 5}, source="t")
     assert (fed.federation.rounds, fed.student.seed) == (3, 5)
-    path.write_text(dump_federated_config(fed))
+    path.write_text(dump(fed))
     assert load(FederatedConfig, path) == fed
 
 
