@@ -108,7 +108,10 @@ class ModelMeta:
 
     @classmethod
     def from_json(cls, text: str, *, where: Path) -> ModelMeta:
-        row = json.loads(text)
+        return cls.from_row(json.loads(text), where=where)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], *, where: Path) -> ModelMeta:
         if row.get("format_version") != FORMAT_VERSION:
             raise ModelDirError(
                 f"{where} was saved in format {row.get('format_version')}; this nlu reads "
@@ -285,7 +288,20 @@ def check(directory: str | Path, backend: str = "auto") -> Backend:
     """Say what is wrong with a model folder for `backend` (missing, incomplete, or a damaged
     file, named), without building the model; returns the backend that `load` would use
     ('auto': ONNX when the folder has model.onnx)."""
-    directory = locate(directory)
+    return _inspect(locate(directory), backend).backend
+
+
+@dataclass
+class _Inspected:
+    """What checking a folder read, so that loading it reads each file once."""
+
+    backend: Backend
+    meta: ModelMeta
+    metrics: dict[str, Any] | None
+    encoder_config: dict[str, Any]
+
+
+def _inspect(directory: Path, backend: str) -> _Inspected:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if not directory.is_dir():
@@ -310,8 +326,11 @@ def check(directory: str | Path, backend: str = "auto") -> Backend:
         raise ModelDirError(
             f"model directory {directory} is incomplete: missing {', '.join(missing)}; {hint}"
         )
-    skills = {s.name for s in read_meta(directory).skills}
-    _parse_json(directory / ENCODER_CONFIG_FILE, "the encoder's transformers config")
+    meta, metrics = _read_meta(directory)
+    skills = {s.name for s in meta.skills}
+    encoder_config = _parse_json(
+        directory / ENCODER_CONFIG_FILE, "the encoder's transformers config"
+    )
     _parse_json(directory / TOKENIZER_FILE, "the tokenizer")
     _check_weights(directory / _WEIGHTS[chosen])
     for skill in adapter_skills(directory, any_file=True):
@@ -329,7 +348,7 @@ def check(directory: str | Path, backend: str = "auto") -> Backend:
                 f"backend: missing {', '.join(absent)}"
                 + ("; export the model again with `nlu export`" if chosen == "onnx" else "")
             )
-    return chosen
+    return _Inspected(chosen, meta, metrics, encoder_config)
 
 
 def load(directory: str | Path, backend: str = "auto") -> ModelFolder:
@@ -337,7 +356,8 @@ def load(directory: str | Path, backend: str = "auto") -> ModelFolder:
     from transformers import AutoTokenizer
 
     directory = locate(directory)
-    chosen = check(directory, backend)
+    inspected = _inspect(directory, backend)
+    chosen = inspected.backend
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except Exception as err:  # transformers raises many types for a bad tokenizer folder
@@ -346,9 +366,9 @@ def load(directory: str | Path, backend: str = "auto") -> ModelFolder:
             f"({type(err).__name__}: {str(err)[:200]}); {_REMEDY}"
         ) from err
     folder = ModelFolder(
-        meta=read_meta(directory),
+        meta=inspected.meta,
         tokenizer=tokenizer,
-        encoder_config=_parse_json(directory / ENCODER_CONFIG_FILE, "the encoder config"),
+        encoder_config=inspected.encoder_config,
         backend=chosen,
         training_config=read_training_config(directory),
     )
@@ -363,7 +383,7 @@ def load(directory: str | Path, backend: str = "auto") -> ModelFolder:
     if (directory / MERGED_ADAPTER_DIR / ADAPTER_CONFIG_FILE).is_file():
         folder.merged_adapter = _read_adapter(directory / MERGED_ADAPTER_DIR, chosen)
     folder.ood = read_ood(directory)
-    folder.metrics = _parse_json(directory / META_FILE, "the model's labels").get("metrics")
+    folder.metrics = inspected.metrics
     return folder
 
 
@@ -403,11 +423,17 @@ def _read_adapter(source: Path, backend: Backend) -> Adapter:
 
 
 def read_meta(directory: str | Path) -> ModelMeta:
-    path = Path(directory) / META_FILE
+    return _read_meta(Path(directory))[0]
+
+
+def _read_meta(directory: Path) -> tuple[ModelMeta, dict[str, Any] | None]:
+    """The labels and settings in nlu.json, and the metrics saved beside them."""
+    path = directory / META_FILE
     text = _read_text(path, "the model's labels")
     try:
-        return ModelMeta.from_json(text, where=Path(directory))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        row = json.loads(text)
+        return ModelMeta.from_row(row, where=directory), row.get("metrics")
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         if isinstance(err, ModelDirError):
             raise
         raise ModelDirError(f"{path} is damaged: {_why(err)}; {_REMEDY}") from err

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import nlu
 from nlu.cli import main
 from nlu.inference.parser import Parser
 from nlu.training.engine import TrainResult
@@ -138,3 +139,18 @@ def test_a_truncated_onnx_graph_is_named(
         handle.truncate(target.stat().st_size // 2)
     assert main(["predict", "lights on", "--model", str(tmp_path / "onnx")]) == 2
     assert "model.onnx is damaged or truncated" in capsys.readouterr().err
+
+
+def test_loading_reads_the_labels_once(trained: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checking and loading a folder share what they read: nlu.json is read once per load."""
+    reads: list[str] = []
+    real = Path.read_text
+
+    def counted(self: Path, *args: Any, **kwargs: Any) -> str:
+        reads.append(self.name)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    nlu.load(trained.model_dir)
+    assert reads.count("nlu.json") == 1
+    assert reads.count("config.json") == 1
