@@ -328,3 +328,19 @@ def unseen_labels(train: Sequence[SkillLabels], examples: Sequence[Example]) -> 
             if span.slot not in labels.slots:
                 slots[f"{ex.skill}/{span.slot}"] += 1
     return {"skills": dict(skills), "intents": dict(intents), "slot_types": dict(slots)}
+
+
+def __getattr__(name: str) -> Any:
+    # Readers and writers of single formats lived here before 0.2 (CHANGELOG.md).
+    from nlu.data import formats
+
+    if name.startswith("_") or not hasattr(formats, name):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    warnings.warn(
+        f"nlu.data.loaders.{name} moved to nlu.data.formats.{name} in nlu 0.2",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(formats, name)

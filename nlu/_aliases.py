@@ -44,6 +44,18 @@ MOVED: dict[str, str] = {
     "nlu.train": "nlu.training.train",
     "nlu.validate": "nlu.data.validate",
 }
+# Old modules that were split: a name not in the new module above is looked up in these.
+ALSO: dict[str, tuple[str, ...]] = {
+    "nlu.evaluate": ("nlu.evaluation.metrics", "nlu.evaluation.report"),
+    "nlu.teachers": ("nlu.distill.answers", "nlu.distill.cache"),
+    "nlu.train": (
+        "nlu.training.engine",
+        "nlu.training.rundir",
+        "nlu.training.checkpoints",
+        "nlu.training.optim",
+        "nlu.training.run",
+    ),
+}
 
 
 def _moved(old: str, new: str) -> None:
@@ -58,7 +70,12 @@ class _Forward(types.ModuleType):
     """An old module name: every attribute is read from (and written to) the new module."""
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(importlib.import_module(self.__dict__["_target"]), name)
+        target = self.__dict__["_target"]
+        for module in (target, *ALSO.get(self.__name__, ())):
+            found = importlib.import_module(module)
+            if hasattr(found, name):
+                return getattr(found, name)
+        raise AttributeError(f"module {self.__name__!r} ({target}) has no attribute {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("__") or name == "_target":
@@ -113,19 +130,32 @@ def forward_names(package: str, modules: Sequence[str]) -> Callable[[str], Any]:
     return __getattr__
 
 
-def old_loaders(module: str, name: str, cls: type) -> Callable[[str], Any]:
+def old_loaders(
+    module: str,
+    name: str,
+    cls: type,
+    groups: dict[str, type] | None = None,
+    rows: dict[str, type] | None = None,
+) -> Callable[[str], Any]:
     """A config module's `__getattr__` for its 0.1 functions (`make_distill_config`, ...),
-    which the one loader in nlu.config replaced."""
+    which the one loader in nlu.config replaced; `groups` names the 0.1 sets of a group's keys
+    (`FED_KEYS`: the fields of FederationConfig) and `rows` its builders of one entry
+    (`teacher_config`: a TeacherConfig)."""
+    import dataclasses
     import functools
 
     from nlu import config
 
-    functions: dict[str, tuple[str, Callable[..., Any]]] = {
+    functions: dict[str, tuple[str, Any]] = {
         f"make_{name}_config": ("build", functools.partial(config.build, cls)),
         f"load_{name}_config": ("load", functools.partial(config.load, cls)),
         f"dump_{name}_config": ("dump", config.dump),
         f"parse_{name}_config": ("parse", functools.partial(config.parse, cls)),
     }
+    for key_set, group in (groups or {}).items():
+        functions[key_set] = ("tree", {f.name for f in dataclasses.fields(group)})
+    for builder, row in (rows or {}).items():
+        functions[builder] = ("build", functools.partial(config.build, row))
 
     def __getattr__(attr: str) -> Any:
         if attr not in functions:

@@ -64,4 +64,10 @@ class DistillConfig:
 
 
 # nlu 0.1's loaders of this config (nlu.config.build, load, dump with DistillConfig now).
-__getattr__ = old_loaders(__name__, "distill", DistillConfig)
+__getattr__ = old_loaders(
+    __name__,
+    "distill",
+    DistillConfig,
+    groups={"KD_KEYS": KDConfig, "TEACHER_KEYS": TeacherConfig},
+    rows={"teacher_config": TeacherConfig},
+)

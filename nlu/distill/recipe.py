@@ -127,8 +127,9 @@ def label_transfer(
 def distill(cfg: DistillConfig) -> TrainResult:
     from nlu.data.loaders import TrainData, load_train_dev
     from nlu.model.encoders import check_encoder
-    from nlu.training.engine import setup_model, setup_run, train_model
+    from nlu.training.engine import setup_model, train_model
     from nlu.training.run import finish_run, start_run
+    from nlu.training.rundir import setup_run
 
     student = cfg.student
     resolved = dump(cfg)

@@ -150,4 +150,4 @@ class FederatedConfig:
 
 
 # nlu 0.1's loaders of this config (nlu.config.build, load, dump, parse with FederatedConfig).
-__getattr__ = old_loaders(__name__, "federated", FederatedConfig)
+__getattr__ = old_loaders(__name__, "federated", FederatedConfig, {"FED_KEYS": FederationConfig})

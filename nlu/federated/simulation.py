@@ -67,7 +67,7 @@ def prepare_output(cfg: FederatedConfig) -> FederatedConfig:
     """The config with absolute paths (clients run in other processes, with other working
     directories), its output folder checked and the resolved config written there."""
     from nlu.model.encoders import check_encoder
-    from nlu.training.engine import setup_run
+    from nlu.training.rundir import setup_run
 
     student = cfg.student
     run = setup_run(student.output)

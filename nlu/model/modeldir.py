@@ -1,21 +1,7 @@
 """The model folder: the one module that writes or reads it, and the only place that knows its
-layout. Importing this module imports neither torch nor transformers (the ONNX server needs
-neither); each backend's files are read only when that backend is loaded.
-
-    nlu.json                  labels (skills, intents, slots), pooling, max_length, format
-    config.json               the encoder's transformers config
-    tokenizer.json, ...       the tokenizer (transformers' own files)
-    model.safetensors         PyTorch weights (torch backend): the encoder under its own names, so
-                              `transformers.AutoModel.from_pretrained(folder)` loads the trained
-                              encoder; nlu's heads (router, intents, slots) under `nlu.`
-    model.onnx                one ONNX graph (onnx backend; `nlu export`)
-    training_config.yaml      the resolved config the model was trained with
-    README.md                 the model card (nlu.model.card), rendered from the rest on every save
-    adapters/<skill>/         per-skill LoRA adapter: adapter_config.json,
-                              adapter_model.safetensors, heads.safetensors[, model.onnx]
-    adapter/                  the LoRA adapter merged into the encoder (finetune=lora_merged)
-    ood.json, ood.safetensors the out-of-scope detector and calibration temperatures (ood.py);
-                              a folder without them accepts every text (in scope)
+layout (docs/reference/model-folder.md lists the files). Importing this module imports neither
+torch nor transformers (the ONNX server needs neither); each backend's files are read only when
+that backend is loaded.
 
 `save` writes the whole folder into a temporary sibling and renames it into place when it is
 complete, so a killed save leaves the previous model (or nothing), never a half-written folder

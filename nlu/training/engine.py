@@ -1,11 +1,11 @@
 """The training engine: the stages every recipe builds a run from, and the one training loop.
 
-A recipe (train, distill, the federated client, ...) runs, top to bottom: `setup_run` and
-`start_run` (nlu.training.run) for the run folder, the resolved config and Accelerate; the
-stages here (`load_data`, `setup_model`, `setup_batches`; `setup_optimizer` in
-nlu.training.optim); `fit` (prepare, resume, epochs, dev evaluation, model selection,
-checkpoints); and `finish_run` (calibrate the selected model in memory, save its folder once).
-A recipe with its own loss passes a `loss_hook`.
+A recipe (train, distill, the federated client, ...) runs, top to bottom: `setup_run`
+(nlu.training.rundir) and `start_run` (nlu.training.run) for the run folder, the resolved
+config and Accelerate; `load_data` and `setup_model`; `train_model` (`setup_batches`, the loss
+weighting, `setup_optimizer` from nlu.training.optim, then `fit`: prepare, resume, epochs, dev
+evaluation, model selection, checkpoints); and `finish_run` (calibrate the selected model in
+memory, save its folder once). A recipe with its own loss passes a `loss_hook`.
 
 Runs the same on CPU, one GPU, or many (`accelerate launch -m nlu.cli train ...`).
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,11 @@ from nlu.config import (
     DataConfig,
     MultiTaskConfig,
     OptimConfig,
-    OutputConfig,
     TrainConfig,
 )
 from nlu.data.loaders import TrainData, load_train_dev, unseen_labels
 from nlu.evaluation.metrics import score
 from nlu.inference.parser import parse_batch, torch_forward
-from nlu.model import modeldir
 from nlu.model.alignment import Tokenizer, check_tokenizer, pad_id
 from nlu.model.features import collate, featurize
 from nlu.model.joint import JointModel, JointOutput, build_model
@@ -45,7 +43,6 @@ from nlu.model.sharing import SharingError, sharing_for
 from nlu.schema import Example
 from nlu.training.checkpoints import (
     Progress,
-    checkpoints_newest_first,
     resume,
     save_checkpoint,
     weights_of,
@@ -53,6 +50,7 @@ from nlu.training.checkpoints import (
 from nlu.training.finetune import FolderBuilder, check_labels, freeze_for
 from nlu.training.mtl import LossWeighting, SkillSampler
 from nlu.training.optim import setup_optimizer
+from nlu.training.rundir import Run, RunDir
 
 # Logs once, from the main process, however many processes `accelerate launch` starts.
 logger = get_logger(__name__)
@@ -72,73 +70,6 @@ class TrainResult:
     history: list[dict[str, Any]]
     # What fitting the out-of-scope detector measured on dev (nlu.training.calibrate), per method.
     out_of_scope: dict[str, Any] | None = None
-
-
-# -- stage: run folder -----------------------------------------------------------------------------
-
-
-@dataclass
-class RunDir:
-    root: Path
-    # Checkpoints to resume from, newest first: resume takes the first that loads.
-    resume_from: list[Path] = field(default_factory=list)
-
-    @property
-    def model_dir(self) -> Path:
-        return self.root / "model"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-
-@dataclass
-class Run:
-    """A started run (`start_run`): its folder, Accelerate, its training config, and the
-    resolved config text saved with it (a recipe's own keys included)."""
-
-    dir: RunDir
-    accelerator: Accelerator
-    cfg: TrainConfig
-    resolved: str
-
-
-def setup_run(cfg: OutputConfig) -> RunDir:
-    """Where the run writes, and the checkpoint to resume from; fails before any data loading
-    or training when there is nothing to resume."""
-    run = RunDir(Path(cfg.output_dir))
-    if not cfg.resume and not cfg.overwrite and modeldir.locate(run.root) == run.model_dir:
-        raise ConfigError(
-            f"{run.root} already holds a trained model ({run.model_dir}); choose another "
-            "output_dir=..., pass overwrite=true to replace it, or resume=latest to continue "
-            "its checkpoints"
-        )
-    if cfg.resume:
-        if cfg.resume == "latest":
-            run.resume_from = checkpoints_newest_first(run.checkpoints)
-        elif Path(cfg.resume).is_dir():
-            run.resume_from = [Path(cfg.resume)]
-        if not run.resume_from:
-            raise FileNotFoundError(
-                f"no checkpoint to resume from at {cfg.resume!r} (looked in {run.checkpoints}); "
-                "resume needs the output_dir of an earlier run of the same config"
-            )
-    if cfg.log_with != "none":
-        check_tracker(cfg.log_with)
-    return run
-
-
-def check_tracker(name: str) -> None:
-    """An unknown or uninstalled tracker is one config error, before anything is written."""
-    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
-
-    if name not in LOGGER_TYPE_TO_CLASS:
-        raise ConfigError(
-            f"log_with={name}: unknown tracker; one of none, {', '.join(LOGGER_TYPE_TO_CLASS)}"
-        )
-    if name not in [str(t) for t in get_available_trackers()]:
-        extra = " (pip install 'nlu[tensorboard]')" if name == "tensorboard" else ""
-        raise ConfigError(f"log_with={name}: the {name} package is not installed{extra}")
 
 
 # -- stage: data -----------------------------------------------------------------------------------

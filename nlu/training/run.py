@@ -17,7 +17,8 @@ from nlu.config import TrainConfig
 from nlu.model import modeldir
 from nlu.schema import Example
 from nlu.training.calibrate import fit_out_of_scope
-from nlu.training.engine import ModelSetup, Run, RunDir, TrainResult
+from nlu.training.engine import ModelSetup, TrainResult
+from nlu.training.rundir import Run, RunDir
 
 logger = get_logger(__name__)
 

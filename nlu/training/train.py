@@ -11,8 +11,9 @@ from nlu.config import FinetuneConfig, TrainConfig, dump_config, flat
 from nlu.data.loaders import TrainData, check_test_files
 from nlu.model.encoders import check_encoder
 from nlu.model.joint import JointModel
-from nlu.training.engine import TrainResult, load_data, setup_model, setup_run, train_model
+from nlu.training.engine import TrainResult, load_data, setup_model, train_model
 from nlu.training.run import finish_run, start_run
+from nlu.training.rundir import setup_run
 
 logger = get_logger(__name__)
 

@@ -132,3 +132,22 @@ def test_old_config_functions_still_work_and_warn(tmp_path: Path) -> None:
     from nlu.federated.config import FederatedConfig
 
     assert load_federated_config(path) == load(FederatedConfig, path)
+
+
+def test_every_public_name_of_0_1_still_imports() -> None:
+    """Every public function, class and constant of nlu 0.1's modules (listed when 0.2 moved
+    them) is still reachable by its old import path."""
+    import importlib
+    import json
+    import warnings
+
+    from tests.helpers import FIXTURES
+
+    api = json.loads((FIXTURES / "api_0.1.json").read_text())
+    missing = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for module, names in api.items():
+            found = importlib.import_module(module)
+            missing += [f"{module}.{n}" for n in names if not hasattr(found, n)]
+    assert not missing, missing
