@@ -136,12 +136,6 @@ def add_skill(
     out_dir = run_dir / modeldir.RUN_MODEL_DIR
     torch.manual_seed(seed)
     old, base = JointModel.load(model_dir)
-    if old.sharing is not None:
-        raise AddSkillError(
-            f"{model_dir} shares its encoder softly ({old.sharing.mode}): a new skill would need "
-            "a place among its columns and mixing weights, which add-skill cannot give it "
-            "without retraining them. Train a model on all skills (`nlu train`) instead"
-        )
     data = load_data(
         DataConfig(
             data=list(skill_data),
@@ -150,12 +144,7 @@ def add_skill(
         ),
         seed=seed,
     )
-    clash = [s.name for s in data.labels if s.name in old.index.names]
-    if clash:
-        raise AddSkillError(
-            f"{model_dir} already has skill(s) {', '.join(clash)}; add-skill only adds new "
-            "skills. To update an existing skill, fine-tune: `nlu train --from MODEL ...`"
-        )
+    _check_new_skills(old, model_dir, [s.name for s in data.labels])
     replayed = replay_examples(
         old, replay or _replay_sources(model_dir, base.training_config), max_replay, seed
     )
@@ -201,6 +190,22 @@ def add_skill(
         seconds=round(seconds, 1),
         dev=dev_metrics,
     )
+
+
+def _check_new_skills(old: JointModel, model_dir: Path, names: Sequence[str]) -> None:
+    """The base model can take new skills (one hard-shared encoder), and these are new."""
+    if old.sharing is not None:
+        raise AddSkillError(
+            f"{model_dir} shares its encoder softly ({old.sharing.mode}): a new skill would need "
+            "a place among its columns and mixing weights, which add-skill cannot give it "
+            "without retraining them. Train a model on all skills (`nlu train`) instead"
+        )
+    clash = [name for name in names if name in old.index.names]
+    if clash:
+        raise AddSkillError(
+            f"{model_dir} already has skill(s) {', '.join(clash)}; add-skill only adds new "
+            "skills. To update an existing skill, fine-tune: `nlu train --from MODEL ...`"
+        )
 
 
 def extended_folder(

@@ -352,11 +352,8 @@ def fit(
     loss_hook: LossHook | None = None,
 ) -> TrainResult:
     """The training loop: prepare, resume, epochs (train, evaluate on dev, keep the best
-    weights, checkpoint). On return the model holds the best epoch's weights; `finish_run`
-    calibrates and saves it.
-
-    `loss_hook(output, soft, hard)`: the loss from the model output, the batch's `soft_*`
-    tensors and the weighted hard loss (distillation mixes in the teachers' distributions)."""
+    weights, checkpoint). On return the model holds the best epoch's weights. `loss_hook`: see
+    `LossHook` (distillation mixes in the teachers' distributions)."""
     model, optimizer, batches, dev_batches, scheduler, combine = _prepare(
         accelerator, setup, loader, optimizer, scheduler, weighting, dev_size=len(dev)
     )
