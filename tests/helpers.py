@@ -69,6 +69,7 @@ TINY = {
 
 def fed_config(tiny_encoder: str, out: Path, **changes: Any) -> FederatedConfig:
     """Two skill owners (the lights skill folder, the timer file) on the tiny encoder."""
+    from nlu.federated.config import FederatedConfig
 
     values = {
         "data": [str(FIXTURES / "skills"), str(FIXTURES / "timer.jsonl")],
