@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -169,11 +170,8 @@ class _Guard:
     async def _parse(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         """POST /parse without the framework's routing, request object and dependency solving
         (about 0.5 ms of CPU per request, measured in-process:
-        benchmarks/results/studies/serving.md). Only a body that is valid JSON and a valid
-        request takes this path: anything else goes to the
-        FastAPI route with the body replayed, so every error is worded by the one exception
-        handler. orjson accepts a subset of what the route's json.loads does and yields the
-        same objects for it."""
+        benchmarks/results/studies/serving.md): every `application/json` body, valid or not,
+        is answered here, the errors worded as the FastAPI route words them."""
         chunks = []
         try:
             while True:
@@ -189,13 +187,8 @@ class _Guard:
                 scope, receive, send
             )
             return
-        body = b"".join(chunks)
-        try:
-            request = ParseRequest.model_validate(orjson.loads(body))
-        except (orjson.JSONDecodeError, ValidationError):
-            await self.app(scope, _replay(body, receive), send)
-            return
-        response = await self.parse(request)
+        request = read_request(b"".join(chunks))
+        response = await self.parse(request) if isinstance(request, ParseRequest) else request
         await response(scope, receive, send)
 
     def _limited(self, receive: Receive) -> Receive:
@@ -231,18 +224,32 @@ class _Guard:
         return limited
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that hands over an already-read body once, then waits on the client's."""
-    sent = False
+def read_request(body: bytes) -> ParseRequest | Response:
+    """A /parse body as the route would read it: JSON (orjson, and the standard library for
+    what orjson refuses, as FastAPI reads it: NaN, lone surrogates, huge numbers), then the
+    request schema; an error worded as the route's exception handlers word it."""
+    if not body:
+        return _invalid([{"loc": ("body",), "msg": "Field required"}])
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError as err:
+            return _invalid([{"loc": ("body", err.pos), "msg": "JSON decode error"}])
+        except ValueError:  # not UTF-8, UTF-16 or UTF-32: FastAPI's words for it
+            return _json_error(400, "There was an error parsing the body")
+    try:
+        # from_attributes, as FastAPI validates bodies: a non-object body is worded the same.
+        return ParseRequest.model_validate(data, from_attributes=True)
+    except ValidationError as err:
+        return _invalid([{**e, "loc": ("body", *e["loc"])} for e in err.errors()])
 
-    async def replay() -> MutableMapping[str, Any]:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
 
-    return replay
+def _invalid(errors: Sequence[Mapping[str, Any]]) -> JSONResponse:
+    """422 with the details of each error (also the route's exception handler)."""
+    details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in errors]
+    return _json_error(422, "invalid request: " + "; ".join(d["msg"] for d in details), details)
 
 
 # The rest of the body is never read, so the connection cannot carry another request: say so,
@@ -325,11 +332,7 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")}
-            for e in exc.errors()
-        ]
-        return _json_error(422, "invalid request: " + "; ".join(d["msg"] for d in details), details)
+        return _invalid(exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
