@@ -315,3 +315,26 @@ def test_reference_time_is_an_iso_date_time(client: TestClient) -> None:
     for wrong in [*rejected, "2026-11-26T09"]:
         bad = client.post("/parse", json={"text": "lights on", "reference_time": wrong})
         assert bad.status_code == 422 and "reference_time" in bad.text, wrong
+
+
+def test_json_bodies_never_reach_the_framework(model_dir: Path) -> None:
+    """Every application/json /parse body, invalid ones too, is answered by the guard: the
+    FastAPI route's validation (and its error handler) is for other content types only."""
+    from fastapi.exceptions import RequestValidationError
+
+    app = create_app(Parser.from_pretrained(model_dir))
+    handled: list[str] = []
+    route_handler = app.exception_handlers[RequestValidationError]
+
+    async def spy(request: Any, exc: Exception) -> Any:
+        handled.append(request.headers["content-type"])
+        return await route_handler(request, exc)  # type: ignore[misc]
+
+    app.exception_handlers[RequestValidationError] = spy
+    with TestClient(app) as c:
+        for body in (b"", b"[]", b"{", b'{"text": ""}', b'{"text": NaN}', b'{"txt": "x"}'):
+            answer = c.post("/parse", content=body, headers={"content-type": "application/json"})
+            assert answer.status_code == 422, body
+        assert handled == []
+        other = c.post("/parse", content=b"{", headers={"content-type": "application/x+json"})
+        assert other.status_code == 422 and handled == ["application/x+json"]
