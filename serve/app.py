@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nlu.inference.nbest import combine
-from nlu.inference.parser import OptionError, Parser
+from nlu.inference.parser import OptionError, Parser, UnknownSkillError
 from nlu.model.ood import PROBABILITY_METHODS
 from nlu.result import ParseOptions
 from nlu.serve.batching import InferenceFailed, MicroBatcher, Overloaded
@@ -412,9 +412,6 @@ def _answerer(
     """The one handler of a valid /parse request, for the route and the guard's fast path."""
 
     async def answer(request: ParseRequest) -> Response:
-        if request.skill is not None and request.skill not in parser.skill_names:
-            known = ", ".join(parser.skill_names)
-            return _json_error(400, f"unknown skill {request.skill!r}; known skills: {known}")
         if request.hypotheses is not None:
             texts = [h.text for h in request.hypotheses]
         else:
@@ -422,8 +419,13 @@ def _answerer(
         options = ParseOptions(
             request.skill, request.top_k, request.oos_threshold, request.reference_time
         )
+        # The one check of the options (the schema checked the texts): the batcher parses
+        # without checking again.
         try:
             parser.check_options(options)
+        except UnknownSkillError:
+            known = ", ".join(parser.skill_names)
+            return _json_error(400, f"unknown skill {request.skill!r}; known skills: {known}")
         except OptionError as err:
             return _json_error(422, f"invalid request: oos_threshold: {err}")
         try:

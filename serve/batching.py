@@ -151,9 +151,7 @@ class MicroBatcher:
         options = [job.options for job in jobs for _ in job.texts]
         results = await loop.run_in_executor(
             executor,
-            functools.partial(
-                self.parser.parse_with_options, texts, options, batch_size=len(texts)
-            ),
+            functools.partial(self.parser.parse_checked, texts, options, batch_size=len(texts)),
         )
         start = 0
         for job in jobs:

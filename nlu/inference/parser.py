@@ -466,6 +466,18 @@ class Parser:
                 raise TextError(f"text {i} ({text!r}) {problem}")
         for distinct in set(options):
             self.check_options(distinct)
+        return self.parse_checked(texts, options, batch_size=batch_size)
+
+    def parse_checked(
+        self,
+        texts: Sequence[str],
+        options: Sequence[ParseOptions],
+        *,
+        batch_size: int = 64,
+    ) -> list[ParseResult]:
+        """`parse_with_options` for texts and options that the caller has checked already (the
+        server: its request schema holds the text rule, and `check_options` ran once per
+        request), so that no check runs twice on the way."""
         results: list[ParseResult] = []
         for start in range(0, len(texts), batch_size):
             results += parse_batch(

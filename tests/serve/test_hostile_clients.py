@@ -56,10 +56,10 @@ class Poisoned:
     def check_options(self, options: Any) -> None:
         self.parser.check_options(options)
 
-    def parse_with_options(self, texts: Any, options: Any, *, batch_size: int) -> Any:
+    def parse_checked(self, texts: Any, options: Any, *, batch_size: int) -> Any:
         if self.POISON in texts:
             raise ValueError("cannot encode this text")
-        return self.parser.parse_with_options(texts, options, batch_size=batch_size)
+        return self.parser.parse_checked(texts, options, batch_size=batch_size)
 
 
 def test_a_failing_request_gets_a_json_500_and_its_batch_mates_their_answers(

@@ -338,3 +338,30 @@ def test_json_bodies_never_reach_the_framework(model_dir: Path) -> None:
         assert handled == []
         other = c.post("/parse", content=b"{", headers={"content-type": "application/x+json"})
         assert other.status_code == 422 and handled == ["application/x+json"]
+
+
+def test_each_check_runs_once_per_request(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The schema checks the texts and the answer checks the options, once: the batcher then
+    parses without checking either again."""
+    from nlu.inference import parser as parser_module
+
+    parser = Parser.from_pretrained(model_dir)
+    checks: list[object] = []
+    texts_checked: list[str] = []
+    real_check, real_text = parser.check_options, parser_module.text_problem
+
+    def check(options: Any) -> None:
+        checks.append(options)
+        real_check(options)
+
+    def text_problem(text: str) -> str | None:
+        texts_checked.append(text)
+        return real_text(text)
+
+    monkeypatch.setattr(parser, "check_options", check)
+    monkeypatch.setattr(parser_module, "text_problem", text_problem)
+    with TestClient(create_app(parser)) as c:
+        skill = parser.skill_names[0]
+        answer = c.post("/parse", json={"texts": ["lights on", "lights off"], "skill": skill})
+        assert answer.status_code == 200
+    assert len(checks) == 1 and texts_checked == []

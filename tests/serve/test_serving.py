@@ -25,7 +25,7 @@ class FlakyParser:
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
 
-    def parse_with_options(
+    def parse_checked(
         self, texts: Sequence[str], options: Sequence[Any], *, batch_size: int
     ) -> list[str]:
         self.batches.append(list(texts))
