@@ -16,6 +16,7 @@ from nlu.config import build
 
 if TYPE_CHECKING:
     from nlu.federated.config import FederatedConfig
+    from nlu.result import ParseResult
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -80,3 +81,30 @@ def fed_config(tiny_encoder: str, out: Path, **changes: Any) -> FederatedConfig:
         **changes,
     }
     return build(FederatedConfig, values, source="test")
+
+
+def said(text: str, skill: str, intent: str, confidence: float, *slots: Any) -> ParseResult:
+    """A hand-made parse result: `slots` as (slot, start, end) in `text`."""
+    from nlu.result import ParseResult, Scored, SkillChoice, SlotValue
+
+    return ParseResult(
+        text=text,
+        skill=SkillChoice(skill, 0.9, False),
+        intent=Scored(intent, confidence),
+        intents=[Scored(intent, confidence)],
+        slots=[SlotValue(n, text[a:b], a, b, 0.9) for n, a, b in slots],
+        truncated=False,
+    )
+
+
+def broken_tests(tmp_path: Path) -> Path:
+    """A copy of the fixture skills whose tests.yaml names an unknown slot and intent."""
+    import shutil
+
+    skills = tmp_path / "skills"
+    shutil.copytree(FIXTURES / "skills", skills)
+    (skills / "lights" / "tests.yaml").write_text(
+        "turn_on:\n  - lights on in the [hall](room)\n  - lights on in the [hall](rooom)\n"
+        "dance:\n  - do a dance\n"
+    )
+    return skills

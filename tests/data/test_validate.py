@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from nlu.cli import main
 from nlu.data.formats import read_jsonl
 from nlu.data.skills import parse_skill_file
 from nlu.schema import DataError
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, broken_tests
 
 
 def test_a_span_inside_a_word_is_warned_about(
@@ -84,20 +83,10 @@ def test_validate_reports_every_problem_with_its_line(
     assert f"{FIXTURES / 'skills'}: skill folders" in out and ": ok" in out
 
 
-def _broken_tests(tmp_path: Path) -> Path:
-    skills = tmp_path / "skills"
-    shutil.copytree(FIXTURES / "skills", skills)
-    (skills / "lights" / "tests.yaml").write_text(
-        "turn_on:\n  - lights on in the [hall](room)\n  - lights on in the [hall](rooom)\n"
-        "dance:\n  - do a dance\n"
-    )
-    return skills
-
-
 def test_validate_reads_the_hand_written_tests(tmp_path: Path) -> None:
     from nlu.data.validate import validate
 
-    (report,) = validate([str(_broken_tests(tmp_path))])
+    (report,) = validate([str(broken_tests(tmp_path))])
     tests = tmp_path / "skills" / "lights" / "tests.yaml"
     assert len(report.problems) == 2
     assert report.problems[0].startswith(f"{tests}:3: turn_on.1: slot 'rooom' is not declared")

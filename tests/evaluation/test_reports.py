@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from nlu.schema import Example, Span
-
-
-def _said(text: str, skill: str, intent: str, confidence: float, *slots: Any) -> Any:
-    from nlu.result import ParseResult, Scored, SkillChoice, SlotValue
-
-    return ParseResult(
-        text=text,
-        skill=SkillChoice(skill, 0.9, False),
-        intent=Scored(intent, confidence),
-        intents=[Scored(intent, confidence)],
-        slots=[SlotValue(n, text[a:b], a, b, 0.9) for n, a, b in slots],
-        truncated=False,
-    )
+from tests.helpers import said
 
 
 def test_evaluation_reports_per_intent_per_slot_and_worst_errors() -> None:
@@ -33,14 +19,14 @@ def test_evaluation_reports_per_intent_per_slot_and_worst_errors() -> None:
         Example("alarm at 8", "alarm", "set", (Span(9, 10, "time"),)),
         Example("stop the timer", "timer", "stop"),
     ]
-    said = [
-        _said("alarm at 7", "alarm", "set", 0.99, ("time", 9, 10)),
-        _said("timer at 7", "timer", "start", 0.6),  # slot missed
-        _said("alarm at 8", "alarm", "cancel", 0.97, ("time", 9, 10)),  # wrong intent
-        _said("stop the timer", "timer", "stop", 0.9),
+    predicted = [
+        said("alarm at 7", "alarm", "set", 0.99, ("time", 9, 10)),
+        said("timer at 7", "timer", "start", 0.6),  # slot missed
+        said("alarm at 8", "alarm", "cancel", 0.97, ("time", 9, 10)),  # wrong intent
+        said("stop the timer", "timer", "stop", 0.9),
     ]
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder("default"))
-    metrics = score(gold, said, tokenizer=tokenizer)
+    metrics = score(gold, predicted, tokenizer=tokenizer)
     # The same slot name in two skills is two rows, not one merged score.
     assert metrics["per_slot_type"]["alarm/time"]["recall"] == 1.0
     assert metrics["per_slot_type"]["timer/time"]["recall"] == 0.0
@@ -55,6 +41,6 @@ def test_evaluation_reports_per_intent_per_slot_and_worst_errors() -> None:
     assert worst[0]["predicted"] == "alarm/cancel time='8'" and worst[1]["wrong"] == "slots"
     table = format_table(metrics)
     assert "| alarm/time | 2 |" in table and "## Worst errors" in table
-    row = prediction_row(gold[1], said[1])
+    row = prediction_row(gold[1], predicted[1])
     assert (row["correct"], row["intent_correct"], row["slots_correct"]) == (False, True, False)
     assert row["gold"]["slots"][0]["value"] == "7"

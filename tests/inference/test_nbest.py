@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-
-def _said(text: str, skill: str, intent: str, confidence: float, *slots: Any) -> Any:
-    from nlu.result import ParseResult, Scored, SkillChoice, SlotValue
-
-    return ParseResult(
-        text=text,
-        skill=SkillChoice(skill, 0.9, False),
-        intent=Scored(intent, confidence),
-        intents=[Scored(intent, confidence)],
-        slots=[SlotValue(n, text[a:b], a, b, 0.9) for n, a, b in slots],
-        truncated=False,
-    )
+from tests.helpers import said
 
 
 def test_nbest_outvotes_a_misrecognised_top_hypothesis() -> None:
     from nlu.inference.nbest import combine
 
-    top = _said("turn of the lights", "lights", "turn_off", 0.8)  # "of" misheard for "on"
-    second = _said("turn on the lights", "lights", "turn_on", 0.9)
-    third = _said("turn on the light", "lights", "turn_on", 0.9)
+    top = said("turn of the lights", "lights", "turn_off", 0.8)  # "of" misheard for "on"
+    second = said("turn on the lights", "lights", "turn_on", 0.9)
+    third = said("turn on the light", "lights", "turn_on", 0.9)
     result = combine([top, second, third], [0.4, 0.35, 0.25], top_k=5)
     assert result.intent is not None and result.intent.name == "turn_on"
     assert result.hypothesis == 1 and result.text == "turn on the lights"

@@ -3,7 +3,6 @@ tracker; and what it writes beside the model (tracking, learning curve)."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import pytest
 
 from nlu.config import ConfigError
 from nlu.schema import DataError
-from tests.helpers import FIXTURES
+from tests.helpers import broken_tests
 
 
 @pytest.mark.parametrize("encoder", ["bert-base-uncased", "no-such-org/no-such-model"])
@@ -48,16 +47,6 @@ def test_training_into_a_finished_run_needs_overwrite(
     assert (Path(trained.model_dir) / "model.safetensors").stat().st_mtime_ns == before
 
 
-def _broken_tests(tmp_path: Path) -> Path:
-    skills = tmp_path / "skills"
-    shutil.copytree(FIXTURES / "skills", skills)
-    (skills / "lights" / "tests.yaml").write_text(
-        "turn_on:\n  - lights on in the [hall](room)\n  - lights on in the [hall](rooom)\n"
-        "dance:\n  - do a dance\n"
-    )
-    return skills
-
-
 def test_train_checks_the_tests_file_before_training(
     tmp_path: Path, make_config: Callable[..., Any]
 ) -> None:
@@ -65,7 +54,7 @@ def test_train_checks_the_tests_file_before_training(
 
     out = tmp_path / "run"
     with pytest.raises(DataError, match=r"(?s)rooom.*unknown intent 'dance'"):
-        train(make_config(out, data=[str(_broken_tests(tmp_path))]))
+        train(make_config(out, data=[str(broken_tests(tmp_path))]))
     assert not out.exists()
 
 
