@@ -14,16 +14,26 @@ class ValidationFailed(Exception):
 
 def import_command(args: argparse.Namespace) -> None:
     from nlu.config import ConfigError
-    from nlu.data.importers import import_alexa, import_rasa
+    from nlu.data.importers import read_alexa, read_rasa, write_import
 
-    source, out = Path(args.file), Path(args.out)
+    sources = [Path(f) for f in args.files]
     if args.format == "rasa":
         if not args.skill:
             raise ConfigError("nlu import rasa: name the skill with --skill NAME")
-        target = import_rasa(source, skill=args.skill, out=out, force=args.force)
+        imported = read_rasa(sources, skill=args.skill, negative_intents=args.negative_intents)
     else:
-        target = import_alexa(source, skill=args.skill, out=out, force=args.force)
-    print(f"wrote {target}; check it with: nlu validate {target.parent}")
+        if len(sources) != 1:
+            raise ConfigError("nlu import alexa: give one interaction model JSON file")
+        imported = read_alexa(sources[0], skill=args.skill)
+    folder = write_import(
+        imported, Path(args.out), force=args.force, test_fraction=args.test_fraction, seed=args.seed
+    )
+    for note in imported.notes:
+        print(f"note: {note}")
+    for warning in imported.warnings:
+        print(f"warning: {warning}")
+    written = sorted(p.name for p in folder.iterdir())
+    print(f"wrote {folder} ({', '.join(written)}); check it with: nlu validate {folder}")
 
 
 def validate_command(args: argparse.Namespace) -> None:
@@ -40,10 +50,32 @@ def validate_command(args: argparse.Namespace) -> None:
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("import", help="write a skill folder from Rasa or Alexa training data")
     p.add_argument("format", choices=["rasa", "alexa"])
-    p.add_argument("file", help="Rasa 3 nlu.yml, or an Alexa interaction model JSON")
+    p.add_argument(
+        "files",
+        nargs="+",
+        help="rasa: NLU YAML files and/or project folders (searched for .yml/.yaml); "
+        "alexa: one interaction model JSON",
+    )
     p.add_argument("--skill", help="skill name (required for rasa; alexa: the invocation name)")
-    p.add_argument("--out", default="skills", help="folder to write <skill>/skill.yaml into")
-    p.add_argument("--force", action="store_true", help="replace an existing skill.yaml")
+    p.add_argument("--out", default="skills", help="folder to write <skill>/ into")
+    p.add_argument("--force", action="store_true", help="replace an existing skill folder")
+    p.add_argument(
+        "--negative-intents",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="rasa: more intent names that mean 'none of my intents' (out_of_scope, oos are "
+        "always): their examples become the skill's negatives",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="hold out a stratified share F of each intent (and of the negatives) as tests.yaml, "
+        "never trained on, for `nlu evaluate`",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out sample")
     p.set_defaults(func=import_command)
 
     p = sub.add_parser(

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from nlu.config import DataConfig
 from nlu.data.corpora import (
@@ -41,6 +42,7 @@ from nlu.data.corpora import (
     read_slurp,
     sniff_jsonl,
 )
+from nlu.data.formats import read_jointbert, read_jsonl
 from nlu.data.skills import (
     OUT_OF_SCOPE_FILE,
     TESTS_FILE,
@@ -54,10 +56,6 @@ from nlu.data.skills import (
 from nlu.labels import SkillLabels, labels_from_examples
 from nlu.schema import DataError, Example
 
-if TYPE_CHECKING:
-    pass
-from nlu.data.formats import read_jointbert, read_jsonl
-
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
@@ -67,31 +65,87 @@ SPLITS = ("train", "dev", "test")
 
 
 def read_skills(
-    path: Path, split: str, *, samples_per_template: int, dev_fraction: float, seed: int
+    path: Path,
+    split: str,
+    *,
+    samples_per_template: int,
+    dev_fraction: float,
+    seed: int,
+    shared_negatives: bool = True,
 ) -> tuple[list[Example], list[SkillLabels]]:
     examples: list[Example] = []
     labels: list[SkillLabels] = []
+    in_scope: list[Example] = []  # every skill's train+dev texts, for the negatives' check
+    negative_files: list[tuple[Path, bool]] = []  # (file, shared beside the skill folders)
     for skill_dir in find_skill_dirs(path):
         spec = parse_skill_file(skill_dir / "skill.yaml")
         labels.append(spec.labels)
+        generated = _expanded(spec, samples_per_template, seed)
+        in_scope += generated
         if split == "test":
             tests = skill_dir / TESTS_FILE
             if not tests.is_file():
                 raise DataError(
                     f"{tests}: missing; the test split of a skill is its hand-written {TESTS_FILE}"
+                    " (`nlu import ... --test-fraction 0.2` writes one from imported data)"
                 )
             examples += parse_tests_file(tests, spec)
         else:
-            examples += _template_split(spec, split, samples_per_template, dev_fraction, seed)
-    negatives = path / OUT_OF_SCOPE_FILE
-    if negatives.is_file():
-        texts = parse_out_of_scope_file(negatives)
-        if split == "test":
-            examples += [Example(t, None, None) for t in texts["test"]]
-        else:
-            pool = [Example(t, None, None) for t in texts["train"]]
-            examples += [e for e in pool if _is_dev(e, dev_fraction, seed) == (split == "dev")]
+            examples += [e for e in generated if _is_dev(e, dev_fraction, seed) == (split == "dev")]
+        if (skill_dir / OUT_OF_SCOPE_FILE).is_file():
+            negative_files.append((skill_dir / OUT_OF_SCOPE_FILE, False))
+    if shared_negatives and (path / OUT_OF_SCOPE_FILE).is_file():
+        negative_files.append((path / OUT_OF_SCOPE_FILE, True))
+    for file, shared in negative_files:
+        texts = parse_out_of_scope_file(file)
+        pool = texts["test"] if split == "test" else texts["train"]
+        if shared:  # written for other skills: drop what one of these skills handles
+            pool = drop_colliding(file, pool, in_scope)
+        negatives = [Example(t, None, None) for t in pool]
+        if split != "test":
+            negatives = [e for e in negatives if _is_dev(e, dev_fraction, seed) == (split == "dev")]
+        examples += negatives
     return examples, labels
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(re.findall(r"[a-z0-9']+", text.casefold()))
+
+
+def drop_colliding(file: Path, negatives: list[str], in_scope: list[Example]) -> list[str]:
+    """The shared negatives that no skill claims: a negative goes when a skill has the same text
+    or a near-same one (at least 80 % of the words of both in common, in any order), since
+    training it as "none of the skills" would contradict that skill. Each drop is logged once."""
+    seen: dict[frozenset[str], Example] = {}
+    for ex in in_scope:
+        seen.setdefault(frozenset(_words(ex.text)), ex)
+    kept: list[str] = []
+    dropped: list[str] = []
+    for text in negatives:
+        words = frozenset(_words(text))
+        claim = seen.get(words) or next(
+            (ex for key, ex in seen.items() if len(words & key) / max(len(words | key), 1) >= 0.8),
+            None,
+        )
+        if claim is None:
+            kept.append(text)
+        else:
+            dropped.append(f"{text!r} ({claim.skill}/{claim.intent}: {claim.text!r})")
+    if dropped:
+        key = (str(file), tuple(dropped))
+        if key not in _reported:
+            _reported.add(key)
+            logger.warning(
+                "%s: %d negative(s) not used because a skill handles the same text: %s; edit the "
+                "file, or set data.shared_negatives=false to use only your skills' own negatives",
+                file,
+                len(dropped),
+                "; ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""),
+            )
+    return kept
+
+
+_reported: set[tuple[str, tuple[str, ...]]] = set()
 
 
 def _is_dev(ex: Example, dev_fraction: float, seed: int) -> bool:
@@ -99,17 +153,14 @@ def _is_dev(ex: Example, dev_fraction: float, seed: int) -> bool:
     return zlib.crc32(f"{seed}:{ex.text}".encode()) / 2**32 < dev_fraction
 
 
-def _template_split(
-    spec: SkillSpec, split: str, samples_per_template: int, dev_fraction: float, seed: int
-) -> list[Example]:
+def _expanded(spec: SkillSpec, samples_per_template: int, seed: int) -> list[Example]:
     # Train and dev come from one expansion: expand once per file version, not once per split.
     key = (str(spec.path), spec.path.stat().st_mtime_ns, samples_per_template, seed)
     if key not in _EXPANDED:
         if len(_EXPANDED) >= 256:  # bounded: long-lived processes read many versions
             _EXPANDED.clear()
         _EXPANDED[key] = expand_skill(spec, samples_per_template=samples_per_template, seed=seed)
-    generated = _EXPANDED[key]
-    return [ex for ex in generated if _is_dev(ex, dev_fraction, seed) == (split == "dev")]
+    return _EXPANDED[key]
 
 
 _EXPANDED: dict[tuple[str, int, int, int], list[Example]] = {}
@@ -194,6 +245,7 @@ def load_split(
     samples_per_template: int = 20,
     dev_fraction: float = 0.1,
     seed: int = 0,
+    shared_negatives: bool = True,
 ) -> Loaded:
     """Examples of one split from any supported source; a JSONL file is its own split."""
     if split not in SPLITS:
@@ -218,7 +270,12 @@ def load_split(
     if kind == "jointbert":
         return Loaded(read_jointbert(path, split))
     examples, declared = read_skills(
-        path, split, samples_per_template=samples_per_template, dev_fraction=dev_fraction, seed=seed
+        path,
+        split,
+        samples_per_template=samples_per_template,
+        dev_fraction=dev_fraction,
+        seed=seed,
+        shared_negatives=shared_negatives,
     )
     return Loaded(examples, declared)
 
@@ -247,6 +304,7 @@ def load_train_dev(cfg: DataConfig, *, seed: int) -> TrainData:
             samples_per_template=cfg.samples_per_template,
             dev_fraction=cfg.dev_fraction,
             seed=seed,
+            shared_negatives=cfg.shared_negatives,
         )
 
     train: list[Example] = []

@@ -47,7 +47,7 @@ class _TextLoader(yaml.SafeLoader):
 _TextLoader.yaml_implicit_resolvers = {}
 
 
-def _load_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+def load_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
     """Parse YAML and remember the line (1-based) of every mapping value and list item."""
     data = path.read_bytes()
     try:
@@ -176,7 +176,7 @@ def _name(where: _Where, at: tuple[Any, ...], name: Any, what: str) -> str:
 
 
 def parse_skill_file(path: Path) -> SkillSpec:
-    doc, lines = _load_yaml(path)
+    doc, lines = load_yaml(path)
     where = _Where(path, lines)
     doc = _mapping(where, (), doc, "a skill file")
     _check_keys(where, (), doc, {"skill", "description", "slots", "intents"})
@@ -407,7 +407,7 @@ def expand_skill(spec: SkillSpec, *, samples_per_template: int, seed: int) -> li
 
 def parse_tests_file(path: Path, spec: SkillSpec) -> list[Example]:
     """Hand-written test utterances: `intent: [utterances with [text](slot) annotations]`."""
-    doc, lines = _load_yaml(path)
+    doc, lines = load_yaml(path)
     where = _Where(path, lines)
     doc = _mapping(where, (), doc, "a tests file")
     known = {i.name: i for i in spec.intents}
@@ -459,7 +459,7 @@ OUT_OF_SCOPE_FILE = "out_of_scope.yaml"
 def parse_out_of_scope_file(path: Path) -> dict[str, list[str]]:
     """`out_of_scope.yaml` beside the skill folders: `train:` and `test:` lists of texts that
     no skill handles (the assistant should refuse them)."""
-    doc, lines = _load_yaml(path)
+    doc, lines = load_yaml(path)
     where = _Where(path, lines)
     doc = _mapping(where, (), doc, "an out-of-scope file")
     unknown = sorted(set(doc) - {"train", "test"})

@@ -57,6 +57,9 @@ class DataConfig:
     # Out-of-scope examples in the training data (skill null; skills/out_of_scope.yaml) train
     # the router to refuse (outlier exposure). False: they only serve dev and test.
     train_negatives: bool = True
+    # Skill folders: use the shared out_of_scope.yaml beside them, less texts a skill handles
+    # (logged). False: only each skill's own <skill>/out_of_scope.yaml (`nlu import` writes it).
+    shared_negatives: bool = True
 
 
 @dataclass

@@ -101,17 +101,80 @@ def test_alexa_import_maps_types_and_builtin_kinds(tmp_path: Path) -> None:
     assert {i.name for i in spec.intents} == {"WaterPlantIntent", "PlantInfoIntent"}
 
 
-def test_import_errors_name_the_problem(tmp_path: Path) -> None:
+def test_import_errors_name_the_file_and_line_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "nlu.yml"
     bad.write_text("version: '3.1'\nrules: []\n")
-    with pytest.raises(ImportFailed, match="no `nlu:` list"):
-        import_rasa(bad, skill="x", out=tmp_path)
+    with pytest.raises(ImportFailed, match="no `nlu:` section"):
+        import_rasa(bad, skill="x", out=tmp_path / "out")
+    bad.write_text(RASA.replace("- never mind", "- never [mind"))
+    out = tmp_path / "skills"
+    assert main(["import", "rasa", str(bad), "--skill", "coffee", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:14: stray brackets" in err  # path:line: what
+    assert not out.exists()  # nothing written, so the fixed rerun needs no --force
+    bad.write_text(RASA)
+    assert main(["import", "rasa", str(bad), "--skill", "coffee", "--out", str(out)]) == 0
     model = json.loads(json.dumps(ALEXA))
-    model["interactionModel"]["languageModel"]["intents"][1]["slots"][0]["type"] = "AMAZON.City"
+    model["interactionModel"]["languageModel"]["intents"][1]["slots"][0]["type"] = "Flowers"
     source = tmp_path / "model.json"
     source.write_text(json.dumps(model))
-    with pytest.raises(DataError, match=r"AMAZON\.City are built into Alexa"):
-        import_alexa(source, skill="plants", out=tmp_path)
+    with pytest.raises(DataError, match="'Flowers' is used by a slot but not defined"):
+        import_alexa(source, skill="plants", out=out)
+    source.write_text('{"interactionModel": {"languageModel": {"intents": [}}}')
+    with pytest.raises(DataError, match=rf"{source}:1: invalid JSON"):
+        import_alexa(source, skill="plants", out=out)
+    assert sorted(p.name for p in out.iterdir()) == ["coffee"]  # no half-written skill
+
+
+def test_force_replaces_a_skill_only_when_the_new_import_succeeds(tmp_path: Path) -> None:
+    source = tmp_path / "nlu.yml"
+    source.write_text(RASA)
+    out = tmp_path / "skills"
+    import_rasa(source, skill="coffee", out=out)
+    (out / "coffee" / "notes.txt").write_text("mine")
+    source.write_text(RASA.replace("- never mind", "- never {mind"))
+    with pytest.raises(ImportFailed):
+        import_rasa(source, skill="coffee", out=out, force=True)
+    assert (out / "coffee" / "notes.txt").read_text() == "mine"  # the old folder is intact
+    source.write_text(RASA)
+    import_rasa(source, skill="coffee", out=out, force=True)
+    assert not (out / "coffee" / "notes.txt").exists()
+    assert [p.name for p in out.iterdir()] == ["coffee"]  # no staging folder left
+
+
+def test_case_variant_synonyms_merge_and_renames_are_reported(tmp_path: Path) -> None:
+    from nlu.data.importers import read_rasa
+
+    source = tmp_path / "nlu.yml"
+    source.write_text(
+        "nlu:\n- intent: ask\n  examples: |\n"
+        "    - tell me about [RASA playgrounds](product)\n"
+        "    - what is [Rasa playgrounds](product)\n"
+        "    - send [ten dollars](amount-of-money)\n"
+        "- synonym: RASA playgrounds\n  examples: |\n    - playground\n"
+        "- synonym: Rasa playgrounds\n  examples: |\n    - the playground\n"
+    )
+    imported = read_rasa([source], skill="docs")
+    assert imported.slots["product"]["values"] == [
+        {"value": "RASA playgrounds", "synonyms": ["playground", "the playground"]}
+    ]
+    assert imported.warnings == []  # same value in two spellings: merged, nothing lost
+    assert "entity amount-of-money is named amount_of_money" in " ".join(imported.notes)
+    spec = parse_skill_file(import_rasa(source, skill="docs", out=tmp_path / "skills"))
+    assert spec.labels.slot_values["product"]["rasa playgrounds"] == "RASA playgrounds"
+
+
+def test_alexa_builtin_number_types_become_kinds(tmp_path: Path) -> None:
+    model = json.loads(json.dumps(ALEXA))
+    intent = model["interactionModel"]["languageModel"]["intents"][0]
+    intent["slots"].append({"name": "year", "type": "AMAZON.FOUR_DIGIT_NUMBER"})
+    intent["samples"].append("i planted the {plant} in {year}")
+    source = tmp_path / "model.json"
+    source.write_text(json.dumps(model))
+    labels = parse_skill_file(import_alexa(source, skill=None, out=tmp_path / "s")).labels
+    assert labels.slot_kinds == {"amount": "number", "year": "number"}
 
 
 def test_imported_skills_train_and_parse_end_to_end(
