@@ -54,11 +54,10 @@ class DataConfig:
     samples_per_template: int = 20
     # Share of the expanded templates (or of a single JSONL file) held out as dev.
     dev_fraction: float = 0.1
-    # Out-of-scope examples in the training data (skill null; skills/out_of_scope.yaml) train
-    # the router to refuse (outlier exposure). False: they only serve dev and test.
+    # Out-of-scope examples (skill null; out_of_scope.yaml) train the router to refuse. False:
+    # they only serve dev and test.
     train_negatives: bool = True
-    # Skill folders: use the shared out_of_scope.yaml beside them, less texts a skill handles
-    # (logged). False: only each skill's own <skill>/out_of_scope.yaml (`nlu import` writes it).
+    # Use the shared out_of_scope.yaml beside skill folders (less texts a skill handles).
     shared_negatives: bool = True
 
 
