@@ -5,9 +5,8 @@ config is grouped (data, model, optim, mtl, finetune, ood, output); each trainin
 only its group. Recipes nest it (`DistillConfig.student`, `FederatedConfig.student`) beside their
 own groups, and the server's settings are one flat dataclass. `load(cls, path, overrides,
 flags=...)` reads any of them: a YAML file, then `key=value` overrides, then values the command
-line already parsed (flags). Users write flat keys (`epochs: 4`, `data=skills,my.jsonl`), nested
-groups (`optim: {epochs: 4}`) or dotted keys (`optim.epochs=4`); every key name is unique in
-its config, so a flat key has one place. Unknown keys are errors that name the closest known one;
+line already parsed (flags). Users write flat keys (`epochs: 4`), nested groups or dotted keys
+(`optim.epochs=4`); every key name is unique in its config, so a flat key has one place. Unknown keys are errors that name the closest known one;
 values are checked against the field's type (choices are `Literal` types); a class's
 `problems()` checks what spans several keys. The resolved config is saved with each run.
 
