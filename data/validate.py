@@ -10,11 +10,13 @@ warnings (spans that cut a word, slot values listed twice).
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nlu.config import DataConfig, TrainConfig
 from nlu.data.loaders import (
     FORMATS,
     SPLIT_FILES,
@@ -25,7 +27,10 @@ from nlu.data.loaders import (
     skills_without_tests,
 )
 from nlu.data.skills import TESTS_FILE
-from nlu.schema import DataError
+from nlu.schema import DataError, Example
+
+# The split `nlu train` makes with its defaults, so both commands count the same examples.
+_DEFAULTS = DataConfig()
 
 # The splits each format has; the rest have all three.
 _SPLITS = {"jsonl": ("train",), "slurp-file": ("train",)}
@@ -59,10 +64,12 @@ def _warnings() -> Iterator[list[str]]:
     handler = _Collect()
     root = logging.getLogger("nlu.data")
     root.addHandler(handler)
+    propagate, root.propagate = root.propagate, False  # the report prints them, once
     try:
         yield handler.messages
     finally:
         root.removeHandler(handler)
+        root.propagate = propagate
 
 
 def splits_of(path: str, kind: str) -> tuple[list[str], list[str]]:
@@ -88,15 +95,24 @@ def validate_source(path: str) -> SourceReport:
             splits, notes = splits_of(path, report.format)
             report.warnings += notes
             skills: set[str] = set()
+            seen: list[Example] = []
             for split in splits:
                 try:
-                    examples = load_split(path, split).examples
+                    examples = load_split(
+                        path,
+                        split,
+                        samples_per_template=_DEFAULTS.samples_per_template,
+                        dev_fraction=_DEFAULTS.dev_fraction,
+                        seed=TrainConfig().seed,
+                    ).examples
                 except DataError as err:
                     report.problems += err.problems
                     continue
                 report.examples[split] = len(examples)
                 skills.update(e.skill for e in examples if e.skill)
+                seen += examples
             report.skills = sorted(skills)
+            report.warnings += conflicting_labels(path, seen)
         except DataError as err:
             report.problems += err.problems
     # The loaders log which format they detected at INFO; only warnings are kept here. A
@@ -104,6 +120,20 @@ def validate_source(path: str) -> SourceReport:
     report.warnings = list(dict.fromkeys([*report.warnings, *warned]))
     report.problems = list(dict.fromkeys(report.problems))
     return report
+
+
+def conflicting_labels(path: str, examples: Sequence[Example]) -> list[str]:
+    """One warning per text (compared case- and space-insensitively) that the data labels
+    with two different frames: the model cannot learn both."""
+    frames: dict[str, dict[str, None]] = defaultdict(dict)
+    for ex in examples:
+        frame = f"{ex.skill}/{ex.intent}" if ex.in_scope else "out of scope"
+        frames[" ".join(ex.text.casefold().split())][frame] = None
+    return [
+        f"{path}: {text!r} is labelled {' and '.join(labels)}; keep one"
+        for text, labels in frames.items()
+        if len(labels) > 1
+    ]
 
 
 def validate(paths: Sequence[str]) -> list[SourceReport]:

@@ -65,6 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Once(logging.Filter):
+    """A warning is said once per command: the train, dev and test splits read the same files
+    and would repeat each of their warnings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.getMessage())
+        if key in self.said:
+            return False
+        self.said.add(key)
+        return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -75,10 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    configured = bool(logging.getLogger().handlers)  # by the host program (or pytest)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not configured:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(Once())
     for noisy in ("accelerate", "httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Weights and data never come from a hub at run time unless the user opts in.

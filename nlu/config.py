@@ -6,9 +6,10 @@ only its group. Recipes nest it (`DistillConfig.student`, `FederatedConfig.stude
 own groups, and the server's settings are one flat dataclass. `load(cls, path, overrides,
 flags=...)` reads any of them: a YAML file, then `key=value` overrides, then values the command
 line already parsed (flags). Users write flat keys (`epochs: 4`), nested groups or dotted keys
-(`optim.epochs=4`); every key name is unique in its config, so a flat key has one place. Unknown keys are errors that name the closest known one;
-values are checked against the field's type (choices are `Literal` types); a class's
-`problems()` checks what spans several keys. The resolved config is saved with each run.
+(`optim.epochs=4`); every key name is unique in its config, so a flat key has one place. Unknown
+keys are errors that name the closest known one; values are checked against the field's type
+(choices are `Literal` types); a class's `problems()` checks what spans several keys. The
+resolved config is saved with each run.
 
 Adding a key means adding a field (with a comment: docs/reference/config.md is generated from
 them) and reading it where it is used: nothing else lists the keys.
@@ -34,7 +35,7 @@ Weighting = Literal["static", "uncertainty", "dwa"]
 Precision = Literal["no", "fp16", "bf16"]
 FinetuneMode = Literal["full", "top_layers", "heads", "lora", "lora_merged"]
 LoraModules = Literal["attention", "all"]
-OodMethod = Literal["none", "msp", "temperature", "energy", "mahalanobis"]
+OodMethod = Literal["auto", "none", "msp", "temperature", "energy", "mahalanobis"]
 SharingMode = Literal["hard", "cross_stitch", "sluice"]
 
 
@@ -165,10 +166,9 @@ class FinetuneConfig:
 @dataclass
 class OodConfig:
     # Out-of-scope rejection (nlu.model.ood), fitted after training without retraining: the
-    # score the threshold applies to ("none": every text is in scope), and the share of in-scope
-    # dev texts the threshold keeps. The default method comes from the CLINC150 comparison in
-    # benchmarks/results/studies/out-of-scope.md.
-    oos_method: OodMethod = "mahalanobis"
+    # score the threshold applies to ("none": every text is in scope; "auto": the method that
+    # rejects most out-of-scope dev texts, or mahalanobis when dev has none).
+    oos_method: OodMethod = "auto"
     # Share of in-scope dev texts the threshold keeps in scope.
     target_recall: float = 0.98
 

@@ -35,6 +35,8 @@ def serve(settings: ServeSettings) -> None:
     for name in ("workers", "max_batch", "max_queue"):
         if getattr(settings, name) < 1:
             raise OptionError(f"--{name.replace('_', '-')} must be at least 1")
+    # A run folder serves its model, as every other command reads it (README).
+    settings = dataclasses.replace(settings, model_dir=str(modeldir.locate(settings.model_dir)))
     backend = modeldir.check(settings.model_dir, settings.backend)
     meta = modeldir.read_meta(settings.model_dir)
     if settings.oos_threshold is not None:

@@ -153,7 +153,7 @@ def read_alexa(path: Path, *, skill: str | None = None) -> Imported:
                     f"{where}: sample {s!r} uses {{{unknown[0]}}}, not a slot of {intent['name']}"
                 )
                 continue
-            utterances.append(PLACEHOLDER.sub(lambda m, r=renamed: "{" + r[m.group(1)] + "}", s))
+            utterances.append(_rename(s, renamed))
         intents[ours] = {"slots": slot_types, "utterances": utterances}
     slot_docs = _slot_types(path, needed, custom, problems, warnings)
     if problems:
@@ -177,6 +177,10 @@ def read_alexa(path: Path, *, skill: str | None = None) -> Imported:
         notes=notes,
         warnings=warnings,
     )
+
+
+def _rename(sample: str, renamed: dict[str, str]) -> str:
+    return PLACEHOLDER.sub(lambda m: "{" + renamed[m.group(1)] + "}", sample)
 
 
 def _custom_types(

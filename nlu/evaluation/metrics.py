@@ -218,7 +218,9 @@ def out_of_scope_metrics(rows: Sequence[tuple[bool, ParseResult]]) -> dict[str, 
         "n_out_of_scope": n_oos,
         "n_in_scope": n_in,
         "recall": pct(caught / n_oos) if n_oos else None,
-        "precision": pct(caught / sum(said_oos)) if any(said_oos) else None,
+        # Undefined without out-of-scope rows (every rejection is wrong, but there is nothing
+        # to find): n/a, not 0.
+        "precision": pct(caught / sum(said_oos)) if any(said_oos) and n_oos else None,
         "in_scope_rejected": pct(
             sum(s and not g for g, s in zip(gold_oos, said_oos, strict=True)) / n_in
         )

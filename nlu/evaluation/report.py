@@ -29,11 +29,22 @@ def format_table(metrics: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in body]
     lines.append(f"\nSlot scores: {metrics['slot_metric']}.")
+    rejection = metrics.get("with_rejection")
+    if rejection:
+        on = rejection["overall"] or {}
+        lines.append(
+            f"\nHeadline: {metrics['headline']}. With the out-of-scope detector on, "
+            f"{rejection['in_scope_rejected']} % of these in-scope texts are rejected: intent acc "
+            f"{on.get('intent_accuracy')}, slot F1 {on.get('slot_f1')}, exact match "
+            f"{on.get('exact_match')}."
+        )
     oos = metrics.get("out_of_scope")
     if oos:
         lines.append(
             "\nOut of scope: "
-            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in oos.items() if v is not None)
+            + ", ".join(
+                f"{k.replace('_', ' ')} {'n/a' if v is None else v}" for k, v in oos.items()
+            )
             + " (recall: out-of-scope texts rejected; in scope rejected: in-scope texts "
             "wrongly rejected, counted as errors above)."
         )

@@ -174,9 +174,11 @@ def _fit(
     report["methods"] = method_figures(
         outputs, oos_outputs, cfg.target_recall, router_t, means, precision
     )
-    chosen = report["methods"][cfg.oos_method]
+    method, rule = choose_method(cfg.oos_method, report["methods"])
+    report["chosen"] = {"method": method, "rule": rule}
+    chosen = report["methods"][method]
     detector = OutOfScope(
-        method=cfg.oos_method,
+        method=method,
         threshold=chosen["threshold"],
         target_recall=cfg.target_recall,
         router_temperature=router_t,
@@ -186,14 +188,50 @@ def _fit(
         precision=precision,
         report=report,
     )
+    _warn_if_weak(method, chosen, len(dev_oos))
     logger.info(
         "out-of-scope detector (%s, threshold %.4g for %.1f%% in-scope dev recall); dev: %s",
-        cfg.oos_method,
+        method,
         detector.threshold,
         100 * cfg.target_recall,
         report["methods"],
     )
     return detector
+
+
+# `auto` without out-of-scope dev texts: the best method on CLINC150's held-out out-of-scope
+# texts (benchmarks/results/studies/out-of-scope.md).
+FALLBACK_METHOD = "mahalanobis"
+WEAK_RECALL = 50.0  # % of dev out-of-scope texts rejected below which training warns
+
+
+def choose_method(configured: str, figures: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """The detector's method and the rule that chose it. `auto`: with out-of-scope dev texts,
+    the method that rejects most of them at the target in-scope recall (ties: higher AUROC,
+    then the fallback); without them, the fallback."""
+    if configured != "auto":
+        return configured, "configured"
+    rows = {m: f for m, f in figures.items() if "out_of_scope_recall" in f}
+    if not rows:
+        return FALLBACK_METHOD, "auto: no out-of-scope dev texts, so the CLINC150 default"
+    best = max(
+        rows,
+        key=lambda m: (rows[m]["out_of_scope_recall"], rows[m]["auroc"], m == FALLBACK_METHOD),
+    )
+    return best, "auto: most out-of-scope dev texts rejected at the target in-scope recall"
+
+
+def _warn_if_weak(method: str, figures: dict[str, Any], n_out_of_scope: int) -> None:
+    recall = figures.get("out_of_scope_recall")
+    if recall is not None and recall < WEAK_RECALL:
+        logger.warning(
+            "out-of-scope rejection is weak: %s rejects %.0f%% of the %d out-of-scope dev texts, "
+            "so most requests no skill handles will be accepted; add texts to refuse to "
+            "out_of_scope.yaml (beside the skills or in a skill folder) and retrain",
+            method,
+            recall,
+            n_out_of_scope,
+        )
 
 
 def method_figures(

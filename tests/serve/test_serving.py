@@ -103,7 +103,8 @@ def test_batches_wait_to_fill_only_under_heavy_load() -> None:
 def test_two_worker_processes_serve_the_same_answers(trained: TrainResult) -> None:
     from nlu.inference.parser import Parser
 
-    proc, port = start_server(trained.model_dir, "--workers", "2", "--threads", "1", timeout=90)
+    run_folder = trained.model_dir.parent  # serves its model/, as the README says
+    proc, port = start_server(run_folder, "--workers", "2", "--threads", "1", timeout=90)
     try:
         texts = [f"turn on the {room} lights" for room in ("kitchen", "hall", "bedroom")] * 4
         expected = [r.to_dict() for r in Parser.from_pretrained(trained.model_dir).parse(texts)]
