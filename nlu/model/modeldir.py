@@ -44,11 +44,13 @@ OOD_FILE = "ood.json"
 OOD_ARRAYS_FILE = "ood.safetensors"
 CARD_FILE = "README.md"
 
-# model.safetensors: JointModel's `encoder.` weights are written without that prefix (the
-# encoder's own layout, which transformers loads), everything else under HEADS_PREFIX. Folders
-# written before this layout keep JointModel's own names; both read back the same.
+# model.safetensors: JointModel's `encoder.` weights without that prefix (the encoder's own
+# layout, so transformers' AutoModel loads the folder without a word about our keys); the rest
+# (router, heads) under HEADS_PREFIX in JOINT_HEADS_FILE. Folders written before keep the heads
+# in model.safetensors, or JointModel's own names; all read back the same.
 ENCODER_PREFIX = "encoder."
 HEADS_PREFIX = "nlu."
+JOINT_HEADS_FILE = "nlu_heads.safetensors"
 
 Backend = Literal["torch", "onnx"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
@@ -179,9 +181,11 @@ def _write(target: Path, folder: ModelFolder) -> None:
     )
     folder.tokenizer.save_pretrained(str(target))
     if folder.weights is not None:
-        save_file(
-            _contiguous(_file_keys(folder.weights)), str(target / WEIGHTS_FILE), {"format": "pt"}
-        )
+        keyed = _contiguous(_file_keys(folder.weights))
+        heads = {k: v for k, v in keyed.items() if k.startswith(HEADS_PREFIX)}
+        encoder = {k: v for k, v in keyed.items() if k not in heads}
+        save_file(encoder, str(target / WEIGHTS_FILE), {"format": "pt"})
+        save_file(heads, str(target / JOINT_HEADS_FILE), {"format": "pt"})
     if folder.onnx is not None:
         shutil.copy2(folder.onnx, target / ONNX_FILE)
     if folder.training_config is not None:
@@ -319,6 +323,8 @@ def _inspect(directory: Path, backend: str) -> _Inspected:
     )
     _parse_json(directory / TOKENIZER_FILE, "the tokenizer")
     _check_weights(directory / _WEIGHTS[chosen])
+    if chosen == "torch" and (directory / JOINT_HEADS_FILE).is_file():
+        _check_weights(directory / JOINT_HEADS_FILE)
     for skill in adapter_skills(directory, any_file=True):
         if skill not in skills:
             raise ModelDirError(
@@ -361,7 +367,10 @@ def load(directory: str | Path, backend: str = "auto") -> ModelFolder:
     if chosen == "torch":
         from safetensors.torch import load_file
 
-        folder.weights = _model_keys(load_file(str(directory / WEIGHTS_FILE)))
+        weights = load_file(str(directory / WEIGHTS_FILE))
+        if (directory / JOINT_HEADS_FILE).is_file():
+            weights.update(load_file(str(directory / JOINT_HEADS_FILE)))
+        folder.weights = _model_keys(weights)
     else:
         folder.onnx = directory / ONNX_FILE
     for skill in adapter_skills(directory, any_file=True):

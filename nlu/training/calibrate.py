@@ -131,7 +131,6 @@ def _fit(
     dev_in = [
         e for e in dev_in if e.skill in index.position and e.intent in index.intent_ids[e.skill]
     ]
-
     fit_on = [e for e in train if e.in_scope]
     if len(fit_on) > MAX_FIT_EXAMPLES:
         fit_on = random.Random(seed).sample(fit_on, MAX_FIT_EXAMPLES)
@@ -174,8 +173,7 @@ def _fit(
     report["methods"] = method_figures(
         outputs, oos_outputs, cfg.target_recall, router_t, means, precision
     )
-    method, rule = choose_method(cfg.oos_method, report["methods"])
-    report["chosen"] = {"method": method, "rule": rule}
+    method = report.setdefault("chosen", choose_method(cfg.oos_method, report["methods"]))["method"]
     chosen = report["methods"][method]
     detector = OutOfScope(
         method=method,
@@ -205,20 +203,20 @@ FALLBACK_METHOD = "mahalanobis"
 WEAK_RECALL = 50.0  # % of dev out-of-scope texts rejected below which training warns
 
 
-def choose_method(configured: str, figures: dict[str, dict[str, Any]]) -> tuple[str, str]:
+def choose_method(configured: str, figures: dict[str, dict[str, Any]]) -> dict[str, str]:
     """The detector's method and the rule that chose it. `auto`: with out-of-scope dev texts,
     the method that rejects most of them at the target in-scope recall (ties: higher AUROC,
     then the fallback); without them, the fallback."""
     if configured != "auto":
-        return configured, "configured"
+        return {"method": configured, "rule": "configured"}
     rows = {m: f for m, f in figures.items() if "out_of_scope_recall" in f}
     if not rows:
-        return FALLBACK_METHOD, "auto: no out-of-scope dev texts, so the CLINC150 default"
+        return {"method": FALLBACK_METHOD, "rule": "auto: no out-of-scope dev texts"}
     best = max(
         rows,
         key=lambda m: (rows[m]["out_of_scope_recall"], rows[m]["auroc"], m == FALLBACK_METHOD),
     )
-    return best, "auto: most out-of-scope dev texts rejected at the target in-scope recall"
+    return {"method": best, "rule": "auto: most out-of-scope dev texts rejected at the target"}
 
 
 def _warn_if_weak(method: str, figures: dict[str, Any], n_out_of_scope: int) -> None:

@@ -3,6 +3,7 @@ symmetrically, and refused with one line when it is damaged."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -39,12 +40,17 @@ def test_a_folder_in_the_old_weight_layout_still_loads(trained: Any, tmp_path: P
     shutil.copytree(trained.model_dir, old)
     weights = modeldir.load(trained.model_dir, "torch").weights
     assert weights is not None and any(k.startswith("encoder.") for k in weights)
+    (old / modeldir.JOINT_HEADS_FILE).unlink()  # old folders kept every weight in one file
     save_file(dict(weights), str(old / modeldir.WEIGHTS_FILE), {"format": "pt"})  # model names
     assert not any(k.startswith("nlu.") for k in load_file(str(old / modeldir.WEIGHTS_FILE)))
     texts = ["turn on the kitchen lights", "make the hall red"]
-    assert Parser.from_pretrained(old).parse(texts) == Parser.from_pretrained(
-        trained.model_dir
-    ).parse(texts)
+    expected = Parser.from_pretrained(trained.model_dir).parse(texts)
+    assert Parser.from_pretrained(old).parse(texts) == expected
+    # 0.2's first layout: the encoder's names and the heads under "nlu." in model.safetensors
+    combined = {**load_file(str(trained.model_dir / modeldir.WEIGHTS_FILE))}
+    combined.update(load_file(str(trained.model_dir / modeldir.JOINT_HEADS_FILE)))
+    save_file(combined, str(old / modeldir.WEIGHTS_FILE), {"format": "pt"})
+    assert Parser.from_pretrained(old).parse(texts) == expected
 
 
 def test_every_reader_takes_the_run_folder_too(trained: Any) -> None:
@@ -154,3 +160,17 @@ def test_loading_reads_the_labels_once(trained: Any, monkeypatch: pytest.MonkeyP
     nlu.load(trained.model_dir)
     assert reads.count("nlu.json") == 1
     assert reads.count("config.json") == 1
+
+
+def test_transformers_loads_the_encoder_without_a_word_about_our_keys(
+    trained: Any, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from transformers import AutoModel
+
+    from nlu.model import modeldir
+
+    with caplog.at_level(logging.INFO):
+        AutoModel.from_pretrained(str(trained.model_dir))
+    said = capfd.readouterr()
+    assert "UNEXPECTED" not in said.out + said.err + caplog.text
+    assert (Path(trained.model_dir) / modeldir.JOINT_HEADS_FILE).is_file()
