@@ -13,5 +13,7 @@ fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "$TORCH_SPEC"
-python -m pip install --quiet -e ".[dev,federated]"
+# setuptools warns on every editable install that a folder named like the package may shadow
+# it: ours are the package (nlu/data and nlu/serve link to data/ and serve/), so it is noise.
+PYTHONWARNINGS="ignore:Editable installation" python -m pip install --quiet -e ".[dev,federated]"
 python -c "import torch, transformers, nlu; print(f'nlu {nlu.__version__}: torch {torch.__version__}, transformers {transformers.__version__}')"

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -151,3 +155,29 @@ def test_every_public_name_of_0_1_still_imports() -> None:
             found = importlib.import_module(module)
             missing += [f"{module}.{n}" for n in names if not hasattr(found, n)]
     assert not missing, missing
+
+
+def test_a_warning_is_printed_once_per_command(
+    tmp_path: Path, make_config: Callable[..., Any], tiny_skill: Path
+) -> None:
+    """Train, dev and test read the same skill file; its warning used to come two or three times."""
+    import subprocess
+    import sys
+
+    from nlu.config import dump_config
+
+    skills = tmp_path / "skills"
+    shutil.copytree(tiny_skill, skills)
+    skill = skills / "lights" / "skill.yaml"
+    skill.write_text(skill.read_text().replace("[kitchen, bedroom", "[kitchen, Kitchen, bedroom"))
+    cfg = make_config(tmp_path / "run", data=[str(skills)], epochs=1)
+    (tmp_path / "cfg.yaml").write_text(dump_config(cfg))
+    done = subprocess.run(
+        [sys.executable, "-m", "nlu.cli", "train", str(tmp_path / "cfg.yaml")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("'Kitchen' is listed twice") == 1, done.stderr[-3000:]
