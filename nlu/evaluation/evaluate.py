@@ -160,6 +160,16 @@ def evaluate(
         metrics["calibration_uncalibrated"] = {
             k: v for k, v in calibration_metrics(examples, raw).items() if k.endswith("_ece")
         }
+    oos = metrics.get("out_of_scope") or {}
+    if oos.get("recall") is not None and oos["recall"] < 50:
+        logger.warning(
+            "the model rejects only %s%% of the %d out-of-scope texts here: most requests no "
+            "skill handles would be accepted; add such texts to an out_of_scope.yaml and "
+            "retrain, or refit with `nlu calibrate %s oos_method=...`",
+            oos["recall"],
+            oos["n_out_of_scope"],
+            model_dir,
+        )
     metrics["unseen_labels"] = unseen
     metrics["split"] = split
     metrics["data"] = [str(d) for d in data]

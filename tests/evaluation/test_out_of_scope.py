@@ -4,6 +4,7 @@ backend, the server and evaluation."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -296,3 +297,41 @@ def test_clinc150_reader(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match="no_such_intent"):
         load_split(tmp_path, "train")
+
+
+def test_auto_chooses_the_method_that_rejects_most_dev_negatives(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from nlu.training.calibrate import _warn_if_weak, choose_method
+
+    figures = {
+        "energy": {"threshold": 1.0, "out_of_scope_recall": 90.0, "auroc": 0.95},
+        "msp": {"threshold": 0.1, "out_of_scope_recall": 90.0, "auroc": 0.97},
+        "mahalanobis": {"threshold": 9.0, "out_of_scope_recall": 40.0, "auroc": 0.99},
+    }
+    assert choose_method("auto", figures)["method"] == "msp"  # tie on recall: higher AUROC
+    assert choose_method("energy", figures) == {"method": "energy", "rule": "configured"}
+    no_negatives = {m: {"threshold": f["threshold"]} for m, f in figures.items()}
+    assert choose_method("auto", no_negatives)["method"] == "mahalanobis"
+    with caplog.at_level(logging.WARNING):
+        _warn_if_weak("mahalanobis", figures["mahalanobis"], 20)
+        _warn_if_weak("energy", figures["energy"], 20)
+    assert caplog.text.count("out-of-scope rejection is weak") == 1
+    assert "rejects 40% of the 20 out-of-scope dev texts" in caplog.text
+
+
+def test_data_without_negatives_is_scored_closed_set_with_rejection_beside(
+    guarded: TrainResult, tmp_path: Path
+) -> None:
+    metrics = evaluate(model_dir=guarded.model_dir, data=[FIXTURES / "skills"], out_dir=tmp_path)
+    assert metrics["headline"].startswith("closed set")
+    assert metrics["overall"]["n"] == metrics["with_rejection"]["overall"]["n"]
+    # Nothing is rejected in the headline, so it is at least as good as with rejection on.
+    on = metrics["with_rejection"]["overall"]
+    assert metrics["overall"]["intent_accuracy"] >= on["intent_accuracy"]
+    rows = [json.loads(r) for r in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert all(r["pred"]["in_scope"] for r in rows)
+    oos = metrics["out_of_scope"]
+    assert oos is None or oos["precision"] is None  # undefined without negatives: never 0.0
+    text = (tmp_path / "metrics.md").read_text()
+    assert "Headline: closed set" in text and "precision 0.0" not in text
