@@ -232,6 +232,16 @@ def _warn_if_weak(method: str, figures: dict[str, Any], n_out_of_scope: int) -> 
         )
 
 
+def middle_of_gap(edge: float, oos_scores: np.ndarray) -> float:
+    """The threshold halfway between the in-scope dev texts (`edge`: the score at the target
+    recall) and the nearest out-of-scope dev text above them. Both dev recalls are the same
+    anywhere in that gap, but template-generated dev texts score lower than what people say:
+    at the edge, real in-scope requests fall over it (the demo rejected 2 % or 12 % of its
+    hand-written tests from one retraining to the next); the middle leaves them room."""
+    above = oos_scores[oos_scores > edge]
+    return float((edge + above.min()) / 2) if above.size else edge
+
+
 def method_figures(
     outputs: Outputs,
     oos_outputs: Outputs | None,
@@ -251,12 +261,18 @@ def method_figures(
     for method in METHODS:
         in_scores = score(method, outputs.router, outputs.pooled, **kwargs)
         threshold = threshold_for_recall(in_scores, target_recall)
+        oos_scores = (
+            score(method, oos_outputs.router, oos_outputs.pooled, **kwargs)
+            if oos_outputs is not None
+            else None
+        )
+        if oos_scores is not None:
+            threshold = middle_of_gap(threshold, oos_scores)
         row: dict[str, Any] = {
             "threshold": round(threshold, 6),
             "in_scope_recall": round(100 * float((in_scores <= threshold).mean()), 2),
         }
-        if oos_outputs is not None:
-            oos_scores = score(method, oos_outputs.router, oos_outputs.pooled, **kwargs)
+        if oos_scores is not None:
             row["out_of_scope_recall"] = round(100 * float((oos_scores > threshold).mean()), 2)
             row["auroc"] = round(auroc(in_scores, oos_scores), 4)
         figures[method] = row
