@@ -302,7 +302,7 @@ def test_clinc150_reader(tmp_path: Path) -> None:
 def test_auto_chooses_the_method_that_rejects_most_dev_negatives(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from nlu.training.calibrate import _warn_if_weak, choose_method
+    from nlu.training.calibrate import _warn_if_weak, choose_method, middle_of_gap
 
     figures = {
         "energy": {"threshold": 1.0, "out_of_scope_recall": 90.0, "auroc": 0.95},
@@ -310,6 +310,9 @@ def test_auto_chooses_the_method_that_rejects_most_dev_negatives(
         "mahalanobis": {"threshold": 9.0, "out_of_scope_recall": 40.0, "auroc": 0.99},
     }
     assert choose_method("auto", figures)["method"] == "msp"  # tie on recall: higher AUROC
+    # the threshold moves halfway to the nearest out-of-scope dev text above the in-scope edge
+    assert middle_of_gap(1.0, np.array([0.5, 3.0, 5.0])) == 2.0
+    assert middle_of_gap(1.0, np.array([0.5, 0.9])) == 1.0  # none above: the edge stays
     assert choose_method("energy", figures) == {"method": "energy", "rule": "configured"}
     no_negatives = {m: {"threshold": f["threshold"]} for m, f in figures.items()}
     assert choose_method("auto", no_negatives)["method"] == "mahalanobis"
