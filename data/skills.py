@@ -380,7 +380,7 @@ def _normalise_spaces(text: str, spans: list[Span]) -> tuple[str, list[Span]]:
 def expand_skill(spec: SkillSpec, *, samples_per_template: int, seed: int) -> list[Example]:
     """Deterministic expansion: same file, seed and sample count -> same examples, same order."""
     examples: list[Example] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # lower-cased text -> the intent it was generated for
     for intent in spec.intents:
         for template in intent.templates:
             where = _Where(spec.path, {})
@@ -397,9 +397,16 @@ def expand_skill(spec: SkillSpec, *, samples_per_template: int, seed: int) -> li
                     break
                 fill = {s: rng.choice(spec.slot_values[intent.slots[s]]) for s in placeholders}
                 text, spans = _render(template.text, fill)
-                if text.lower() in seen:
+                owner = seen.get(text.lower())
+                if owner is not None:
+                    if owner != intent.name and not placeholders:
+                        _Where(spec.path, {}).warn(
+                            template.at,
+                            f"{text!r} is also an utterance of intent {owner!r}; it is kept "
+                            f"there and dropped here: a text can mean one intent, keep one",
+                        )
                     continue
-                seen.add(text.lower())
+                seen[text.lower()] = intent.name
                 examples.append(Example(text, spec.name, intent.name, tuple(spans)))
                 wanted -= 1
     return examples

@@ -237,7 +237,8 @@ def _slot_types(
             )
     if open_types:
         warnings.append(
-            f"{', '.join(open_types)}: Amazon's value catalogues are not available offline; "
-            "these slots train on a few sample values and are learned from their context"
+            f"{', '.join(open_types)}: Amazon's value catalogues are not available offline, so "
+            "these slots train on a few sample values and are learned from their context; add "
+            "the values your users say under the slot type's `values` to widen them"
         )
     return docs

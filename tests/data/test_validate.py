@@ -91,3 +91,59 @@ def test_validate_reads_the_hand_written_tests(tmp_path: Path) -> None:
     assert len(report.problems) == 2
     assert report.problems[0].startswith(f"{tests}:3: turn_on.1: slot 'rooom' is not declared")
     assert report.problems[1].startswith(f"{tests}:5: dance: unknown intent 'dance'")
+
+
+def _lights_with(tmp_path: Path, negatives: str | None = None) -> Path:
+    import shutil
+
+    root = tmp_path / "skills"
+    shutil.copytree(FIXTURES / "skills" / "lights", root / "lights")
+    if negatives is not None:
+        (root / "out_of_scope.yaml").write_text(negatives)
+    return root
+
+
+def test_validate_counts_train_and_dev_as_training_does(tmp_path: Path) -> None:
+    from nlu.config import DataConfig, TrainConfig
+    from nlu.data.loaders import load_train_dev
+    from nlu.data.validate import validate
+
+    root = _lights_with(tmp_path)
+    (report,) = validate([str(root)])
+    data = load_train_dev(DataConfig(data=[str(root)]), seed=TrainConfig().seed)
+    assert (report.examples["train"], report.examples["dev"]) == (len(data.train), len(data.dev))
+
+
+def test_validate_reports_a_text_labelled_with_two_intents(tmp_path: Path) -> None:
+    from nlu.data.validate import validate
+
+    root = _lights_with(tmp_path)
+    skill = root / "lights" / "skill.yaml"
+    doc = skill.read_text()
+    skill.write_text(
+        doc.replace(
+            "      - switch the {room} light off\n",
+            "      - switch the {room} light off\n      - Lights  on\n",
+        )
+    )
+    (report,) = validate([str(root)])
+    said = " ".join(report.warnings)
+    assert "intents.turn_off.utterances.2: 'Lights on' is also an utterance of intent" in said
+    assert report.ok  # a warning: the data still trains
+
+
+def test_shared_negatives_that_a_skill_handles_are_dropped_and_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from nlu.data.loaders import load_split
+
+    root = _lights_with(
+        tmp_path, "train:\n  - Turn on the kitchen lights\n  - order a pizza\ntest: []\n"
+    )
+    with caplog.at_level(logging.WARNING):
+        train = load_split(root, "train", dev_fraction=0.0).examples
+    negatives = [e.text for e in train if not e.in_scope]
+    assert negatives == ["order a pizza"]
+    assert "'Turn on the kitchen lights' (lights/turn_on" in caplog.text
+    off = load_split(root, "train", dev_fraction=0.0, shared_negatives=False).examples
+    assert all(e.in_scope for e in off)
