@@ -100,7 +100,10 @@ def read_skills(
         texts = parse_out_of_scope_file(file)
         pool = texts["test"] if split == "test" else texts["train"]
         if shared:  # written for other skills: drop what one of these skills handles
-            pool = drop_colliding(file, pool, in_scope)
+            claimed = set(texts["train"] + texts["test"]) - set(
+                drop_colliding(file, texts["train"] + texts["test"], in_scope)
+            )
+            pool = [t for t in pool if t not in claimed]
         negatives = [Example(t, None, None) for t in pool]
         if split != "test":
             negatives = [e for e in negatives if _is_dev(e, dev_fraction, seed) == (split == "dev")]
