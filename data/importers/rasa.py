@@ -54,6 +54,7 @@ class _Reading:
     groups: set[str] = field(default_factory=set)
     regexes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    responses: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
 
@@ -116,6 +117,8 @@ def _read_file(path: Path, reading: _Reading, negatives: set[str]) -> int:
     except OSError as err:
         reading.problems.append(f"{path}: cannot read: {err.strerror}")
         return 0
+    if isinstance(doc, dict) and isinstance(doc.get("responses"), dict):
+        reading.responses.update(doc["responses"])
     if not isinstance(doc, dict) or "nlu" not in doc:
         reading.skipped.append(path.name)
         return 0
@@ -272,6 +275,11 @@ def _build(reading: _Reading, skill: str, files: list[Path]) -> Imported:
         notes.append(
             f"{len(reading.negatives)} out-of-scope example(s) became the skill's negatives "
             "(out_of_scope.yaml): the router learns to reject them"
+        )
+    if reading.responses:
+        notes.append(
+            f"{len(reading.responses)} response(s) not imported: nlu finds what was meant; "
+            "what the assistant answers stays in your dialogue code"
         )
     if reading.skipped:
         notes.append(
