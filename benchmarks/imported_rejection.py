@@ -2,6 +2,7 @@
 
     python benchmarks/imported_rejection.py --out runs/rejection            # shipped + 2 imported
     python benchmarks/imported_rejection.py --out runs/rejection-shipped --shipped-only
+    python benchmarks/imported_rejection.py --out runs/rejection-s1 --seed 1   # another seed
 
 Builds a skills folder: the five shipped skills with skills/out_of_scope.yaml, plus (unless
 --shipped-only) two real public projects imported as a user would (`nlu import`, 20 % held
@@ -86,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/rejection"))
     ap.add_argument("--shipped-only", action="store_true")
+    ap.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
     args = ap.parse_args()
     skills = args.out / "skills"
     build_skills(skills, shipped_only=args.shipped_only)
