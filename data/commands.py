@@ -14,7 +14,7 @@ class ValidationFailed(Exception):
 
 def import_command(args: argparse.Namespace) -> None:
     from nlu.config import ConfigError
-    from nlu.data.importers import read_alexa, read_rasa, write_import
+    from nlu.data.importers import read_alexa, read_dialogflow, read_rasa, write_import
 
     sources = [Path(f) for f in args.files]
     if args.format == "rasa":
@@ -23,8 +23,14 @@ def import_command(args: argparse.Namespace) -> None:
         imported = read_rasa(sources, skill=args.skill, negative_intents=args.negative_intents)
     else:
         if len(sources) != 1:
-            raise ConfigError("nlu import alexa: give one interaction model JSON file")
-        imported = read_alexa(sources[0], skill=args.skill)
+            what = (
+                "interaction model JSON"
+                if args.format == "alexa"
+                else "agent export (zip or folder)"
+            )
+            raise ConfigError(f"nlu import {args.format}: give one {what}")
+        read = read_alexa if args.format == "alexa" else read_dialogflow
+        imported = read(sources[0], skill=args.skill)
     folder = write_import(
         imported, Path(args.out), force=args.force, test_fraction=args.test_fraction, seed=args.seed
     )
@@ -48,15 +54,20 @@ def validate_command(args: argparse.Namespace) -> None:
 
 
 def register(sub: Subparsers) -> None:
-    p = sub.add_parser("import", help="write a skill folder from Rasa or Alexa training data")
-    p.add_argument("format", choices=["rasa", "alexa"])
+    p = sub.add_parser(
+        "import", help="write a skill folder from Rasa, Alexa or Dialogflow training data"
+    )
+    p.add_argument("format", choices=["rasa", "alexa", "dialogflow"])
     p.add_argument(
         "files",
         nargs="+",
         help="rasa: NLU YAML files and/or project folders (searched for .yml/.yaml); "
-        "alexa: one interaction model JSON",
+        "alexa: one interaction model JSON; dialogflow: one ES agent export zip or its folder",
     )
-    p.add_argument("--skill", help="skill name (required for rasa; alexa: the invocation name)")
+    p.add_argument(
+        "--skill",
+        help="skill name (required for rasa; default: alexa's invocation name, the agent's name)",
+    )
     p.add_argument("--out", default="skills", help="folder to write <skill>/ into")
     p.add_argument("--force", action="store_true", help="replace an existing skill folder")
     p.add_argument(

@@ -1,8 +1,9 @@
-"""`nlu import rasa|alexa`: another tool's training data becomes an nlu skill folder.
+"""`nlu import rasa|alexa|dialogflow`: another tool's training data becomes an nlu skill folder.
 
-`read_rasa` / `read_alexa` read (nothing is written) into an `Imported`; `write_import` writes
-`<out>/<skill>/` atomically. `import_rasa` / `import_alexa` do both and return the written
-`skill.yaml`, logging what the import changed and what it could not keep.
+`read_rasa`, `read_alexa` and `read_dialogflow` read (nothing is written) into an `Imported`;
+`write_import` writes `<out>/<skill>/` atomically. `import_rasa`, `import_alexa` and
+`import_dialogflow` do both and return the written `skill.yaml`, logging what the import changed
+and what it could not keep.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from nlu.data.importers.alexa import read_alexa
 from nlu.data.importers.common import Imported, ImportFailed, ValueTable, slot_name, write_import
+from nlu.data.importers.dialogflow import read_dialogflow
 from nlu.data.importers.rasa import read_rasa
 from nlu.data.skills import SKILL_FILE
 
@@ -21,8 +23,10 @@ __all__ = [
     "Imported",
     "ValueTable",
     "import_alexa",
+    "import_dialogflow",
     "import_rasa",
     "read_alexa",
+    "read_dialogflow",
     "read_rasa",
     "slot_name",
     "write_import",
@@ -67,6 +71,22 @@ def import_alexa(
 ) -> Path:
     """An Alexa interaction model -> `<out>/<skill>/skill.yaml` (returned)."""
     imported = read_alexa(path, skill=skill)
+    _log(imported)
+    folder = write_import(imported, out, force=force, test_fraction=test_fraction, seed=seed)
+    return folder / SKILL_FILE
+
+
+def import_dialogflow(
+    path: Path,
+    *,
+    skill: str | None,
+    out: Path,
+    force: bool = False,
+    test_fraction: float | None = None,
+    seed: int = 0,
+) -> Path:
+    """A Dialogflow ES agent (zip or folder) -> `<out>/<skill>/skill.yaml` (returned)."""
+    imported = read_dialogflow(path, skill=skill)
     _log(imported)
     folder = write_import(imported, out, force=force, test_fraction=test_fraction, seed=seed)
     return folder / SKILL_FILE

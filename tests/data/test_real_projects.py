@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from nlu.data.importers import Imported, read_alexa, read_rasa, write_import
+from nlu.data.importers import Imported, read_alexa, read_dialogflow, read_rasa, write_import
 from nlu.data.importers.common import literal
 from nlu.data.skills import OUT_OF_SCOPE_FILE, parse_out_of_scope_file, parse_skill_file
 from nlu.data.validate import validate
@@ -33,13 +33,18 @@ RASA = {
 ALEXA = sorted((REAL / "alexa").glob("*.json"))
 
 
+DIALOGFLOW = {"bike-shop": REAL / "dialogflow/bike-shop"}
+
+
 def read(name: str) -> Imported:
     if name in RASA:
         return read_rasa(RASA[name], skill=name)
+    if name in DIALOGFLOW:
+        return read_dialogflow(DIALOGFLOW[name], skill=name)
     return read_alexa(REAL / "alexa" / name)
 
 
-ALL = [*RASA, *(p.name for p in ALEXA)]
+ALL = [*RASA, *(p.name for p in ALEXA), *DIALOGFLOW]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -127,6 +132,26 @@ def test_alexa_shared_synonyms_builtins_and_builder_layout(tmp_path: Path) -> No
     assert game.slots["AMAZON_NUMBER"]["kind"] == "number"
     sttm = read("sttm-gurbani.json")
     assert "help" in sttm.intents and "AMAZON.StopIntent" in " ".join(sttm.notes)
+
+
+def test_a_dialogflow_agent_zip_or_folder_imports_the_same(tmp_path: Path) -> None:
+    import zipfile
+
+    folder = read("bike-shop")
+    archive = tmp_path / "BikeShop.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sorted(DIALOGFLOW["bike-shop"].rglob("*.json")):
+            z.write(f, f.relative_to(DIALOGFLOW["bike-shop"]))
+    zipped = read_dialogflow(archive, skill="bike-shop")
+    assert (zipped.intents, zipped.slots) == (folder.intents, folder.slots)
+    appointment = folder.intents["Make_Appointment"]
+    assert appointment["slots"] == {"date": "sys_date", "time": "sys_time"}
+    assert "Can I schedule service for [4pm](time) [tomorrow](date)?" in appointment["utterances"]
+    assert "Can you fix my road bike?" in appointment["utterances"]  # @sys.ignore: plain text
+    assert folder.slots["sys_date"]["kind"] == "date"
+    assert {"value": "fix", "synonyms": ["repair", "mend", "broken", "flat tire", "fixed"]} in (
+        folder.slots["AppointmentType"]["values"]
+    )
 
 
 def test_every_real_project_trains_beside_the_others_and_parses(
