@@ -38,6 +38,11 @@ class ImportFailed(DataError):
     """An input that cannot be imported; the message says where (`path:line:`) and what."""
 
 
+class Unreadable(ImportFailed):
+    """An example with brackets or braces that are no annotation (nlu reads them as markup):
+    it is left out with a warning that names it, not a reason to refuse the whole import."""
+
+
 def slot_name(name: str) -> str:
     """An nlu name (letters, digits, _; starting with a letter) for another tool's name."""
     cleaned = _NAME.sub("_", name).strip("_")

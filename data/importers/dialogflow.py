@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from nlu.data.importers.common import Imported, ImportFailed, ValueTable, slot_name
+from nlu.data.importers.common import Imported, ImportFailed, Unreadable, ValueTable, slot_name
 
 SYS_KINDS = {
     "sys.number": "number",
@@ -74,6 +74,7 @@ def read_dialogflow(path: Path, *, skill: str | None = None) -> Imported:
     negatives: list[str] = []
     notes: list[str] = []
     empty: list[str] = []
+    unreadable: list[str] = []
     # An intent is `intents/<name>.json` (its settings) and/or its training phrases file.
     stems = {
         Path(n).name.split(USERSAYS)[0] if USERSAYS in n else Path(n).stem
@@ -90,6 +91,9 @@ def read_dialogflow(path: Path, *, skill: str | None = None) -> Imported:
             where = f"{path}: intents/{stem}{USERSAYS}{lang}.json: [{k}]"
             try:
                 text, used = _utterance(example, annotated)
+            except Unreadable as err:
+                unreadable.append(f"{where}: {err}")
+                continue
             except ImportFailed as err:
                 problems.append(f"{where}: {err}")
                 continue
@@ -114,6 +118,11 @@ def read_dialogflow(path: Path, *, skill: str | None = None) -> Imported:
     if negatives:
         notes.append(f"{len(negatives)} fallback-intent phrase(s) became the skill's negatives")
     slot_docs, warnings = _slot_types(tables, annotated, notes)
+    if unreadable:
+        warnings.append(
+            f"{len(unreadable)} training phrase(s) not imported: brackets or braces (nlu reads "
+            "them as markup); rewrite them without: " + "; ".join(unreadable[:5])
+        )
     return Imported(
         skill=slot_name(skill or str(agent.get("displayName") or path.stem).replace(" ", "_")),
         description=f"Imported from Dialogflow agent {path.name}",
@@ -150,7 +159,7 @@ def _utterance(example: Any, annotated: dict[str, list[str]]) -> tuple[str, dict
     for part in parts:
         text = str(part.get("text", "")) if isinstance(part, dict) else ""
         if any(c in text for c in "[]{}"):
-            raise ImportFailed(f"brackets or braces in {text!r} (nlu reads them as markup)")
+            raise Unreadable(text)
         meta, alias = str(part.get("meta") or ""), part.get("alias")
         if not meta.startswith("@") or meta == "@sys.ignore" or not alias or not text.strip():
             out.append(text)

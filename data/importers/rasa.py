@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nlu.data.importers.common import Imported, ImportFailed, ValueTable, slot_name
+from nlu.data.importers.common import Imported, ImportFailed, Unreadable, ValueTable, slot_name
 from nlu.data.skills import load_yaml
 from nlu.schema import DataError
 
@@ -55,6 +55,8 @@ class _Reading:
     regexes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     responses: dict[str, Any] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)  # path:line: example
+    empty: list[str] = field(default_factory=list)  # intents without examples
     problems: list[str] = field(default_factory=list)
 
 
@@ -141,11 +143,15 @@ def _read_file(path: Path, reading: _Reading, negatives: set[str]) -> int:
                     ANNOTATION.sub(lambda m: m.group("text"), t) for t, _ in examples
                 ]
                 continue
+            if not examples:
+                reading.empty.append(name)
             for text, at in examples:
                 try:
                     reading.intents[_intent_name(name, reading)].append(
                         _utterance(text, _intent_name(name, reading), reading)
                     )
+                except Unreadable:
+                    reading.unreadable.append(f"{path}:{at}: {text!r}")
                 except ImportFailed as err:
                     reading.problems.append(f"{path}:{at}: {err}")
         elif "synonym" in item:
@@ -173,11 +179,12 @@ def _examples(
 ) -> list[tuple[str, int]]:
     """(example, line) pairs: a `|` block of `- ` lines (a line without the dash is an example
     too), or a YAML list."""
-    if isinstance(block, list):
+    if isinstance(block, list):  # a YAML list; Rasa 3 items may be {text: ..., metadata: ...}
+        texts = [str(x.get("text", "") if isinstance(x, dict) else x).strip() for x in block]
         return [
-            (str(x).strip(), lines.get(("nlu", i, "examples", k), line))
-            for k, x in enumerate(block)
-            if str(x).strip()
+            (text, lines.get(("nlu", i, "examples", k), line))
+            for k, text in enumerate(texts)
+            if text
         ]
     if not isinstance(block, str):
         return []
@@ -228,7 +235,7 @@ def _utterance(example: str, intent: str, reading: _Reading) -> str:
     converted = ANNOTATION.sub(convert, example)
     # nlu reads { } [ ] as markup: an unannotated one would be misread, so it is an error.
     if re.search(r"[{}\[\]]", ANNOTATION.sub("", example)):
-        raise ImportFailed(f"stray brackets or braces in {example!r}; remove or annotate them")
+        raise Unreadable(example)
     return converted
 
 
@@ -256,6 +263,13 @@ def _build(reading: _Reading, skill: str, files: list[Path]) -> Imported:
             f"lookup table(s) {', '.join(unused)} name no annotated entity; not imported "
             "(annotate the entity in some examples to use them)"
         )
+    if reading.unreadable:
+        warnings.append(
+            f"{len(reading.unreadable)} example(s) not imported: brackets or braces that are no "
+            "entity annotation (nlu reads them as markup); rewrite them without: "
+            + "; ".join(reading.unreadable[:5])
+            + (" ..." if len(reading.unreadable) > 5 else "")
+        )
     if reading.regexes:
         warnings.append(
             f"regex(es) {', '.join(sorted(set(reading.regexes)))} not imported: nlu learns "
@@ -271,6 +285,10 @@ def _build(reading: _Reading, skill: str, files: list[Path]) -> Imported:
         for what, ours in sorted(reading.renamed.items())
     ]
     notes += [f"entity {r}" for r in sorted(reading.roles)]
+    if reading.empty:
+        notes.append(
+            f"intents without examples not imported: {', '.join(sorted(set(reading.empty)))}"
+        )
     if reading.negatives:
         notes.append(
             f"{len(reading.negatives)} out-of-scope example(s) became the skill's negatives "

@@ -108,11 +108,11 @@ def test_import_errors_name_the_file_and_line_and_write_nothing(
     bad.write_text("version: '3.1'\nrules: []\n")
     with pytest.raises(ImportFailed, match="no `nlu:` section"):
         import_rasa(bad, skill="x", out=tmp_path / "out")
-    bad.write_text(RASA.replace("- never mind", "- never [mind"))
+    bad.write_text(RASA.replace("- never mind", '- never [mind]{"entity": "drink", "value": }'))
     out = tmp_path / "skills"
     assert main(["import", "rasa", str(bad), "--skill", "coffee", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"{bad}:14: stray brackets" in err  # path:line: what
+    assert f"{bad}:14: bad entity annotation" in err  # path:line: what
     assert not out.exists()  # nothing written, so the fixed rerun needs no --force
     bad.write_text(RASA)
     assert main(["import", "rasa", str(bad), "--skill", "coffee", "--out", str(out)]) == 0
@@ -128,13 +128,23 @@ def test_import_errors_name_the_file_and_line_and_write_nothing(
     assert sorted(p.name for p in out.iterdir()) == ["coffee"]  # no half-written skill
 
 
+def test_an_example_nlu_cannot_read_is_dropped_with_its_line(tmp_path: Path) -> None:
+    from nlu.data.importers import read_rasa
+
+    source = tmp_path / "nlu.yml"
+    source.write_text(RASA.replace("- never mind", "- never {mind} [this]"))
+    imported = read_rasa([source], skill="coffee")
+    assert "never {mind} [this]" not in " ".join(imported.intents["cancel_order"]["utterances"])
+    assert any(f"{source}:14: 'never {{mind}} [this]'" in w for w in imported.warnings)
+
+
 def test_force_replaces_a_skill_only_when_the_new_import_succeeds(tmp_path: Path) -> None:
     source = tmp_path / "nlu.yml"
     source.write_text(RASA)
     out = tmp_path / "skills"
     import_rasa(source, skill="coffee", out=out)
     (out / "coffee" / "notes.txt").write_text("mine")
-    source.write_text(RASA.replace("- never mind", "- never {mind"))
+    source.write_text(RASA.replace("- never mind", '- never [mind]{"entity": "drink", "value": }'))
     with pytest.raises(ImportFailed):
         import_rasa(source, skill="coffee", out=out, force=True)
     assert (out / "coffee" / "notes.txt").read_text() == "mine"  # the old folder is intact
