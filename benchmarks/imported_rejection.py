@@ -91,9 +91,10 @@ def main() -> None:
     args = ap.parse_args()
     skills = args.out / "skills"
     build_skills(skills, shipped_only=args.shipped_only)
-    cfg = load_config(
-        ROOT / "configs" / "demo.yaml", [f"data={skills}", f"output_dir={args.out / 'run'}"]
-    )
+    overrides = [f"data={skills}", f"output_dir={args.out / 'run'}"]
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    cfg = load_config(ROOT / "configs" / "demo.yaml", overrides)
     model = args.out / "run" / "model"
     if not (model / modeldir.META_FILE).is_file():
         train(cfg)
