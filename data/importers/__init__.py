@@ -1,9 +1,9 @@
 """`nlu import rasa|alexa|dialogflow`: another tool's training data becomes an nlu skill folder.
 
 `read_rasa`, `read_alexa` and `read_dialogflow` read (nothing is written) into an `Imported`;
-`write_import` writes `<out>/<skill>/` atomically. `import_rasa`, `import_alexa` and
-`import_dialogflow` do both and return the written `skill.yaml`, logging what the import changed
-and what it could not keep.
+`write_import` writes `<out>/<skill>/` atomically. `import_rasa` and `import_alexa` (0.1's API)
+do both and return the written `skill.yaml`, logging what the import changed and what it could
+not keep.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ __all__ = [
     "Imported",
     "ValueTable",
     "import_alexa",
-    "import_dialogflow",
     "import_rasa",
     "read_alexa",
     "read_dialogflow",
@@ -35,11 +34,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _log(imported: Imported) -> None:
+def _written(
+    imported: Imported, out: Path, *, force: bool, test_fraction: float | None, seed: int
+) -> Path:
     for note in imported.notes:
         logger.info("%s", note)
     for warning in imported.warnings:
         logger.warning("%s", warning)
+    folder = write_import(imported, out, force=force, test_fraction=test_fraction, seed=seed)
+    return folder / SKILL_FILE
 
 
 def import_rasa(
@@ -55,9 +58,7 @@ def import_rasa(
     """Rasa NLU files or project folders -> `<out>/<skill>/skill.yaml` (returned)."""
     sources = [paths] if isinstance(paths, Path) else list(paths)
     imported = read_rasa(sources, skill=skill, negative_intents=negative_intents)
-    _log(imported)
-    folder = write_import(imported, out, force=force, test_fraction=test_fraction, seed=seed)
-    return folder / SKILL_FILE
+    return _written(imported, out, force=force, test_fraction=test_fraction, seed=seed)
 
 
 def import_alexa(
@@ -71,22 +72,4 @@ def import_alexa(
 ) -> Path:
     """An Alexa interaction model -> `<out>/<skill>/skill.yaml` (returned)."""
     imported = read_alexa(path, skill=skill)
-    _log(imported)
-    folder = write_import(imported, out, force=force, test_fraction=test_fraction, seed=seed)
-    return folder / SKILL_FILE
-
-
-def import_dialogflow(
-    path: Path,
-    *,
-    skill: str | None,
-    out: Path,
-    force: bool = False,
-    test_fraction: float | None = None,
-    seed: int = 0,
-) -> Path:
-    """A Dialogflow ES agent (zip or folder) -> `<out>/<skill>/skill.yaml` (returned)."""
-    imported = read_dialogflow(path, skill=skill)
-    _log(imported)
-    folder = write_import(imported, out, force=force, test_fraction=test_fraction, seed=seed)
-    return folder / SKILL_FILE
+    return _written(imported, out, force=force, test_fraction=test_fraction, seed=seed)
