@@ -205,8 +205,10 @@ WEAK_RECALL = 50.0  # % of dev out-of-scope texts rejected below which training 
 
 def choose_method(configured: str, figures: dict[str, dict[str, Any]]) -> dict[str, str]:
     """The detector's method and the rule that chose it. `auto`: with out-of-scope dev texts,
-    the method that rejects most of them at the target in-scope recall (ties: higher AUROC,
-    then the fallback); without them, the fallback."""
+    the method that rejects most of them at the target in-scope recall; without them, the
+    fallback. Ties (common: a few dozen dev negatives, often all caught) go to energy, which
+    kept more real in-scope requests than msp at the same dev figures in every demo run
+    (benchmarks/results/studies/imported-rejection.md; Liu et al. 2020), then to higher AUROC."""
     if configured != "auto":
         return {"method": configured, "rule": "configured"}
     rows = {m: f for m, f in figures.items() if "out_of_scope_recall" in f}
@@ -214,7 +216,7 @@ def choose_method(configured: str, figures: dict[str, dict[str, Any]]) -> dict[s
         return {"method": FALLBACK_METHOD, "rule": "auto: no out-of-scope dev texts"}
     best = max(
         rows,
-        key=lambda m: (rows[m]["out_of_scope_recall"], rows[m]["auroc"], m == FALLBACK_METHOD),
+        key=lambda m: (rows[m]["out_of_scope_recall"], m == "energy", rows[m]["auroc"]),
     )
     return {"method": best, "rule": "auto: most out-of-scope dev texts rejected at the target"}
 
