@@ -223,7 +223,16 @@ def choose_method(configured: str, figures: dict[str, dict[str, Any]]) -> dict[s
 
 def _warn_if_weak(method: str, figures: dict[str, Any], n_out_of_scope: int) -> None:
     recall = figures.get("out_of_scope_recall")
-    if recall is not None and recall < WEAK_RECALL:
+    if n_out_of_scope == 0:
+        # On skill folders the fallback accepted 82-100 % of unrelated texts (the study in
+        # benchmarks/results/studies/imported-rejection.md): untested is not safe.
+        logger.warning(
+            "no out-of-scope texts in dev, so the %s rejection threshold is untested and may "
+            "accept most requests no skill handles; add texts to refuse (out_of_scope.yaml, or "
+            "rows with skill null), or set oos_method=none to accept everything knowingly",
+            method,
+        )
+    elif recall is not None and recall < WEAK_RECALL:
         logger.warning(
             "out-of-scope rejection is weak: %s rejects %.0f%% of the %d out-of-scope dev texts, "
             "so most requests no skill handles will be accepted; add texts to refuse to "

@@ -321,7 +321,9 @@ def test_auto_chooses_the_method_that_rejects_most_dev_negatives(
     with caplog.at_level(logging.WARNING):
         _warn_if_weak("mahalanobis", figures["mahalanobis"], 20)
         _warn_if_weak("energy", figures["energy"], 20)
+        _warn_if_weak("mahalanobis", {"threshold": 9.0}, 0)
     assert caplog.text.count("out-of-scope rejection is weak") == 1
+    assert "no out-of-scope texts in dev, so the mahalanobis rejection threshold" in caplog.text
     assert "rejects 40% of the 20 out-of-scope dev texts" in caplog.text
 
 
