@@ -23,11 +23,12 @@ Formats:
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 import zlib
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,12 +77,14 @@ def read_skills(
     examples: list[Example] = []
     labels: list[SkillLabels] = []
     in_scope: list[Example] = []  # every skill's train+dev texts, for the negatives' check
+    versions: list[tuple[str, int]] = []  # which files those texts come from
     negative_files: list[tuple[Path, bool]] = []  # (file, shared beside the skill folders)
     for skill_dir in find_skill_dirs(path):
         spec = parse_skill_file(skill_dir / "skill.yaml")
         labels.append(spec.labels)
         generated = _expanded(spec, samples_per_template, seed)
         in_scope += generated
+        versions.append((str(spec.path), spec.path.stat().st_mtime_ns))
         if split == "test":
             tests = skill_dir / TESTS_FILE
             if not tests.is_file():
@@ -99,10 +102,9 @@ def read_skills(
     for file, shared in negative_files:
         texts = parse_out_of_scope_file(file)
         pool = texts["test"] if split == "test" else texts["train"]
-        if shared:  # written for other skills: drop what one of these skills handles
-            claimed = set(texts["train"] + texts["test"]) - set(
-                drop_colliding(file, texts["train"] + texts["test"], in_scope)
-            )
+        if shared:  # written for other skills: leave out what one of these skills handles
+            version = (tuple(versions), samples_per_template, seed)
+            claimed = claimed_negatives(file, texts["train"] + texts["test"], in_scope, version)
             pool = [t for t in pool if t not in claimed]
         negatives = [Example(t, None, None) for t in pool]
         if split != "test":
@@ -111,44 +113,55 @@ def read_skills(
     return examples, labels
 
 
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(re.findall(r"[a-z0-9']+", text.casefold()))
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"[a-z0-9']+", text.casefold()))
 
 
-def drop_colliding(file: Path, negatives: list[str], in_scope: list[Example]) -> list[str]:
-    """The shared negatives that no skill claims: a negative goes when a skill has the same text
-    or a near-same one (at least 80 % of the words of both in common, in any order), since
-    training it as "none of the skills" would contradict that skill. Each drop is logged once."""
-    seen: dict[frozenset[str], Example] = {}
+def claimed_negatives(
+    file: Path, negatives: list[str], in_scope: list[Example], version: Hashable
+) -> frozenset[str]:
+    """The shared negatives that a skill claims: the same text or a near-same one (at least 80 %
+    of the words of both in common, in any order), since training it as "none of the skills"
+    would contradict that skill. Found once per version of the file and of the skills
+    (`version`: train, dev and test read the same), and logged then."""
+    key = (str(file), file.stat().st_mtime_ns, version)
+    if key in _CLAIMED:
+        return _CLAIMED[key]
+    by_size: dict[int, dict[frozenset[str], Example]] = defaultdict(dict)
     for ex in in_scope:
-        seen.setdefault(frozenset(_words(ex.text)), ex)
-    kept: list[str] = []
-    dropped: list[str] = []
+        words = _words(ex.text)
+        by_size[len(words)].setdefault(words, ex)
+    claimed: dict[str, str] = {}  # negative -> the skill text that claims it
     for text in negatives:
-        words = frozenset(_words(text))
-        claim = seen.get(words) or next(
-            (ex for key, ex in seen.items() if len(words & key) / max(len(words | key), 1) >= 0.8),
+        words = _words(text)
+        # |A & B| / |A | B| >= 0.8 needs the smaller set to be at least 0.8 of the larger.
+        sizes = range(math.ceil(0.8 * len(words)), math.floor(len(words) / 0.8) + 1)
+        claim = next(
+            (
+                ex
+                for n in sizes
+                for other, ex in by_size.get(n, {}).items()
+                if len(words & other) / max(len(words | other), 1) >= 0.8
+            ),
             None,
         )
-        if claim is None:
-            kept.append(text)
-        else:
-            dropped.append(f"{text!r} ({claim.skill}/{claim.intent}: {claim.text!r})")
-    if dropped:
-        key = (str(file), tuple(dropped))
-        if key not in _reported:
-            _reported.add(key)
-            logger.warning(
-                "%s: %d negative(s) not used because a skill handles the same text: %s; edit the "
-                "file, or set data.shared_negatives=false to use only your skills' own negatives",
-                file,
-                len(dropped),
-                "; ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""),
-            )
-    return kept
+        if claim is not None:
+            claimed[text] = f"{text!r} ({claim.skill}/{claim.intent}: {claim.text!r})"
+    if claimed:
+        logger.warning(
+            "%s: %d negative(s) not used because a skill handles the same text: %s; edit the "
+            "file, or set data.shared_negatives=false to use only your skills' own negatives",
+            file,
+            len(claimed),
+            "; ".join(list(claimed.values())[:5]) + (" ..." if len(claimed) > 5 else ""),
+        )
+    if len(_CLAIMED) >= 64:  # bounded, as the expansions are
+        _CLAIMED.clear()
+    _CLAIMED[key] = frozenset(claimed)
+    return _CLAIMED[key]
 
 
-_reported: set[tuple[str, tuple[str, ...]]] = set()
+_CLAIMED: dict[tuple[object, ...], frozenset[str]] = {}
 
 
 def _is_dev(ex: Example, dev_fraction: float, seed: int) -> bool:
