@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nlu.config import DataConfig, TrainConfig
+from nlu.config import TrainConfig
 from nlu.data.loaders import (
     FORMATS,
     SPLIT_FILES,
@@ -30,7 +30,7 @@ from nlu.data.skills import TESTS_FILE
 from nlu.schema import DataError, Example
 
 # The split `nlu train` makes with its defaults, so both commands count the same examples.
-_DEFAULTS = DataConfig()
+_DEFAULTS = TrainConfig()
 
 # The splits each format has; the rest have all three.
 _SPLITS = {"jsonl": ("train",), "slurp-file": ("train",)}
@@ -101,9 +101,9 @@ def validate_source(path: str) -> SourceReport:
                     examples = load_split(
                         path,
                         split,
-                        samples_per_template=_DEFAULTS.samples_per_template,
-                        dev_fraction=_DEFAULTS.dev_fraction,
-                        seed=TrainConfig().seed,
+                        samples_per_template=_DEFAULTS.data.samples_per_template,
+                        dev_fraction=_DEFAULTS.data.dev_fraction,
+                        seed=_DEFAULTS.seed,
                     ).examples
                 except DataError as err:
                     report.problems += err.problems

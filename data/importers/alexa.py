@@ -173,7 +173,7 @@ def read_alexa(path: Path, *, skill: str | None = None) -> Imported:
         description=f"Imported from Alexa interaction model {path.name}",
         slots=slot_docs,
         intents=intents,
-        negatives=list(dict.fromkeys(negatives)),
+        negatives=negatives,
         notes=notes,
         warnings=warnings,
     )

@@ -95,9 +95,6 @@ class ValueTable:
     def doc(self) -> list[Any]:
         return [{"value": v, "synonyms": s} if s else v for v, s in self.values.items()]
 
-    def forms(self, value: str) -> list[str]:
-        return [value, *self.values.get(value, [])]
-
 
 @dataclass
 class Imported:
@@ -111,6 +108,10 @@ class Imported:
     notes: list[str] = field(default_factory=list)  # what the import changed (renames, merges)
     warnings: list[str] = field(default_factory=list)  # what the import could not keep
 
+    def __post_init__(self) -> None:
+        # Each source lists some twice or with stray spaces: one of each, as the reader will.
+        self.negatives = list(dict.fromkeys(" ".join(t.split()) for t in self.negatives))
+
     def skill_doc(self) -> dict[str, Any]:
         return {
             "skill": self.skill,
@@ -120,38 +121,38 @@ class Imported:
         }
 
 
-def _stable_shuffle(items: list[str], key: str, seed: int) -> list[str]:
-    order = list(items)
+def _split_off(
+    texts: list[str], fraction: float, key: str, seed: int
+) -> tuple[list[str], list[str]]:
+    """(kept, held out): a seeded `fraction` of `texts`, at least one text kept, order kept."""
+    n_held = min(round(len(texts) * fraction), len(texts) - 1)
+    order = list(texts)
     random.Random(zlib.crc32(f"{seed}:{key}".encode())).shuffle(order)
-    return order
+    held = set(order[: max(n_held, 0)])
+    return [t for t in texts if t not in held], [t for t in texts if t in held]
 
 
-def hold_out(imported: Imported, fraction: float, seed: int) -> dict[str, list[str]]:
-    """Move a stratified `fraction` of each intent's utterances (and of the negatives) out of
-    training into a test split: per intent the same share, at least one text left to train.
-    Templates become literal test texts with a seeded value for each placeholder. Returns the
-    tests (intent -> texts); the negatives' share is kept under the key None's place: the
-    caller reads `imported.negatives` for train and the returned `"__negatives__"` for test."""
+def hold_out(
+    imported: Imported, fraction: float, seed: int
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Move a stratified `fraction` of each intent's utterances and of the negatives out of
+    training: per intent the same share, at least one text left to train. Templates become
+    literal test texts with a seeded value for each placeholder. Returns the tests (intent ->
+    texts) and the held-out negatives; `imported` keeps what is left to train on."""
     if not 0 < fraction < 1:
         raise ImportFailed(f"--test-fraction must be between 0 and 1 (exclusive), not {fraction}")
     tests: dict[str, list[str]] = {}
     for name, intent in imported.intents.items():
-        utterances: list[str] = intent["utterances"]
-        n_test = min(round(len(utterances) * fraction), len(utterances) - 1)
-        if n_test <= 0:
-            continue
-        held = set(_stable_shuffle(utterances, f"{imported.skill}:{name}", seed)[:n_test])
-        intent["utterances"] = [u for u in utterances if u not in held]
-        rng = random.Random(zlib.crc32(f"{seed}:{name}:fill".encode()))
-        tests[name] = [
-            literal(u, intent["slots"], imported.slots, rng) for u in utterances if u in held
-        ]
-    n_neg = min(round(len(imported.negatives) * fraction), len(imported.negatives) - 1)
-    if n_neg > 0:
-        held = set(_stable_shuffle(imported.negatives, f"{imported.skill}:negatives", seed)[:n_neg])
-        tests["__negatives__"] = [t for t in imported.negatives if t in held]
-        imported.negatives = [t for t in imported.negatives if t not in held]
-    return tests
+        intent["utterances"], held = _split_off(
+            intent["utterances"], fraction, f"{imported.skill}:{name}", seed
+        )
+        if held:
+            rng = random.Random(zlib.crc32(f"{seed}:{name}:fill".encode()))
+            tests[name] = [literal(u, intent["slots"], imported.slots, rng) for u in held]
+    imported.negatives, negative_tests = _split_off(
+        imported.negatives, fraction, f"{imported.skill}:negatives", seed
+    )
+    return tests, negative_tests
 
 
 def literal(
@@ -189,8 +190,7 @@ def write_import(
         raise ImportFailed(f"{target} exists; pass --force to replace it or choose another --out")
     if out.exists() and not out.is_dir():
         raise ImportFailed(f"{out}: --out must be a folder, and this is a file")
-    tests = hold_out(imported, test_fraction, seed) if test_fraction else {}
-    negative_tests = tests.pop("__negatives__", [])
+    tests, negative_tests = hold_out(imported, test_fraction, seed) if test_fraction else ({}, [])
     created_out = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{imported.skill}.import-", dir=out))

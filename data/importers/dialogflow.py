@@ -15,13 +15,13 @@
 from __future__ import annotations
 
 import json
-import re
 import zipfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from nlu.data.importers.common import Imported, ImportFailed, Unreadable, ValueTable, slot_name
+from nlu.data.skills import parse_annotated
 
 SYS_KINDS = {
     "sys.number": "number",
@@ -100,7 +100,7 @@ def read_dialogflow(path: Path, *, skill: str | None = None) -> Imported:
             utterances.append(text)
             slots.update(used)
         if meta.get("fallbackIntent"):
-            negatives += [_plain(u) for u in utterances]
+            negatives += [parse_annotated(u)[0] for u in utterances]
             continue
         if not utterances:
             empty.append(title)
@@ -128,7 +128,7 @@ def read_dialogflow(path: Path, *, skill: str | None = None) -> Imported:
         description=f"Imported from Dialogflow agent {path.name}",
         slots=slot_docs,
         intents=intents,
-        negatives=list(dict.fromkeys(negatives)),
+        negatives=negatives,
         notes=notes,
         warnings=warnings,
     )
@@ -174,10 +174,6 @@ def _utterance(example: Any, annotated: dict[str, list[str]]) -> tuple[str, dict
     if not utterance:
         raise ImportFailed("an empty training phrase")
     return utterance, slots
-
-
-def _plain(utterance: str) -> str:
-    return re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", utterance)
 
 
 def _slot_types(

@@ -145,11 +145,10 @@ def _read_file(path: Path, reading: _Reading, negatives: set[str]) -> int:
                 continue
             if not examples:
                 reading.empty.append(name)
+            intent = _intent_name(name, reading)
             for text, at in examples:
                 try:
-                    reading.intents[_intent_name(name, reading)].append(
-                        _utterance(text, _intent_name(name, reading), reading)
-                    )
+                    reading.intents[intent].append(_utterance(text, intent, reading))
                 except Unreadable:
                     reading.unreadable.append(f"{path}:{at}: {text!r}")
                 except ImportFailed as err:
@@ -241,7 +240,6 @@ def _utterance(example: str, intent: str, reading: _Reading) -> str:
 
 def _build(reading: _Reading, skill: str, files: list[Path]) -> Imported:
     kinds = {k for slots in reading.intent_slots.values() for k in slots.values()}
-    by_rasa_name = {slot_name(k): k for k in (*reading.lookups, *reading.synonyms)}
     slots: dict[str, dict[str, Any]] = {}
     warnings: list[str] = []
     synonyms_of: dict[str, list[str]] = defaultdict(list)  # case variants are one value
@@ -257,7 +255,7 @@ def _build(reading: _Reading, skill: str, files: list[Path]) -> Imported:
                 table.add(value, synonyms_of.get(value.casefold(), []))
         slots[kind] = {"values": table.doc()}
         warnings += table.warnings
-    unused = sorted(r for k, r in by_rasa_name.items() if k not in kinds and r in reading.lookups)
+    unused = sorted(r for r in reading.lookups if slot_name(r) not in kinds)
     if unused:
         warnings.append(
             f"lookup table(s) {', '.join(unused)} name no annotated entity; not imported "
@@ -313,7 +311,7 @@ def _build(reading: _Reading, skill: str, files: list[Path]) -> Imported:
             name: {"slots": dict(sorted(reading.intent_slots[name].items())), "utterances": texts}
             for name, texts in reading.intents.items()
         },
-        negatives=list(dict.fromkeys(" ".join(t.split()) for t in reading.negatives)),
+        negatives=reading.negatives,
         notes=notes,
         warnings=warnings,
     )

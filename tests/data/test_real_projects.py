@@ -4,7 +4,6 @@ train and parse. Nobody here wrote them: they carry the quirks our own fixtures 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,12 @@ import pytest
 
 from nlu.data.importers import Imported, read_alexa, read_dialogflow, read_rasa, write_import
 from nlu.data.importers.common import literal
-from nlu.data.skills import OUT_OF_SCOPE_FILE, parse_out_of_scope_file, parse_skill_file
+from nlu.data.skills import (
+    OUT_OF_SCOPE_FILE,
+    parse_annotated,
+    parse_out_of_scope_file,
+    parse_skill_file,
+)
 from nlu.data.validate import validate
 from tests.helpers import FIXTURES
 
@@ -171,12 +175,8 @@ def test_every_real_project_trains_beside_the_others_and_parses(
         )
     cfg = make_config(tmp_path / "run", data=[str(skills)], epochs=12, samples_per_template=3)
     parser = Parser.from_pretrained(train(cfg).model_dir)
-    texts = [_plain(t) for t in probes.values()]
+    texts = [parse_annotated(t)[0] for t in probes.values()]
     results = parser.parse(texts)
     routed = [r.skill.name if r.skill else None for r in results]
     right = sum(got == want for got, want in zip(routed, probes, strict=True))
     assert right >= len(probes) - 2, list(zip(probes, routed, strict=True))
-
-
-def _plain(utterance: str) -> str:
-    return re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", utterance)
