@@ -85,7 +85,7 @@ def main() -> None:
 
     import dataclasses
 
-    from nlu.resolve import _parse_kind
+    from nlu.resolve.kinds import _interpret
 
     def variant(**changes: Any) -> Parser:
         """The same loaded parser with some of its parts changed."""
@@ -106,7 +106,7 @@ def main() -> None:
     def without_rejection(text: str) -> None:
         plain.parse([text])
 
-    # Slot value resolution (nlu/resolve.py): the same parser with no value lists or kinds, and
+    # Slot value resolution (nlu/resolve/): the same parser with no value lists or kinds, and
     # with the built-in-kind cache emptied before every call (every value new to the process).
     unresolved = variant(
         skills=[dataclasses.replace(s, slot_values={}, slot_kinds={}) for s in parser.skills]
@@ -116,7 +116,7 @@ def main() -> None:
         unresolved.parse([text])
 
     def cold_resolution(text: str) -> None:
-        _parse_kind.cache_clear()
+        _interpret.cache_clear()
         parser.parse([text])
 
     # Interleave them so machine noise hits all alike.

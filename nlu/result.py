@@ -23,8 +23,12 @@ class ParseOptions:
     skill: str | None = None  # force this skill (then never out of scope)
     top_k: int = 5  # intents and skills to rank
     oos_threshold: float | None = None  # None: the model's own threshold
-    # "Now" for relative dates and times in slot values ("tomorrow"); None: the local time.
+    # "Now" for relative dates and times in slot values ("tomorrow"); None: the current time.
+    # Naive: a wall time in `timezone`; aware: its offset is the zone unless `timezone` is set.
     reference_time: datetime | None = None
+    # IANA name ("Europe/Berlin"); None: reference_time's offset, else this machine's zone.
+    timezone: str | None = None
+    locale: str | None = None  # "en_GB" reads "12/11" as 12 November; None: ambiguous
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +55,30 @@ class SlotValue:
         str | None,
         Field(
             description="The value an application acts on: the skill's listed value for a "
-            'value or synonym (or a near miss), or a normalised built-in value (number "70", '
-            'duration "PT5M", date "2026-11-27", time "06:30"); null when nothing fits.'
+            'value or synonym (or a near miss), or a built-in kind\'s value (number "70", '
+            'ordinal "3", duration "PT5M", date "2026-11-27" or "2026-12-05/2026-12-06", time '
+            '"06:30" or "17:00/18:00"), dates and times in the request\'s time zone; null when '
+            "nothing fits or the span is ambiguous (docs/guide/slot-values.md)."
         ),
     ] = None
     resolution: Annotated[
-        Literal["exact", "synonym", "parsed", "fuzzy", "no_match"] | None,
+        Literal["exact", "synonym", "parsed", "fuzzy", "ambiguous", "no_match"] | None,
         Field(
-            description="How `resolved` was found; null for a free-text slot (no listed values, "
-            "no built-in kind)."
+            description="How `resolved` was found; `ambiguous`: the span reads as several "
+            "values (`candidates`), `no_match`: as none; null for a free-text slot (no listed "
+            "values, no built-in kind)."
         ),
+    ] = None
+    grain: Annotated[
+        str | None,
+        Field(
+            description='The precision of a date or time value: "second", "minute", "hour", '
+            '"day", "week", "month", "quarter" or "year"; null for other values.'
+        ),
+    ] = None
+    candidates: Annotated[
+        list[str] | None,
+        Field(description="For an `ambiguous` span: its readings, most likely first."),
     ] = None
 
 

@@ -249,7 +249,14 @@ def read_request(body: bytes) -> ParseRequest | Response:
 def _invalid(errors: Sequence[Mapping[str, Any]]) -> JSONResponse:
     """422 with the details of each error (also the route's exception handler)."""
     details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in errors]
-    return _json_error(422, "invalid request: " + "; ".join(d["msg"] for d in details), details)
+    return _json_error(422, "invalid request: " + "; ".join(map(_said, details)), details)
+
+
+def _said(detail: Mapping[str, Any]) -> str:
+    """One error as the message says it: the field first ("timezone: ..."), once."""
+    message = str(detail["msg"]).removeprefix("Value error, ")
+    field = ".".join(p for p in detail["loc"][1:] if not p.isdigit())
+    return message if not field or message.startswith(f"{field}") else f"{field}: {message}"
 
 
 # The rest of the body is never read, so the connection cannot carry another request: say so,
@@ -314,7 +321,7 @@ def create_app(parser: Parser, settings: ServeSettings | None = None) -> FastAPI
     _offline_docs(app)
     _error_handlers(app)
     _info_routes(app, parser, settings, metrics)
-    answer = _answerer(parser, batcher)
+    answer = _answerer(parser, batcher, settings.timezone)
 
     # Declared for the OpenAPI document and for requests the guard's fast path hands back
     # (not JSON, or invalid: the exception handlers word the error).
@@ -407,7 +414,7 @@ PARSE_OK: dict[int | str, dict[str, Any]] = {
 
 
 def _answerer(
-    parser: Parser, batcher: MicroBatcher
+    parser: Parser, batcher: MicroBatcher, default_zone: str | None
 ) -> Callable[[ParseRequest], Awaitable[Response]]:
     """The one handler of a valid /parse request, for the route and the guard's fast path."""
 
@@ -416,8 +423,18 @@ def _answerer(
             texts = [h.text for h in request.hypotheses]
         else:
             texts = [request.text] if request.text is not None else list(request.texts or [])
+        zone = request.timezone
+        if zone is None and (
+            request.reference_time is None or request.reference_time.tzinfo is None
+        ):
+            zone = default_zone  # the server's zone only where the request gives none
         options = ParseOptions(
-            request.skill, request.top_k, request.oos_threshold, request.reference_time
+            request.skill,
+            request.top_k,
+            request.oos_threshold,
+            request.reference_time,
+            zone,
+            request.locale,
         )
         # The one check of the options (the schema checked the texts): the batcher parses
         # without checking again.
@@ -427,7 +444,7 @@ def _answerer(
             known = ", ".join(parser.skill_names)
             return _json_error(400, f"unknown skill {request.skill!r}; known skills: {known}")
         except OptionError as err:
-            return _json_error(422, f"invalid request: oos_threshold: {err}")
+            return _json_error(422, f"invalid request: {err}")
         try:
             results = await batcher.submit(texts, options)
         except Overloaded:

@@ -85,6 +85,12 @@ def register(sub: Subparsers) -> None:
         "it are rejected; msp/temperature methods: in [0, 1])",
     )
     p.add_argument(
+        "--timezone",
+        metavar="ZONE",
+        help="IANA time zone (Europe/Berlin) of dates and times in slot values when a request "
+        "gives neither `timezone` nor an offset in `reference_time` (default: this machine's)",
+    )
+    p.add_argument(
         "--body-timeout",
         dest="body_timeout_s",
         type=float,

@@ -43,6 +43,20 @@ def serve(settings: ServeSettings) -> None:
         problem = threshold_problem(modeldir.read_ood(settings.model_dir), settings.oos_threshold)
         if problem:
             raise OptionError(f"--oos-threshold: {problem}")
+    if settings.timezone is not None:
+        from nlu.resolve import InvalidReference, zone_of
+
+        try:
+            zone_of(settings.timezone, "--timezone")
+        except InvalidReference as err:
+            raise OptionError(str(err)) from None
+    if any(skill.slot_kinds for skill in meta.skills):
+        from nlu.resolve import EngineUnavailable, load
+
+        try:
+            load()
+        except EngineUnavailable as err:  # one line now, not a null value later unexplained
+            logger.warning("%s", err)
     if settings.host not in LOCAL_HOSTS and not settings.api_key:
         logger.warning(
             "binding to %s without an API key: anyone who can reach it can use it", settings.host

@@ -61,6 +61,20 @@ def _exactly(schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
     return replace
 
 
+def _zone_names(schema: dict[str, Any]) -> None:
+    from nlu.resolve.reference import zone_names
+
+    _without_null(schema)
+    schema["enum"] = list(zone_names())
+
+
+def _locales(schema: dict[str, Any]) -> None:
+    from nlu.resolve import LOCALES
+
+    _without_null(schema)
+    schema["enum"] = list(LOCALES)
+
+
 def _without_null(schema: dict[str, Any]) -> None:
     """Drop the `null` branch of an optional field's schema: like `text` and `texts`, the field
     is left out rather than sent as null (the validator refuses null)."""
@@ -141,9 +155,38 @@ class ParseRequest(BaseModel):
     reference_time: datetime | None = Field(
         None,
         description="ISO 8601 date-time that relative dates and times in slot values are "
-        'resolved against ("tomorrow", "in 2 hours"), normally the user\'s local time; '
-        "default: the server's local time.",
+        'resolved against ("tomorrow", "in 2 hours"), normally the user\'s "now"; without '
+        "an offset, a wall time in `timezone`. Default: the current time.",
     )
+    timezone: StrictStr | None = Field(
+        None,
+        description='The user\'s IANA time zone ("Europe/Berlin"): slot dates and times are '
+        "its wall-clock values. Default: the offset of `reference_time`, else the server's "
+        "zone (`nlu serve --timezone`, else the machine's).",
+        json_schema_extra=_zone_names,
+    )
+    locale: StrictStr | None = Field(
+        None,
+        description='The user\'s English locale ("en_US", "en_GB", ...): how "12/11" reads. '
+        "Default: none, and such a date is `ambiguous` with both readings as candidates.",
+        json_schema_extra=_locales,
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def known_zone(cls, value: str | None) -> str | None:
+        from nlu.resolve import zone_of
+
+        if value is not None:
+            zone_of(value, "timezone")  # InvalidReference is a ValueError: a 422 naming it
+        return value
+
+    @field_validator("locale")
+    @classmethod
+    def known_locale(cls, value: str | None) -> str | None:
+        from nlu.resolve.reference import check_locale
+
+        return None if value is None else check_locale(value)
 
     @field_validator("reference_time", mode="before")
     @classmethod

@@ -41,6 +41,9 @@ class ServeSettings:
     # Replaces the model's out-of-scope threshold for every request (a request may still send
     # its own); None: the threshold saved in the model folder.
     oos_threshold: float | None = None
+    # The time zone (IANA name) of slot values for requests that give neither `timezone` nor
+    # an offset in `reference_time`; None: this machine's zone.
+    timezone: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -108,3 +108,25 @@ def broken_tests(tmp_path: Path) -> Path:
         "dance:\n  - do a dance\n"
     )
     return skills
+
+
+def dated_parser(model_dir: Path) -> Any:
+    """The tiny skill's parser with its `room` slot made a date slot whose "kitchen" stands for
+    "tomorrow": a parse of "turn on the kitchen lights" then shows the request's "now"."""
+    import dataclasses
+
+    from nlu.inference.parser import Parser
+
+    parser = Parser.from_pretrained(model_dir)
+    (skill,) = parser.skills
+    dated = dataclasses.replace(
+        skill, slot_kinds={"room": "date"}, slot_values={"room": {"kitchen": "tomorrow"}}
+    )
+    return Parser(
+        forward=parser.forward,
+        skills=[dated],
+        tokenizer=parser.tokenizer,
+        max_length=parser.max_length,
+        backend=parser.backend,
+        ood=parser.ood,
+    )

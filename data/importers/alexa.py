@@ -11,10 +11,11 @@ Accepted layouts: the SMAPI/console file `{"interactionModel": {"languageModel":
 - Custom slot types keep their values and synonyms (see `ValueTable` for a synonym listed for
   two values, which Alexa allows).
 - Built-in slot types: numbers (`AMAZON.NUMBER`, `AMAZON.FOUR_DIGIT_NUMBER`), `AMAZON.DATE`,
-  `AMAZON.TIME` and `AMAZON.DURATION` become nlu's built-in kinds, resolved by nlu. List-like
-  ones (`AMAZON.US_CITY`, `AMAZON.US_FIRST_NAME`, `AMAZON.Food`, ...) become open slots filled
-  with a few sample values for training: the model learns the slot from its context, and a
-  warning says so, since Amazon's catalogues are not available here.
+  `AMAZON.TIME`, `AMAZON.DURATION` and `AMAZON.Ordinal` become nlu's built-in kinds,
+  resolved by nlu. List-like ones (`AMAZON.US_CITY`, `AMAZON.US_FIRST_NAME`, `AMAZON.Food`,
+  ...) become open slots filled with a few sample values for training: the model learns the
+  slot from its context, and a warning says so, since Amazon's catalogues are not available
+  here.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ KINDS = {
     "AMAZON.DURATION": ("duration", ["five minutes", "an hour", "ten seconds", "two days"]),
     "AMAZON.TIME": ("time", ["7 am", "noon", "6:30 pm", "midnight"]),
     "AMAZON.DATE": ("date", ["today", "tomorrow", "friday", "june fifth", "next week"]),
+    "AMAZON.Ordinal": ("ordinal", ["first", "second", "third", "fifth", "tenth", "twenty first"]),
 }
 # Sample values for list-like built-in types: enough variety to learn the slot's context.
 OPEN_TYPES = {
@@ -57,7 +59,6 @@ OPEN_TYPES = {
     "AMAZON.Animal": ["dog", "cat", "horse", "elephant", "parrot", "rabbit"],
     "AMAZON.Month": ["january", "march", "june", "september", "november", "december"],
     "AMAZON.DayOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday", "sunday"],
-    "AMAZON.Ordinal": ["first", "second", "third", "fifth", "tenth", "twenty first"],
     "AMAZON.Language": ["english", "spanish", "french", "german", "japanese", "hindi"],
     "AMAZON.Genre": ["jazz", "rock", "classical", "hip hop", "country", "pop"],
     "AMAZON.Sport": ["football", "tennis", "basketball", "golf", "cricket", "hockey"],

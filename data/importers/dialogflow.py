@@ -6,8 +6,8 @@
   `entities/<name>_entries_<lang>.json`; an annotated text that the entries lack is added as a
   value (with a note). System entities: `@sys.number`, `@sys.number-integer`,
   `@sys.cardinal` become the `number` kind, `@sys.date` `date`, `@sys.time` `time`,
-  `@sys.duration` `duration`; any other `@sys.` entity is an open slot whose values are the
-  annotated texts (a warning says so).
+  `@sys.duration` `duration`, `@sys.ordinal` `ordinal`; any other `@sys.` entity is an open
+  slot whose values are the annotated texts (a warning says so).
 - Fallback intents (`"fallbackIntent": true`) give the skill's negatives. Intents without
   training phrases are listed in a note. Responses, contexts and events are not NLU data.
 """
@@ -30,6 +30,7 @@ SYS_KINDS = {
     "sys.date": "date",
     "sys.time": "time",
     "sys.duration": "duration",
+    "sys.ordinal": "ordinal",
 }
 USERSAYS = "_usersays_"
 ENTRIES = "_entries_"

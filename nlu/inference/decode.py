@@ -16,7 +16,7 @@ import numpy as np
 
 from nlu.labels import LabelIndex, SkillLabels
 from nlu.model.alignment import Encoding, tags_to_spans
-from nlu.resolve import resolve
+from nlu.resolve import Reference, make_reference, resolve
 from nlu.result import ParseOptions, ParseResult, Scored, SkillChoice, SlotValue
 
 NEG_INF = -1e9
@@ -246,13 +246,18 @@ def slot_values(
     its words' tag probabilities) and its resolved value."""
     slots = []
     tags = labels.tags
+    reference: Reference | None = None  # one "now" for all of a text's slots, made when needed
     for span, members in tags_to_spans(encoding.words, [tags[t] for t in path]):
         word_scores = log_probs[members, [path[w] for w in members]]
         # np.mean's own arithmetic (a float32 sum, then / n) without its per-call overhead.
         confidence = float(np.exp(np.add.reduce(word_scores) / len(members)))
         value = text[span.start : span.end]
         catalog = index.catalogs.get((labels.name, span.slot))
-        resolution = resolve(value, catalog, reference=options.reference_time) if catalog else None
+        resolution = None
+        if catalog is not None:
+            if catalog.kind and reference is None:
+                reference = make_reference(options.reference_time, options.timezone, options.locale)
+            resolution = resolve(value, catalog, reference=reference)
         slots.append(
             SlotValue(
                 slot=span.slot,
@@ -262,6 +267,10 @@ def slot_values(
                 confidence=round(confidence, 4),
                 resolved=resolution.value if resolution else None,
                 resolution=resolution.status if resolution else None,
+                grain=resolution.grain if resolution else None,
+                candidates=list(resolution.candidates)
+                if resolution and resolution.candidates
+                else None,
             )
         )
     return slots

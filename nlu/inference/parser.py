@@ -9,14 +9,18 @@ floating-point noise in the logits.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import logging
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, overload
 
 import numpy as np
 
+from nlu.inference.backends import Forward as Forward
+from nlu.inference.backends import Logits as Logits
+from nlu.inference.backends import onnx_forward as onnx_forward
+from nlu.inference.backends import torch_forward as torch_forward
 from nlu.inference.decode import chosen_skill, decode_batch
 from nlu.labels import LabelIndex, SkillLabels
 from nlu.model import modeldir
@@ -28,7 +32,9 @@ from nlu.result import ParseOptions, ParseResult
 from nlu.text import TextError, text_problem
 
 if TYPE_CHECKING:
-    from nlu.model.joint import JointModel
+    pass
+
+log = logging.getLogger(__name__)
 
 
 class HubApi(Protocol):
@@ -49,60 +55,6 @@ class UnknownSkillError(ValueError):
 
 class OptionError(ValueError):
     """A parse option that does not fit the model (e.g. a threshold it cannot use)."""
-
-
-@dataclass
-class Logits:
-    router: np.ndarray  # [batch, skills]
-    intents: np.ndarray  # [batch, total intents]
-    slots: np.ndarray  # [batch, tokens, total tags]
-    # The pooled sentence vectors [batch, hidden]; None from graphs exported before they were.
-    pooled: np.ndarray | None = None
-
-
-Forward = Callable[[dict[str, np.ndarray]], Logits]
-
-
-def torch_forward(model: JointModel) -> Forward:
-    """Forward pass of a `JointModel` (eval mode, no autograd) as a numpy -> Logits function."""
-    import torch
-
-    @torch.inference_mode()
-    def forward(batch: dict[str, np.ndarray]) -> Logits:
-        device = next(model.parameters()).device
-        out = model(**{k: torch.from_numpy(v).to(device) for k, v in batch.items()})
-        return Logits(
-            router=out.router_logits.float().cpu().numpy(),
-            intents=out.intent_logits.float().cpu().numpy(),
-            slots=out.slot_logits.float().cpu().numpy(),
-            pooled=out.pooled.float().cpu().numpy(),
-        )
-
-    return forward
-
-
-def onnx_forward(path: Path | None, *, threads: int | None = None) -> Forward:
-    import onnxruntime as ort
-
-    if path is None:
-        raise ModelDirError("this model folder was loaded without its ONNX graph")
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    names = [o.name for o in session.get_outputs()]
-
-    def forward(batch: dict[str, np.ndarray]) -> Logits:
-        out = dict(zip(names, session.run(None, batch), strict=True))
-        return Logits(
-            router=out["router_logits"],
-            intents=out["intent_logits"],
-            slots=out["slot_logits"],
-            pooled=out.get("pooled"),
-        )
-
-    return forward
 
 
 def apply_adapters(
@@ -259,9 +211,12 @@ class Parser:
     ) -> None:
         check_tokenizer(tokenizer)
         if any(s.slot_kinds for s in skills):
-            from nlu.resolve import warm_up
+            from nlu.resolve import EngineUnavailable, load
 
-            warm_up()  # not on the first request
+            try:
+                load()  # not on the first request
+            except EngineUnavailable as err:
+                log.warning("%s", err)
         self.source: Path | None = None  # the model folder, when loaded from one
         self.ood = ood
         self.forward = forward
@@ -367,12 +322,20 @@ class Parser:
             )
 
     def check_options(self, options: ParseOptions) -> None:
+        """UnknownSkillError, or OptionError naming the option that cannot be used."""
         self.check_skill(options.skill)
+        if options.timezone is not None or options.locale is not None:
+            from nlu.resolve import InvalidReference, make_reference
+
+            try:
+                make_reference(options.reference_time, options.timezone, options.locale)
+            except InvalidReference as err:
+                raise OptionError(str(err)) from None
         if options.oos_threshold is None:
             return
         problem = threshold_problem(self.ood, options.oos_threshold)
         if problem:
-            raise OptionError(problem)
+            raise OptionError(f"oos_threshold: {problem}")
 
     def use_threshold(self, threshold: float) -> None:
         """Replace the model's out-of-scope threshold (`nlu serve --oos-threshold`)."""
@@ -389,6 +352,8 @@ class Parser:
         top_k: int = 5,
         oos_threshold: float | None = None,
         reference_time: datetime | None = None,
+        timezone: str | None = None,
+        locale: str | None = None,
         batch_size: int = 64,
     ) -> ParseResult: ...
 
@@ -401,6 +366,8 @@ class Parser:
         top_k: int = 5,
         oos_threshold: float | None = None,
         reference_time: datetime | None = None,
+        timezone: str | None = None,
+        locale: str | None = None,
         batch_size: int = 64,
     ) -> list[ParseResult]: ...
 
@@ -412,12 +379,22 @@ class Parser:
         top_k: int = 5,
         oos_threshold: float | None = None,
         reference_time: datetime | None = None,
+        timezone: str | None = None,
+        locale: str | None = None,
         batch_size: int = 64,
     ) -> ParseResult | list[ParseResult]:
         """One text gives one result; a list of texts, a list of results in the same order.
-        `reference_time`: "now" for relative dates and times in slot values (default: local)."""
+        `reference_time`: "now" for relative dates and times in slot values (default: the
+        current time); `timezone`: the user's IANA zone (default: the offset of an aware
+        `reference_time`, else this machine's zone); `locale`: "en_GB" reads "12/11" as 12
+        November (default: none, such a date is ambiguous). OptionError names a bad one."""
         options = ParseOptions(
-            skill=skill, top_k=top_k, oos_threshold=oos_threshold, reference_time=reference_time
+            skill=skill,
+            top_k=top_k,
+            oos_threshold=oos_threshold,
+            reference_time=reference_time,
+            timezone=timezone,
+            locale=locale,
         )
         if isinstance(texts, str):
             return self.parse_with_options([texts], [options], batch_size=batch_size)[0]
@@ -431,6 +408,8 @@ class Parser:
         top_k: int = 5,
         oos_threshold: float | None = None,
         reference_time: datetime | None = None,
+        timezone: str | None = None,
+        locale: str | None = None,
     ) -> ParseResult:
         """One result for an ASR n-best list of (text, ASR confidence): see
         `nlu.inference.nbest`."""
@@ -445,6 +424,8 @@ class Parser:
             top_k=top_k,
             oos_threshold=oos_threshold,
             reference_time=reference_time,
+            timezone=timezone,
+            locale=locale,
         )
         return combine(results, [confidence for _, confidence in hypotheses], top_k=top_k)
 

@@ -317,6 +317,28 @@ def test_reference_time_is_an_iso_date_time(client: TestClient) -> None:
         assert bad.status_code == 422 and "reference_time" in bad.text, wrong
 
 
+def test_a_request_sets_the_zone_of_its_slot_values(model_dir: Path) -> None:
+    from tests.helpers import dated_parser
+
+    evening = "2026-12-06T20:00:00+00:00"  # 05:00 on the 7th in Tokyo
+    settings = ServeSettings(timezone="Asia/Tokyo")
+    with TestClient(create_app(dated_parser(model_dir), settings)) as c:
+
+        def tomorrow(**fields: str) -> Any:
+            answer = c.post("/parse", json={"text": "turn on the kitchen lights", **fields})
+            assert answer.status_code == 200, answer.text
+            (slot,) = answer.json()["slots"]
+            return slot["resolved"], slot["grain"]
+
+        assert tomorrow(reference_time=evening) == ("2026-12-07", "day")  # its offset wins
+        assert tomorrow(reference_time=evening, timezone="Asia/Tokyo")[0] == "2026-12-08"
+        # Neither a zone nor an offset: the server's zone.
+        assert tomorrow(reference_time="2026-12-06T20:00:00")[0] == "2026-12-07"
+        for field, value in (("timezone", "Mars/Olympus"), ("timezone", 5), ("locale", "xx")):
+            bad = c.post("/parse", json={"text": "lights on", field: value})
+            assert bad.status_code == 422 and field in bad.json()["error"], (field, bad.text)
+
+
 def test_json_bodies_never_reach_the_framework(model_dir: Path) -> None:
     """Every application/json /parse body, invalid ones too, is answered by the guard: the
     FastAPI route's validation (and its error handler) is for other content types only."""
