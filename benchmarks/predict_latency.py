@@ -51,6 +51,10 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--backend", default="torch", choices=["torch", "onnx"])
     ap.add_argument("--out", default="benchmarks/results/predict_latency.json")
+    ap.add_argument(
+        "--resolver-rev",
+        help="also time the parser with the slot resolver of this commit (before nlu/resolve/)",
+    )
     args = ap.parse_args()
 
     from transformers import AutoTokenizer
@@ -119,17 +123,41 @@ def main() -> None:
         _interpret.cache_clear()
         parser.parse([text])
 
+    if args.resolver_rev:
+        from slot_values import old_module
+
+        from nlu.inference import decode
+        from nlu.resolve import Resolution
+
+        old = old_module(args.resolver_rev)
+        ours_resolve = decode.resolve
+
+    def old_resolve(value: str, catalog: Any, *, reference: Any = None) -> Any:
+        # Called as it was (a datetime); its result in today's shape (no grain, candidates).
+        got = old.resolve(value, catalog, reference=reference.moment if reference else None)
+        return Resolution(got.value, got.status)
+
+    def old_resolution(text: str) -> None:
+        decode.resolve = old_resolve  # type: ignore[assignment]  # --resolver-rev in place of ours
+        try:
+            parser.parse([text])
+        finally:
+            decode.resolve = ours_resolve
+
     # Interleave them so machine noise hits all alike.
     ours_ms: list[float] = []
     bare_ms: list[float] = []
     plain_ms: list[float] = []
     unresolved_ms: list[float] = []
     cold_ms: list[float] = []
+    old_ms: list[float] = []
     for _ in range(4):
         ours_ms += time_calls(ours, args.calls // 4)
         bare_ms += time_calls(bare, args.calls // 4)
         unresolved_ms += time_calls(without_resolution, args.calls // 4)
         cold_ms += time_calls(cold_resolution, args.calls // 4)
+        if args.resolver_rev:
+            old_ms += time_calls(old_resolution, args.calls // 4)
         if detector is not None:
             plain_ms += time_calls(without_rejection, args.calls // 4)
     rows = {}
@@ -138,6 +166,8 @@ def main() -> None:
     named.append(("nlu parse, resolution cache cold", cold_ms))
     if detector is not None:
         named.append((f"nlu parse without {detector.method} rejection", plain_ms))
+    if args.resolver_rev:
+        named.append((f"nlu parse, resolver of {args.resolver_rev}", old_ms))
     for name, values in named:
         rows[name] = {
             "p50_ms": round(statistics.median(values), 3),
@@ -161,6 +191,10 @@ def main() -> None:
     if detector is not None:
         added = rows[named[0][0]]["p50_ms"] / rows[named[4][0]]["p50_ms"]
         result["p50_ratio_with_over_without_rejection"] = round(added, 3)
+    if args.resolver_rev:
+        before = rows[named[0][0]]["p50_ms"] / rows[named[-1][0]]["p50_ms"]
+        result["p50_ratio_ours_over_old_resolver"] = round(before, 3)
+        print(f"p50 ratio (ours / resolver of {args.resolver_rev}): {before:.3f}")
     print(f"{'':32} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8}")
     for name, r in rows.items():
         print(f"{name:32} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['mean_ms']:8.2f}")

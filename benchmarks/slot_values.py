@@ -39,9 +39,8 @@ SUITE = ROOT / "tests" / "fixtures" / "values" / "conformance.yaml"
 Interpret = Callable[[str, str, Reference], Resolution]
 
 
-def baseline(rev: str) -> tuple[Interpret, Callable[[], None]]:
-    """The resolver of commit `rev` (a single module then), as an `interpret`, and its cache
-    clearer."""
+def old_module(rev: str) -> ModuleType:
+    """`nlu/resolve.py` as it was at commit `rev` (a single module then)."""
     source = subprocess.run(
         ["git", "show", f"{rev}:nlu/resolve.py"], cwd=ROOT, capture_output=True, text=True
     )
@@ -54,6 +53,12 @@ def baseline(rev: str) -> tuple[Interpret, Callable[[], None]]:
     module: ModuleType = importlib.util.module_from_spec(spec)
     sys.modules["old_resolve"] = module  # its dataclasses look themselves up there
     spec.loader.exec_module(module)
+    return module
+
+
+def baseline(rev: str) -> tuple[Interpret, Callable[[], None]]:
+    """The resolver of commit `rev` as an `interpret`, and its cache clearer."""
+    module = old_module(rev)
 
     def old(kind: str, text: str, reference: Reference) -> Resolution:
         if kind not in module.KINDS:

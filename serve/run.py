@@ -51,11 +51,11 @@ def serve(settings: ServeSettings) -> None:
         except InvalidReference as err:
             raise OptionError(str(err)) from None
     if any(skill.slot_kinds for skill in meta.skills):
-        from nlu.resolve import EngineUnavailable, load
+        from nlu.resolve import engine
 
         try:
-            load()
-        except EngineUnavailable as err:  # one line now, not a null value later unexplained
+            engine.load()
+        except engine.EngineUnavailable as err:  # one line now, not a null value later unexplained
             logger.warning("%s", err)
     if settings.host not in LOCAL_HOSTS and not settings.api_key:
         logger.warning(

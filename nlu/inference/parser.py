@@ -211,11 +211,11 @@ class Parser:
     ) -> None:
         check_tokenizer(tokenizer)
         if any(s.slot_kinds for s in skills):
-            from nlu.resolve import EngineUnavailable, load
+            from nlu.resolve import engine
 
             try:
-                load()  # not on the first request
-            except EngineUnavailable as err:
+                engine.load()  # not on the first request
+            except engine.EngineUnavailable as err:
                 log.warning("%s", err)
         self.source: Path | None = None  # the model folder, when loaded from one
         self.ood = ood

@@ -4,10 +4,10 @@ The rules (docs/guide/slot-values.md has them with examples):
 - A reading counts only if it covers the whole span but for filler words ("at", "around",
   "the", ...; for numbers also units: "percent", "degrees"). "two and a half" is not "two".
 - `number`: the number ("70", "2.5", "-5"); "X and a half" adds 0.5. `ordinal`: "3".
-- `duration`: ISO 8601 ("PT1H30M", "P2W", "P3M"); a bare number has no unit and is refused.
-- `time`: the wall-clock time "HH:MM" in the request's zone. A bare hour ("7", "at seven") is
-  the next such hour on a 12-hour clock after the reference time: at 15:00, "7" is 19:00 and
-  "11" is 23:00. A day without a time of day ("friday") is refused. Intervals are
+- `duration`: ISO 8601 in the unit said ("PT1H30M", "PT24H", "P2W"); no unit, no duration.
+- `time`: the wall-clock time "HH:MM" in the request's zone, the first reading not yet past:
+  a bare hour is the next one on a 12-hour clock ("7" at 15:00 is 19:00); a leading zero is a
+  24-hour clock ("0700"). A day without a time of day ("friday") is refused. Intervals are
   "HH:MM/HH:MM" from the start to the stated end ("from 3 to 4 pm" -> "15:00/16:00",
   "tonight" -> "18:00/00:00"); open ones "17:00/" ("after 5 pm") and "/12:00" ("before noon").
 - `date`: "YYYY-MM-DD", the next such day ("march 3" in December is next year's). A week,
@@ -15,7 +15,7 @@ The rules (docs/guide/slot-values.md has them with examples):
   Saturday/Sunday; an interval that starts in the evening starts the next day). A bare time
   ("at 7") is not a date.
 - Where readings disagree the span is `ambiguous`, with the candidates: "12/11" without a
-  locale (US: 11 December; GB: 12 November).
+  locale (US: 11 December; GB: 12 November), "next friday" said on a Wednesday.
 """
 
 from __future__ import annotations

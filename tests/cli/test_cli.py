@@ -181,3 +181,19 @@ def test_a_warning_is_printed_once_per_command(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr.count("'Kitchen' is listed twice") == 1, done.stderr[-3000:]
+
+
+def test_predict_takes_the_users_zone_and_names_a_bad_one(
+    trained: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = str(trained.model_dir)
+    now = ["--reference-time", "2026-12-06T20:00:00+00:00"]
+    assert main(["predict", "lights on", "--model", model, *now, "--timezone", "Asia/Tokyo"]) == 0
+    assert json.loads(capsys.readouterr().out)["intent"]["name"] == "turn_on"
+    for argv, message in [
+        (["--timezone", "Asia/Tokio"], "timezone: unknown time zone 'Asia/Tokio'"),
+        (["--reference-time", "tomorrow"], "--reference-time: 'tomorrow' is not an ISO 8601"),
+        (["--locale", "en_XX"], "locale: unknown locale 'en_XX'"),
+    ]:
+        assert main(["predict", "lights on", "--model", model, *argv]) == 2
+        assert message in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -387,3 +388,41 @@ def test_each_check_runs_once_per_request(model_dir: Path, monkeypatch: pytest.M
         answer = c.post("/parse", json={"texts": ["lights on", "lights off"], "skill": skill})
         assert answer.status_code == 200
     assert len(checks) == 1 and texts_checked == []
+
+
+def test_serve_start_up_checks_the_zone_and_says_when_the_engine_is_missing(
+    model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before the port opens: an unknown --timezone is an error, a missing engine one line."""
+    import json
+    import shutil
+
+    import uvicorn
+
+    from nlu.inference.parser import OptionError
+    from nlu.resolve import engine
+    from nlu.serve.run import serve
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    meta = json.loads((folder / "nlu.json").read_text())
+    meta["skills"][0]["slot_kinds"] = {"room": "date"}
+    (folder / "nlu.json").write_text(json.dumps(meta))
+    started: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: started.append(kwargs))
+    with pytest.raises(OptionError, match="--timezone: unknown time zone 'Europe/Berln'"):
+        serve(ServeSettings(model_dir=str(folder), timezone="Europe/Berln"))
+    assert not started
+
+    def missing() -> None:
+        raise engine.EngineUnavailable("slot kinds need the Duckling engine: pip install ...")
+
+    monkeypatch.setattr(engine, "load", missing)
+    with caplog.at_level(logging.WARNING, logger="nlu.serve.run"):
+        serve(ServeSettings(model_dir=str(folder), timezone="Europe/Berlin"))
+    assert len(started) == 1
+    said = [r.getMessage() for r in caplog.records if "Duckling" in r.getMessage()]
+    assert said == ["slot kinds need the Duckling engine: pip install ..."]
