@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nlu.inference.nbest import combine
@@ -38,11 +36,13 @@ from nlu.inference.parser import OptionError, Parser, UnknownSkillError
 from nlu.model.ood import PROBABILITY_METHODS
 from nlu.result import ParseOptions
 from nlu.serve.batching import InferenceFailed, MicroBatcher, Overloaded
+from nlu.serve.reading import invalid, json_error, read_request, skeleton_problem
 from nlu.serve.schemas import (
     MAX_BODY_BYTES,
     ErrorBody,
     ParseRequest,
     response_components,
+    shape_problem,
 )
 from nlu.serve.settings import ServeSettings
 
@@ -86,15 +86,6 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 
 
-def _json_error(
-    status: int, message: str, details: Any = None, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    body: dict[str, Any] = {"error": message}
-    if details is not None:
-        body["details"] = details
-    return JSONResponse(status_code=status, content=body, headers=headers)
-
-
 class _Guard:
     """Pure ASGI middleware, before any parsing: metrics, trusted Host header, API key, and the
     body limit (on the bytes received, whatever the transfer encoding, with a read timeout)."""
@@ -132,7 +123,7 @@ class _Guard:
         try:
             host = _host_name(headers.get(b"host", b""))
             if self.hosts and host not in self.hosts:
-                response = _json_error(
+                response = json_error(
                     400,
                     f"Host header {host!r} is not one of this server's names "
                     f"({', '.join(sorted(self.hosts))}); a local server answers only requests "
@@ -143,23 +134,24 @@ class _Guard:
             if self.api_key is not None and scope["path"] != "/health":
                 given = headers.get(b"x-api-key", b"")
                 if not hmac.compare_digest(given, self.api_key):
-                    response = _json_error(
+                    response = json_error(
                         401, "missing or wrong API key: send it in the X-API-Key header"
                     )
                     await response(scope, receive, send_and_record)
                     return
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-                response = _json_error(413, f"request body over {MAX_BODY_BYTES} bytes")
+                response = json_error(413, f"request body over {MAX_BODY_BYTES} bytes")
                 await response(scope, receive, send_and_record)
                 return
-            if (
-                scope["path"] == "/parse"
-                and scope["method"] == "POST"
-                and headers.get(b"content-type", b"").split(b";")[0].strip() == b"application/json"
-            ):
-                await self._parse(scope, self._limited(receive), send_and_record)
-                return
+            if scope["path"] == "/parse" and scope["method"] == "POST":
+                kind = headers.get(b"content-type", b"").split(b";")[0].strip()
+                if kind == b"application/json":
+                    await self._parse(scope, self._limited(receive), send_and_record)
+                    return
+                if kind.endswith(b"json"):  # other JSON types: the route words the errors
+                    await self._bounded(scope, self._limited(receive), send_and_record)
+                    return
             await self.app(scope, self._limited(receive), send_and_record)
         finally:
             self.metrics.requests.labels(route, str(status)).inc()
@@ -172,24 +164,60 @@ class _Guard:
         (about 0.5 ms of CPU per request, measured in-process:
         benchmarks/results/studies/serving.md): every `application/json` body, valid or not,
         is answered here, the errors worded as the FastAPI route words them."""
+        body = await self._body(scope, receive, send)
+        if body is None:
+            return
+        request = read_request(body)
+        response = await self.parse(request) if isinstance(request, ParseRequest) else request
+        await response(scope, receive, send)
+
+    async def _body(
+        self, scope: MutableMapping[str, Any], receive: Receive, send: Send
+    ) -> bytes | None:
+        """The whole body, or None once the client left or a limit was answered."""
         chunks = []
         try:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    return  # the client went away: nobody to answer
+                    return None  # the client went away: nobody to answer
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
-                    break
+                    return b"".join(chunks)
         except StarletteHTTPException as exc:
             headers = dict(exc.headers) if exc.headers else None
-            await _json_error(exc.status_code, str(exc.detail), headers=headers)(
+            await json_error(exc.status_code, str(exc.detail), headers=headers)(
                 scope, receive, send
             )
+            return None
+
+    async def _bounded(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        """A JSON body for the route, whose shape is checked first (`shape_problem`): the
+        framework's validation would spend seconds on 300,000 wrong list items."""
+        body = await self._body(scope, receive, send)
+        if body is None:
             return
-        request = read_request(b"".join(chunks))
-        response = await self.parse(request) if isinstance(request, ParseRequest) else request
-        await response(scope, receive, send)
+        too_big = skeleton_problem(body)
+        if too_big is not None:
+            await too_big(scope, receive, send)
+            return
+        try:
+            problem = shape_problem(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            problem = None  # the route words JSON errors
+        if problem:
+            await invalid(problem)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> MutableMapping[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
     def _limited(self, receive: Receive) -> Receive:
         received = 0
@@ -222,41 +250,6 @@ class _Guard:
             return message
 
         return limited
-
-
-def read_request(body: bytes) -> ParseRequest | Response:
-    """A /parse body as the route would read it: JSON (orjson, and the standard library for
-    what orjson refuses, as FastAPI reads it: NaN, lone surrogates, huge numbers), then the
-    request schema; an error worded as the route's exception handlers word it."""
-    if not body:
-        return _invalid([{"loc": ("body",), "msg": "Field required"}])
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        try:
-            data = json.loads(body)
-        except json.JSONDecodeError as err:
-            return _invalid([{"loc": ("body", err.pos), "msg": "JSON decode error"}])
-        except ValueError:  # not UTF-8, UTF-16 or UTF-32: FastAPI's words for it
-            return _json_error(400, "There was an error parsing the body")
-    try:
-        # from_attributes, as FastAPI validates bodies: a non-object body is worded the same.
-        return ParseRequest.model_validate(data, from_attributes=True)
-    except ValidationError as err:
-        return _invalid([{**e, "loc": ("body", *e["loc"])} for e in err.errors()])
-
-
-def _invalid(errors: Sequence[Mapping[str, Any]]) -> JSONResponse:
-    """422 with the details of each error (also the route's exception handler)."""
-    details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in errors]
-    return _json_error(422, "invalid request: " + "; ".join(map(_said, details)), details)
-
-
-def _said(detail: Mapping[str, Any]) -> str:
-    """One error as the message says it: the field first ("timezone: ..."), once."""
-    message = str(detail["msg"]).removeprefix("Value error, ")
-    field = ".".join(p for p in detail["loc"][1:] if not p.isdigit())
-    return message if not field or message.startswith(f"{field}") else f"{field}: {message}"
 
 
 # The rest of the body is never read, so the connection cannot carry another request: say so,
@@ -339,12 +332,12 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _invalid(exc.errors())
+        return invalid(exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None
-        return _json_error(exc.status_code, str(exc.detail), headers=headers)
+        return json_error(exc.status_code, str(exc.detail), headers=headers)
 
 
 def _info_routes(app: FastAPI, parser: Parser, settings: ServeSettings, metrics: Metrics) -> None:
@@ -442,17 +435,17 @@ def _answerer(
             parser.check_options(options)
         except UnknownSkillError:
             known = ", ".join(parser.skill_names)
-            return _json_error(400, f"unknown skill {request.skill!r}; known skills: {known}")
+            return json_error(400, f"unknown skill {request.skill!r}; known skills: {known}")
         except OptionError as err:
-            return _json_error(422, f"invalid request: {err}")
+            return json_error(422, f"invalid request: {err}")
         try:
             results = await batcher.submit(texts, options)
         except Overloaded:
-            return _json_error(
+            return json_error(
                 503, "server busy: request queue is full", headers={"Retry-After": "1"}
             )
         except InferenceFailed as err:
-            return _json_error(500, f"inference failed for this request: {err}")
+            return json_error(500, f"inference failed for this request: {err}")
         # orjson serialises the result dataclasses natively; FastAPI's generic encoder costs
         # more than the int8 forward pass for a single utterance.
         payload: Any

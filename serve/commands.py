@@ -107,6 +107,26 @@ def register(sub: Subparsers) -> None:
         "NLU_API_KEY",
     )
     p.add_argument(
+        "--trust-network",
+        action="store_true",
+        default=None,
+        help="serve a non-loopback --host without an API key (refused otherwise): only where "
+        "no untrusted client can reach the address",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="open connections per worker; one more is answered 503 and closed",
+    )
+    p.add_argument(
+        "--header-timeout",
+        dest="header_timeout_s",
+        type=float,
+        default=defaults.header_timeout_s,
+        help="seconds a request line and headers may take to arrive (slow clients get 408)",
+    )
+    p.add_argument(
         "--allow-host",
         action="append",
         metavar="NAME",

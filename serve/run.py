@@ -14,6 +14,7 @@ from nlu.inference.parser import OptionError, Parser
 from nlu.model import modeldir
 from nlu.model.ood import threshold_problem
 from nlu.serve.app import MULTIPROCESS_ENV, create_app
+from nlu.serve.protocol import protocol_options
 from nlu.serve.settings import ENV_VAR, LOCAL_HOSTS, ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -32,9 +33,13 @@ def serve(settings: ServeSettings) -> None:
     the folder is checked, not loaded (each worker loads it once)."""
     import uvicorn
 
-    for name in ("workers", "max_batch", "max_queue"):
+    for name in ("workers", "max_batch", "max_queue", "max_connections"):
         if getattr(settings, name) < 1:
             raise OptionError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("body_timeout_s", "header_timeout_s"):
+        if not getattr(settings, name) > 0:
+            flag = name.removesuffix("_s").replace("_", "-")
+            raise OptionError(f"--{flag} must be more than 0 seconds")
     # A run folder serves its model, as every other command reads it (README).
     settings = dataclasses.replace(settings, model_dir=str(modeldir.locate(settings.model_dir)))
     backend = modeldir.check(settings.model_dir, settings.backend)
@@ -57,9 +62,11 @@ def serve(settings: ServeSettings) -> None:
             engine.load()
         except engine.EngineUnavailable as err:  # one line now, not a null value later unexplained
             logger.warning("%s", err)
-    if settings.host not in LOCAL_HOSTS and not settings.api_key:
-        logger.warning(
-            "binding to %s without an API key: anyone who can reach it can use it", settings.host
+    if settings.host not in LOCAL_HOSTS and not settings.api_key and not settings.trust_network:
+        raise OptionError(
+            f"binding to {settings.host} without an API key would let anyone who can reach it "
+            "use it: set NLU_API_KEY or --api-key-file, or pass --trust-network if only trusted "
+            "clients can reach this address"
         )
     logger.info(
         "serving %s (%s, %d skills) on http://%s:%d with %d worker(s)",
@@ -89,6 +96,7 @@ def serve(settings: ServeSettings) -> None:
             workers=settings.workers,
             log_level="warning",
             timeout_graceful_shutdown=30,
+            **protocol_options(settings),
         )
     finally:
         if shared_metrics is not None:

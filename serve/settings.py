@@ -34,10 +34,18 @@ class ServeSettings:
     # Every route but /health needs this key in X-API-Key (nlu serve reads it from --api-key-file or
     # NLU_API_KEY).
     api_key: str | None = None
+    # Serve a non-loopback address without an API key (only where the network is trusted:
+    # a private network, or a proxy that authenticates); without it `nlu serve` refuses.
+    trust_network: bool = False
     # Host header names the server answers to; None: any. `nlu serve` sets the loopback names
     # when it binds to a loopback address, against DNS rebinding.
     trusted_hosts: tuple[str, ...] | None = None
     body_timeout_s: float = 10.0  # a request body must arrive within this
+    # A request's line and headers must arrive within this (of the connection opening, or of
+    # its first byte after the previous response); else 408 and the connection closes.
+    header_timeout_s: float = 10.0
+    # Open connections per worker; one more is answered 503 and closed.
+    max_connections: int = 512
     # Replaces the model's out-of-scope threshold for every request (a request may still send
     # its own); None: the threshold saved in the model folder.
     oos_threshold: float | None = None

@@ -137,17 +137,17 @@ def test_fast_parse_path_answers_exactly_as_the_route(
 ) -> None:
     """The guard answers `application/json` bodies itself; `application/merge-patch+json` is
     JSON to FastAPI but not to the fast path, so it shows what the route alone answers."""
-    import nlu.serve.app
+    import nlu.serve.reading
 
     validated: list[object] = []
 
-    class Spy(nlu.serve.app.ParseRequest):
+    class Spy(nlu.serve.reading.ParseRequest):
         @classmethod
         def model_validate(cls, obj: Any, **kwargs: Any) -> Any:
             validated.append(obj)
             return super().model_validate(obj, **kwargs)
 
-    monkeypatch.setattr(nlu.serve.app, "ParseRequest", Spy)
+    monkeypatch.setattr(nlu.serve.reading, "ParseRequest", Spy)
     fast = client.post("/parse", content=body, headers={"content-type": "application/json"})
     took_fast_path = bool(validated)
     route = client.post(
