@@ -76,9 +76,6 @@ def register(sub: Subparsers) -> None:
         "--threads", type=int, help="inference threads per worker (default: cores / workers)"
     )
     p.add_argument(
-        "--max-queue", type=int, default=defaults.max_queue, help="queued requests before 503"
-    )
-    p.add_argument(
         "--oos-threshold",
         type=float,
         help="out-of-scope threshold instead of the one saved in the model (texts scoring above "
@@ -89,13 +86,6 @@ def register(sub: Subparsers) -> None:
         metavar="ZONE",
         help="IANA time zone (Europe/Berlin) of dates and times in slot values when a request "
         "gives neither `timezone` nor an offset in `reference_time` (default: this machine's)",
-    )
-    p.add_argument(
-        "--body-timeout",
-        dest="body_timeout_s",
-        type=float,
-        default=defaults.body_timeout_s,
-        help="seconds a request body may take to arrive (slow clients get 408)",
     )
     p.add_argument(
         "--api-key-file",
@@ -114,10 +104,30 @@ def register(sub: Subparsers) -> None:
         "no untrusted client can reach the address",
     )
     p.add_argument(
-        "--max-connections",
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="also answer requests whose Host header is NAME (a local bind answers only "
+        "127.0.0.1, localhost and ::1, against DNS rebinding); repeatable",
+    )
+    _limits(p, defaults)
+    p.set_defaults(func=serve_command)
+
+
+def _limits(p: argparse.ArgumentParser, defaults: ServeSettings) -> None:
+    """What one client can hold of the server (docs/guide/serving.md)."""
+    p.add_argument(
+        "--max-queue",
         type=int,
-        default=defaults.max_connections,
-        help="open connections per worker; one more is answered 503 and closed",
+        default=defaults.max_queue,
+        help="requests waiting for a forward pass before new ones get 503",
+    )
+    p.add_argument(
+        "--body-timeout",
+        dest="body_timeout_s",
+        type=float,
+        default=defaults.body_timeout_s,
+        help="seconds a request body may take to arrive (slow clients get 408)",
     )
     p.add_argument(
         "--header-timeout",
@@ -127,10 +137,8 @@ def register(sub: Subparsers) -> None:
         help="seconds a request line and headers may take to arrive (slow clients get 408)",
     )
     p.add_argument(
-        "--allow-host",
-        action="append",
-        metavar="NAME",
-        help="also answer requests whose Host header is NAME (a local bind answers only "
-        "127.0.0.1, localhost and ::1, against DNS rebinding); repeatable",
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="open connections per worker; one more is answered 503 and closed",
     )
-    p.set_defaults(func=serve_command)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,8 +59,10 @@ def export_onnx(
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be int8 or omitted, not {quantize!r}")
     model, folder = JointModel.load(model_dir)
-    with tempfile.TemporaryDirectory() as tmp:
-        graphs = Path(tmp)
+    # The graphs are written beside the output, not in the system's temp folder: a killed
+    # export leaves them where the next save or export removes them (modeldir.scratch).
+    graphs = modeldir.scratch(Path(out_dir), "exporting")
+    try:
         onnx = graphs / "model.onnx"
         _write_onnx(model, folder.tokenizer, onnx, quantize=quantize, opset=opset)
         # Per-skill adapters: one graph each, with the adapter merged (see nlu/adapters.py).
@@ -74,6 +75,8 @@ def export_onnx(
         out = modeldir.save(
             out_dir, replace(folder, weights=None, onnx=onnx, adapters=adapters, backend="onnx")
         )
+    finally:
+        shutil.rmtree(graphs, ignore_errors=True)
     return out / modeldir.ONNX_FILE
 
 
@@ -83,8 +86,11 @@ def _write_onnx(
     example = tokenizer(["wake me up at seven", "hi"], padding=True, return_tensors="pt")
     args = (example["input_ids"], example["attention_mask"])
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "raw.onnx"
+    # Beside the target, inside the export's scratch folder (never the system temp folder).
+    work = target.parent / f"{target.stem}.work"
+    work.mkdir(exist_ok=True)
+    try:
+        raw = work / "raw.onnx"
         torch.onnx.export(
             _Logits(model).eval(),
             args,
@@ -100,7 +106,7 @@ def _write_onnx(
         import onnx
 
         graph = onnx.load(str(raw), load_external_data=True)
-        single = Path(tmp) / "model.onnx"
+        single = work / "model.onnx"
         onnx.save(graph, str(single), save_as_external_data=False)
         if quantize == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -120,4 +126,6 @@ def _write_onnx(
                 root.setLevel(level)
         else:
             shutil.copy2(single, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     logger.info("wrote %s (%.1f MB)", target, target.stat().st_size / 1e6)

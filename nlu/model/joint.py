@@ -316,17 +316,23 @@ class JointModel(nn.Module):
             model.router.set_curvature(curvature)
             model.load_state_dict(folder.weights, strict=True)
         except (RuntimeError, ValueError) as err:
+            # torch's first line only says "Error(s) in loading state_dict for JointModel:".
+            lines = [x.strip() for x in str(err).splitlines() if x.strip()]
+            detail = next((x for x in lines if not x.startswith("Error(s) in loading")), "")
             raise ModelDirError(
                 f"{modeldir.WEIGHTS_FILE} does not fit {modeldir.META_FILE} and "
                 f"{modeldir.ENCODER_CONFIG_FILE} (a folder mixed from two models?): "
-                f"{str(err).splitlines()[0][:300]}; save the model again"
+                f"{detail[:300]}; save the model again"
             ) from err
         return model.eval()
 
     @classmethod
-    def load(cls, directory: str | Path) -> tuple[JointModel, ModelFolder]:
-        """The network and its folder (tokenizer, labels, adapters) from a saved model."""
-        folder = modeldir.load(directory, backend="torch")
+    def load(
+        cls, directory: str | Path, *, calibrated: bool = True
+    ) -> tuple[JointModel, ModelFolder]:
+        """The network and its folder (tokenizer, labels, adapters) from a saved model
+        (`calibrated`: as `modeldir.load`)."""
+        folder = modeldir.load(directory, backend="torch", calibrated=calibrated)
         return cls.from_folder(folder), folder
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from nlu.labels import SkillLabels
+from nlu.model import integrity
+from nlu.model.integrity import DIGEST_KEY, ModelDirError
 from nlu.model.ood import OutOfScope
 from nlu.model.sharing import Sharing
 
@@ -59,10 +61,6 @@ _WEIGHTS: dict[str, str] = {"torch": WEIGHTS_FILE, "onnx": ONNX_FILE}
 Tensors = dict[str, "torch.Tensor"]
 
 
-class ModelDirError(FileNotFoundError):
-    """A model folder is missing, incomplete or from an incompatible version."""
-
-
 @dataclass(frozen=True)
 class ModelMeta:
     """What nlu.json holds: everything about the model that is not a weight."""
@@ -76,6 +74,10 @@ class ModelMeta:
     # What the router reads (nlu.model.joint.JointModel): "sentence" or "layers". Folders from
     # before the option have none: "sentence".
     router_input: str = "sentence"
+    # Why training left the model without an out-of-scope detector although its config asked
+    # for one (no in-scope dev texts, a kept base detector that was None); None: it has one, or
+    # was not asked to. A folder without ood.json and without this reason is incomplete.
+    ood_skipped: str | None = None
 
     def to_json(self) -> str:
         return (
@@ -87,6 +89,7 @@ class ModelMeta:
                     "max_length": self.max_length,
                     "router_input": self.router_input,
                     **({"sharing": self.sharing.to_dict()} if self.sharing else {}),
+                    **({"ood_skipped": self.ood_skipped} if self.ood_skipped else {}),
                     "skills": [s.to_dict() for s in self.skills],
                 },
                 indent=2,
@@ -112,6 +115,7 @@ class ModelMeta:
             max_length=int(row["max_length"]),
             sharing=Sharing.from_dict(row["sharing"]) if row.get("sharing") else None,
             router_input=str(row.get("router_input", "sentence")),
+            ood_skipped=row.get("ood_skipped"),
         )
 
 
@@ -153,10 +157,7 @@ class ModelFolder:
 def save(directory: str | Path, folder: ModelFolder) -> Path:
     """Write `folder` to `directory` atomically (a temporary sibling, renamed when complete)."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = directory.parent / f".{directory.name}.saving-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    staging = scratch(directory, "saving")
     try:
         _write(staging, folder)
         _replace(staging, directory)
@@ -164,6 +165,32 @@ def save(directory: str | Path, folder: ModelFolder) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return directory
+
+
+def scratch(directory: Path, purpose: str) -> Path:
+    """A new, empty working folder beside `directory` (`.name.<purpose>-<pid>`): a save's
+    staging, an export's graphs. What killed runs left there is removed first: the working
+    folders of processes that no longer run."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    for stale in directory.parent.glob(f".{directory.name}.*-*"):
+        kind, _, pid = stale.name.rpartition("-")
+        ours = kind.rpartition(".")[2] in ("saving", "replaced", "exporting") and pid.isdigit()
+        if ours and not _running(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    path = directory.parent / f".{directory.name}.{purpose}-{os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir()
+    return path
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _write(target: Path, folder: ModelFolder) -> None:
@@ -184,16 +211,18 @@ def _write(target: Path, folder: ModelFolder) -> None:
         keyed = _contiguous(_file_keys(folder.weights))
         heads = {k: v for k, v in keyed.items() if k.startswith(HEADS_PREFIX)}
         encoder = {k: v for k, v in keyed.items() if k not in heads}
+        digest = integrity.labels_digest(folder.meta.skills)
         save_file(encoder, str(target / WEIGHTS_FILE), {"format": "pt"})
-        save_file(heads, str(target / JOINT_HEADS_FILE), {"format": "pt"})
+        save_file(heads, str(target / JOINT_HEADS_FILE), {"format": "pt", DIGEST_KEY: digest})
     if folder.onnx is not None:
         shutil.copy2(folder.onnx, target / ONNX_FILE)
+        integrity.stamp_onnx(target / ONNX_FILE, folder.meta.skills)
     if folder.training_config is not None:
         (target / TRAINING_CONFIG_FILE).write_text(folder.training_config)
     for skill, adapter in folder.adapters.items():
-        _write_adapter(target / ADAPTERS_DIR / skill, adapter)
+        _write_adapter(target / ADAPTERS_DIR / skill, adapter, folder.meta.skills)
     if folder.merged_adapter is not None:
-        _write_adapter(target / MERGED_ADAPTER_DIR, folder.merged_adapter)
+        _write_adapter(target / MERGED_ADAPTER_DIR, folder.merged_adapter, folder.meta.skills)
     if folder.ood is not None:
         from safetensors.numpy import save_file as save_arrays
 
@@ -219,7 +248,7 @@ def _model_keys(weights: Tensors) -> Tensors:
     }
 
 
-def _write_adapter(target: Path, adapter: Adapter) -> None:
+def _write_adapter(target: Path, adapter: Adapter, skills: list[SkillLabels]) -> None:
     from safetensors.torch import save_file
 
     target.mkdir(parents=True, exist_ok=True)
@@ -233,6 +262,7 @@ def _write_adapter(target: Path, adapter: Adapter) -> None:
         save_file(_contiguous(adapter.heads), str(target / HEADS_FILE))
     if adapter.onnx is not None:
         shutil.copy2(adapter.onnx, target / ONNX_FILE)
+        integrity.stamp_onnx(target / ONNX_FILE, skills)
 
 
 def _jsonable(value: Any) -> Any:
@@ -291,9 +321,15 @@ class _Inspected:
     encoder_config: dict[str, Any]
 
 
-def _inspect(directory: Path, backend: str) -> _Inspected:
+def _inspect(directory: Path, backend: str, *, calibrated: bool = True) -> _Inspected:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    run = directory.parent if directory.name == RUN_MODEL_DIR else directory
+    if not (directory / META_FILE).is_file() and (run / "checkpoints").is_dir():
+        raise ModelDirError(
+            f"the training run {run} did not finish (no {RUN_MODEL_DIR}/ yet); continue it "
+            f"with `nlu train {run / 'config.yaml'} --resume`"
+        )
     if not directory.is_dir():
         raise ModelDirError(
             f"model directory {directory} does not exist; train one with `nlu train` "
@@ -318,13 +354,22 @@ def _inspect(directory: Path, backend: str) -> _Inspected:
         )
     meta, metrics = _read_meta(directory)
     skills = {s.name for s in meta.skills}
-    encoder_config = _parse_json(
+    encoder_config = integrity.parse_json(
         directory / ENCODER_CONFIG_FILE, "the encoder's transformers config"
     )
-    _parse_json(directory / TOKENIZER_FILE, "the tokenizer")
-    _check_weights(directory / _WEIGHTS[chosen])
+    integrity.parse_json(directory / TOKENIZER_FILE, "the tokenizer")
+    integrity.check_weights(directory / _WEIGHTS[chosen], meta.skills)
     if chosen == "torch" and (directory / JOINT_HEADS_FILE).is_file():
-        _check_weights(directory / JOINT_HEADS_FILE)
+        integrity.check_weights(directory / JOINT_HEADS_FILE, meta.skills)
+    for skill in adapter_skills(directory, any_file=True):
+        if chosen == "onnx" and (directory / ADAPTERS_DIR / skill / ONNX_FILE).is_file():
+            integrity.check_weights(directory / ADAPTERS_DIR / skill / ONNX_FILE, meta.skills)
+    if calibrated and not (directory / OOD_FILE).is_file():
+        problem = integrity.detector_problem(
+            directory, read_training_config(directory), meta.ood_skipped is not None
+        )
+        if problem:
+            raise ModelDirError(problem)
     for skill in adapter_skills(directory, any_file=True):
         if skill not in skills:
             raise ModelDirError(
@@ -343,19 +388,20 @@ def _inspect(directory: Path, backend: str) -> _Inspected:
     return _Inspected(chosen, meta, metrics, encoder_config)
 
 
-def load(directory: str | Path, backend: str = "auto") -> ModelFolder:
-    """Read a model folder: labels, tokenizer and the weights of one backend."""
+def load(directory: str | Path, backend: str = "auto", *, calibrated: bool = True) -> ModelFolder:
+    """Read a model folder: labels, tokenizer and the weights of one backend. `calibrated`
+    False also reads a folder whose out-of-scope stage is missing (`nlu calibrate` fits it)."""
     from transformers import AutoTokenizer
 
     directory = locate(directory)
-    inspected = _inspect(directory, backend)
+    inspected = _inspect(directory, backend, calibrated=calibrated)
     chosen = inspected.backend
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except Exception as err:  # transformers raises many types for a bad tokenizer folder
         raise ModelDirError(
             f"{directory / TOKENIZER_FILE}: the tokenizer cannot be loaded "
-            f"({type(err).__name__}: {str(err)[:200]}); {_REMEDY}"
+            f"({type(err).__name__}: {str(err)[:200]}); {integrity.REMEDY}"
         ) from err
     folder = ModelFolder(
         meta=inspected.meta,
@@ -387,7 +433,7 @@ def read_ood(directory: str | Path) -> OutOfScope | None:
     path = Path(directory) / OOD_FILE
     if not path.is_file():
         return None
-    row = _parse_json(path, "the out-of-scope detector")
+    row = integrity.parse_json(path, "the out-of-scope detector")
     arrays: dict[str, Any] = {}
     if (Path(directory) / OOD_ARRAYS_FILE).is_file():
         from safetensors.numpy import load_file as load_arrays
@@ -396,12 +442,12 @@ def read_ood(directory: str | Path) -> OutOfScope | None:
             arrays = load_arrays(str(Path(directory) / OOD_ARRAYS_FILE))
         except Exception as err:  # safetensors' own error type for a damaged file
             raise ModelDirError(
-                f"{Path(directory) / OOD_ARRAYS_FILE} is damaged ({err}); {_REMEDY}"
+                f"{Path(directory) / OOD_ARRAYS_FILE} is damaged ({err}); {integrity.REMEDY}"
             ) from err
     try:
         return OutOfScope.from_json(row, arrays)
     except (KeyError, TypeError, ValueError) as err:
-        raise ModelDirError(f"{path} is damaged: {_why(err)}; {_REMEDY}") from err
+        raise ModelDirError(f"{path} is damaged: {integrity.why(err)}; {integrity.REMEDY}") from err
 
 
 def _read_adapter(source: Path, backend: Backend) -> Adapter:
@@ -424,61 +470,14 @@ def read_meta(directory: str | Path) -> ModelMeta:
 def _read_meta(directory: Path) -> tuple[ModelMeta, dict[str, Any] | None]:
     """The labels and settings in nlu.json, and the metrics saved beside them."""
     path = directory / META_FILE
-    text = _read_text(path, "the model's labels")
+    text = integrity.read_text(path, "the model's labels")
     try:
         row = json.loads(text)
         return ModelMeta.from_row(row, where=directory), row.get("metrics")
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         if isinstance(err, ModelDirError):
             raise
-        raise ModelDirError(f"{path} is damaged: {_why(err)}; {_REMEDY}") from err
-
-
-_REMEDY = "save or export the model again (or restore the folder from a copy)"
-
-
-def _why(err: BaseException) -> str:
-    if isinstance(err, KeyError):
-        return f"the field {err.args[0]!r} is missing"
-    if isinstance(err, json.JSONDecodeError):
-        return f"not valid JSON (line {err.lineno}: {err.msg})"
-    return f"{type(err).__name__}: {err}"
-
-
-def _read_text(path: Path, what: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ModelDirError(f"{path} ({what}) is damaged: not UTF-8 text; {_REMEDY}") from err
-
-
-def _parse_json(path: Path, what: str) -> Any:
-    text = _read_text(path, what)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ModelDirError(f"{path} ({what}) is damaged: {_why(err)}; {_REMEDY}") from err
-    if not isinstance(value, dict):
-        raise ModelDirError(f"{path} ({what}) is damaged: not a JSON object; {_REMEDY}")
-    return value
-
-
-def _check_weights(path: Path) -> None:
-    """The weights file opens and is complete (a truncated file fails here, not mid-load)."""
-    try:
-        if path.suffix == ".onnx":
-            import onnx
-
-            onnx.load_model(str(path), load_external_data=False)
-        else:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="np") as handle:
-                handle.keys()
-    except Exception as err:  # each library raises its own error types for a damaged file
-        raise ModelDirError(
-            f"{path} is damaged or truncated ({type(err).__name__}: {str(err)[:200]}); " + _REMEDY
-        ) from err
+        raise ModelDirError(f"{path} is damaged: {integrity.why(err)}; {integrity.REMEDY}") from err
 
 
 def read_training_config(directory: str | Path) -> str | None:

@@ -12,6 +12,7 @@ method would reject and its AUROC. The configured method is saved; the others ar
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Sequence
@@ -305,7 +306,7 @@ def recalibrate(model_dir: Path, ood_cfg: OodConfig) -> OutOfScope | None:
         )
     cfg = parse_config(saved, source=str(model_dir / modeldir.TRAINING_CONFIG_FILE))
     data = load_train_dev(cfg.data, seed=cfg.seed)
-    model, folder = JointModel.load(model_dir)
+    model, folder = JointModel.load(model_dir, calibrated=False)  # this fits the last stage
     detector = fit_out_of_scope(
         ood_cfg,
         model,
@@ -315,9 +316,16 @@ def recalibrate(model_dir: Path, ood_cfg: OodConfig) -> OutOfScope | None:
         data.dev,
         seed=cfg.seed,
     )
-    if detector is None and ood_cfg.oos_method != "none":
+    if detector is None and ood_cfg.oos_method != "none" and folder.ood is not None:
         return folder.ood  # nothing to fit on (said above): the saved detector stays
     folder.ood = detector
+    if detector is None:  # asked for none, or nothing to fit on: said, not a missing stage
+        reason = (
+            "nlu calibrate oos_method=none"
+            if ood_cfg.oos_method == "none"
+            else ("no in-scope dev texts to fit a detector on")
+        )
+        folder.meta = dataclasses.replace(folder.meta, ood_skipped=reason)
     modeldir.save(model_dir, folder)
     return detector
 

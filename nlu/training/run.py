@@ -4,6 +4,7 @@ its folder saved once, the run's summary and learning curve written)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -81,6 +82,11 @@ def finish_run(
             )
             folder.ood = detector
             result.out_of_scope = detector.report if detector else None
+        if folder.ood is None and run.cfg.ood.oos_method != "none":
+            # Said in nlu.json, so that loading tells this model from one whose training
+            # stopped before this stage (nlu.model.integrity).
+            reason = keep_detector or "no in-scope dev texts to fit a detector on"
+            folder.meta = dataclasses.replace(folder.meta, ood_skipped=reason)
         modeldir.save(run.dir.model_dir, folder)
         written = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
         written.update(summary or {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -219,7 +220,7 @@ def test_a_failed_save_leaves_the_previous_model(
     original = modeldir._write_adapter
     calls = 0
 
-    def dies_half_way(where: Path, adapter: modeldir.Adapter) -> None:
+    def dies_half_way(where: Path, adapter: modeldir.Adapter, skills: Any) -> None:
         nonlocal calls
         calls += 1
         raise KeyboardInterrupt  # as a kill during the save would
