@@ -51,22 +51,41 @@ def parse_bracketed(annotated: str) -> tuple[str, list[Span]]:
     return text, spans
 
 
+class _Twice(ValueError):
+    """A JSON object with a key given twice (json would keep the last silently)."""
+
+
+def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    row = dict(pairs)
+    if len(row) < len(pairs):
+        keys = [k for k, _ in pairs]
+        raise _Twice(repr(next(k for k in keys if keys.count(k) > 1)))
+    return row
+
+
 def jsonl_rows(path: Path, problems: list[str] | None = None) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line. Bad lines fail naming file and line,
     all of them; with `problems`, they are added to it instead and the good rows returned."""
+    data = path.read_bytes()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = data.decode("utf-8").splitlines()
     except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not valid UTF-8 ({err})") from err
+        where = data[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{where}: not valid UTF-8 (byte {data[err.start]:#04x}); save the file as UTF-8"
+        ) from err
     rows = []
     collected: list[str] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_once)
         except json.JSONDecodeError as err:
             collected.append(f"{path}:{number}: invalid JSON ({err.msg})")
+            continue
+        except _Twice as err:
+            collected.append(f"{path}:{number}: the key {err} is given twice; keep one")
             continue
         if not isinstance(row, dict):
             collected.append(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")

@@ -59,7 +59,8 @@ def read_jsonl(path: Path) -> list[Example]:
 
 
 def _jsonl_example(row: Any, path: Path, number: int) -> Example:
-    if "slots" not in row and isinstance(row.get("text"), str) and MARKUP.search(row["text"]):
+    text = row.get("text")
+    if "slots" not in row and isinstance(text, str) and (MARKUP.search(text) or "](" in text):
         # `[value](slot)` markup instead of offsets, as in tests.yaml.
         try:
             text, spans = parse_annotated(row["text"])
@@ -85,8 +86,7 @@ def _jsonl_example(row: Any, path: Path, number: int) -> Example:
     slots = row.get("slots", [])
     if not isinstance(slots, list) or not all(
         isinstance(s, dict)
-        and isinstance(s.get("start"), int)
-        and isinstance(s.get("end"), int)
+        and all(_integer(s.get(k)) for k in ("start", "end"))
         and isinstance(s.get("slot"), str)
         for s in slots
     ):
@@ -97,6 +97,10 @@ def _jsonl_example(row: Any, path: Path, number: int) -> Example:
         return Example.from_dict({**row, "slots": slots})
     except DataError as err:
         raise DataError(f"{path}:{number}: {err}") from err
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # true is not offset 1
 
 
 def split_word(text: str, span: Span) -> bool:

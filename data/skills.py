@@ -22,7 +22,7 @@ import yaml
 
 from nlu.labels import SkillLabels
 from nlu.resolve import KINDS, normalise
-from nlu.schema import DataError, Example, Span, raise_collected
+from nlu.schema import DataError, Example, NoAliasLoader, Span, raise_collected
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +39,9 @@ STRAY = re.compile(r"[{}\[\]]")
 # -- YAML with line numbers --------------------------------------------------------------------
 
 
-class _TextLoader(yaml.SafeLoader):
+class _TextLoader(NoAliasLoader):
     """Every scalar is text: `6:30` stays "6:30" (YAML 1.1 would read it as the number 390)
-    and `no` stays "no" instead of False."""
+    and `no` stays "no" instead of False. No aliases (NoAliasLoader)."""
 
 
 _TextLoader.yaml_implicit_resolvers = {}
@@ -64,6 +64,7 @@ def load_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
         line = mark.line + 1 if mark is not None else 1
         problem = getattr(err, "problem", None) or str(err)
         hint = ' (quote utterances that start with { or [, e.g. - "{time} works")'
+        hint = "" if "aliases" in str(problem) else hint
         raise DataError(f"{path}:{line}: invalid YAML: {problem}{hint}") from err
     if node is None:
         raise DataError(f"{path}: file is empty")

@@ -8,8 +8,8 @@ flags=...)` reads any of them: a YAML file, then `key=value` overrides, then val
 line already parsed (flags). Users write flat keys (`epochs: 4`), nested groups or dotted keys
 (`optim.epochs=4`); every key name is unique in its config, so a flat key has one place. Unknown
 keys are errors that name the closest known one; values are checked against the field's type
-(choices are `Literal` types); a class's `problems()` checks what spans several keys. The
-resolved config is saved with each run.
+(choices are `Literal` types); a class's `problems()` checks what spans several keys. YAML
+aliases are refused (nlu.schema.NoAliasLoader). The resolved config is saved with each run.
 
 Adding a key means adding a field (with a comment: docs/reference/config.md is generated from
 them) and reading it where it is used: nothing else lists the keys.
@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
+
+from nlu.schema import load_yaml_text
 
 Pooling = Literal["mean", "cls"]
 RouterInput = Literal["sentence", "layers"]
@@ -402,11 +404,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
 
 def _row(name: str, index: int, value: Any, cls: Any) -> Any:
     """One entry of a list of configs (`teachers:`), named in errors by its `name` key."""
-    label = (
-        f"{name.removesuffix('s')} {value['name']}"
-        if isinstance(value, Mapping) and "name" in value
-        else f"{name}[{index}]"
-    )
+    named = isinstance(value, Mapping) and "name" in value
+    label = f"{name.removesuffix('s')} {value['name']}" if named else f"{name}[{index}]"
     if not isinstance(value, Mapping):
         raise ConfigError(f"{label} must be a mapping of key: value, got {value!r}")
     return build(cls, value, source=label)
@@ -422,15 +421,17 @@ def read_values(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key=value")
         # YAML parsing gives numbers, booleans, null and [lists] their natural types.
-        values[key.strip()] = yaml.safe_load(raw) if raw else ""
+        values[key.strip()] = load_yaml_text(raw) if raw else ""
     return values
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        loaded = load_yaml_text(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read config {path}: {err}") from err
+        mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None) or err
+        at = f"{path}:{mark.line + 1}" if mark else path  # one line, not YAML's excerpt
+        raise ConfigError(f"cannot read config {at}: {problem}") from err
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: a config file is a mapping of key: value")
     return loaded
@@ -440,9 +441,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 GROUPS: dict[str, type] = {
-    f.name: typing.get_type_hints(TrainConfig)[f.name]
-    for f in dataclasses.fields(TrainConfig)
-    if dataclasses.is_dataclass(typing.get_type_hints(TrainConfig)[f.name])
+    k: tree(TrainConfig).hints[p] for k, p in tree(TrainConfig).groups.items()
 }
 # Public key -> its group ("" for top-level keys).
 KEYS: dict[str, str] = {
@@ -467,7 +466,7 @@ def load_config(
 
 def parse_config(text: str, *, source: str) -> TrainConfig:
     """A resolved config as saved with a run or in a model folder (flat or nested)."""
-    loaded = yaml.safe_load(text) or {}
+    loaded = load_yaml_text(text) or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{source}: a config is a mapping of key: value")
     # Keys that other recipes save beside the training keys (teachers, federation, add-skill's
@@ -490,7 +489,7 @@ def dump(config: Any) -> str:
 
 def parse(cls: type[C], text: str, *, source: str) -> C:
     """A config of type `cls` from the YAML text `dump` wrote."""
-    loaded = yaml.safe_load(text) or {}
+    loaded = load_yaml_text(text) or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{source}: a config is a mapping of key: value")
     return build(cls, loaded, source=source)

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 
 class DataError(ValueError):
     """A data file or example is malformed; the message says where and what to fix.
@@ -55,6 +57,8 @@ class Example:
         problem = _span_problem(self.text, self.slots)
         if problem:
             raise DataError(f"{problem} in example {self.text!r}")
+        if self.skill == "" or self.intent == "":
+            raise DataError(f"example {self.text!r}: an empty skill or intent name")
         if (self.skill is None) != (self.intent is None) or (self.skill is None and self.slots):
             raise DataError(
                 f"example {self.text!r}: an out-of-scope example has skill and intent null and "
@@ -93,6 +97,10 @@ class Example:
 def _span_problem(text: str, spans: Iterable[Span]) -> str | None:
     if not text.strip():
         return "empty text"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:  # JSON's "\ud800": not text, and not storable later
+        return f"a lone UTF-16 surrogate {text[err.start]!r} at character {err.start}"
     previous: Span | None = None
     for span in sorted(spans):
         if not span.slot:
@@ -106,3 +114,21 @@ def _span_problem(text: str, spans: Iterable[Span]) -> str | None:
             return f"spans {previous.slot} and {span.slot} overlap"
         previous = span
     return None
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors' aliases (`*name`): nothing a skill or config file needs, and 750
+    bytes of nested aliases expand to gigabytes (a "billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed here; write the value out", mark
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml_text(text: str) -> Any:
+    """`yaml.safe_load` without aliases (NoAliasLoader); YAMLError for bad YAML."""
+    return yaml.load(text, Loader=NoAliasLoader)

@@ -77,7 +77,10 @@ class TrainResult:
 
 def load_data(cfg: DataConfig, *, seed: int) -> TrainData:
     """The data stage: train and dev examples and their label space, logged."""
-    data = load_train_dev(cfg, seed=seed)
+    return log_data(load_train_dev(cfg, seed=seed))
+
+
+def log_data(data: TrainData) -> TrainData:
     logger.info(
         "%d train / %d dev examples, %d skills: %s",
         len(data.train),

@@ -8,10 +8,10 @@ from typing import Any
 from accelerate.logging import get_logger
 
 from nlu.config import FinetuneConfig, TrainConfig, dump_config, flat
-from nlu.data.loaders import TrainData, check_test_files
+from nlu.data.loaders import TrainData, check_test_files, load_train_dev
 from nlu.model.encoders import check_encoder
 from nlu.model.joint import JointModel
-from nlu.training.engine import TrainResult, load_data, setup_model, train_model
+from nlu.training.engine import TrainResult, log_data, setup_model, train_model
 from nlu.training.run import finish_run, start_run
 from nlu.training.rundir import setup_run
 
@@ -45,8 +45,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     if not cfg.finetune.init_from:
         check_encoder(cfg.model.encoder)
     check_test_files(cfg.data)  # a broken tests.yaml fails now, not at `nlu evaluate`
+    data = load_train_dev(cfg.data, seed=cfg.seed)  # and bad training data
     run = start_run(run_dir, cfg, resolved=resolved, tracker_config=flat_config(cfg))
-    data = load_data(cfg.data, seed=cfg.seed)
+    log_data(data)
     setup = setup_model(cfg, data)
     result = train_model(run, setup, data.train, data.dev)
     return finish_run(
