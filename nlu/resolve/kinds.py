@@ -121,7 +121,7 @@ def interpret(kind: str, text: str, reference: Reference) -> Resolution:
     return _interpret(kind, " ".join(text.casefold().split()), reference)
 
 
-@functools.lru_cache(maxsize=16384)
+@functools.lru_cache(maxsize=4096)  # about 2.5 MB when full
 def _interpret(kind: str, text: str, reference: Reference) -> Resolution:
     if kind in ("number", "ordinal"):
         return _number(kind, text, reference)
